@@ -1,0 +1,126 @@
+"""The ``lit-gpt`` command.
+
+``lit-gpt fit|validate|test`` is LightningCLI over ``LitGPT`` and ``TextDataModule``, configured by YAML
+(``--config configs/...yaml``) and flags. ``lit-gpt generate`` samples from a checkpoint (see
+``lit_gpt.generate``) and ``lit-gpt presets`` lists the model presets with their parameter counts.
+
+Facts live in one place and the parser copies them: ``model.config.block_size`` into ``data.block_size`` when
+parsing, and the data module's ``vocab_size`` and tokenizer spec into the model when instantiating.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+from jsonargparse import ArgumentError
+
+from lit_gpt.config import PRESETS, Config, ConfigError
+
+USAGE = """\
+usage: lit-gpt {fit,validate,test} --config CONFIG.yaml [--section.key VALUE ...]
+       lit-gpt generate --checkpoint PATH --prompt TEXT [--max_new_tokens N --temperature T --top_k K --top_p P --seed S]
+       lit-gpt presets [--vocab_size N]
+
+Train (fit), evaluate (validate/test) and sample from LLaMA- or GPT-2-style language models.
+`lit-gpt fit --help` lists every training option; `lit-gpt generate --help` the sampling ones."""
+
+
+def _lightning_cli(args: list[str] | None) -> None:
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+    from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+    from lit_gpt.data import TextDataModule
+    from lit_gpt.lit_module import LitGPT
+
+    class LitGPTCLI(LightningCLI):
+        @staticmethod
+        def subcommands() -> dict[str, set[str]]:
+            return {name: keys for name, keys in LightningCLI.subcommands().items() if name != "predict"}
+
+        def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+            parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+            parser.set_defaults(
+                {
+                    "checkpoint.dirpath": "runs/checkpoints",
+                    "checkpoint.monitor": "val/loss",
+                    "checkpoint.mode": "min",
+                    "checkpoint.save_last": True,
+                    "checkpoint.filename": "step{step:06d}-val_loss{val/loss:.4f}",
+                    "checkpoint.auto_insert_metric_name": False,
+                }
+            )
+            parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
+            parser.set_defaults({"lr_monitor.logging_interval": "step"})
+            parser.link_arguments("model.config.block_size", "data.block_size")
+            parser.link_arguments("data.vocab_size", "model.config.vocab_size", apply_on="instantiate")
+            parser.link_arguments("data.tokenizer_spec", "model.tokenizer", apply_on="instantiate")
+
+    # The training loader yields infinitely many batches, so validation runs every `val_check_interval`
+    # batches rather than per epoch, and the data module shards batches across ranks itself.
+    trainer_defaults = {
+        "logger": {
+            "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+            "init_args": {"save_dir": "runs", "name": "lit-gpt", "default_hp_metric": False},
+        },
+        "max_steps": 2000,
+        "val_check_interval": 250,
+        "check_val_every_n_epoch": None,
+        "log_every_n_steps": 10,
+        "use_distributed_sampler": False,
+    }
+    # Batches are one numpy gather each; worker processes cost more than they save at these sizes.
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    LitGPTCLI(
+        LitGPT,
+        TextDataModule,
+        trainer_defaults=trainer_defaults,
+        save_config_kwargs={"overwrite": True},
+        args=args,
+        auto_configure_optimizers=False,  # LitGPT.configure_optimizers owns AdamW and the schedule
+        parser_kwargs={"description": USAGE, "exit_on_error": False},  # main() prints parse errors as one line
+    )
+
+
+def presets(args: list[str]) -> None:
+    """Print each preset's shape and its exact parameter count for a vocabulary size (default GPT-2's)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="lit-gpt presets", description=presets.__doc__)
+    parser.add_argument("--vocab_size", type=int, default=50257)
+    vocab_size = parser.parse_args(args).vocab_size
+    print(f"{'preset':<12}{'n_embd':>8}{'n_head':>8}{'n_layer':>8}{'block':>7}  {'parameters':>13}  style")
+    for name, fields in PRESETS.items():
+        config = Config.from_name(name, vocab_size=vocab_size)
+        style = "gpt-2" if config.position_embedding == "learned" else "llama"
+        print(
+            f"{name:<12}{config.n_embd:>8}{config.n_head:>8}{config.n_layer:>8}{config.block_size:>7}"
+            f"  {config.num_params():>13,}  {style}"
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``lit-gpt`` console script. Bad input exits with status 2 and one ``error:`` line."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        if not args or args[0] in ("-h", "--help"):
+            print(USAGE)
+        elif args[0] == "generate":
+            from lit_gpt.generate import main as generate_main
+
+            generate_main(args[1:])
+        elif args[0] == "presets":
+            presets(args[1:])
+        else:
+            _lightning_cli(None if argv is None else args)  # None: LightningCLI reads sys.argv
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except ArgumentError as err:  # jsonargparse: an unknown key, a wrong type, a missing value
+        command = f"lit-gpt {args[0]} --help" if args[0] in ("fit", "validate", "test") else "lit-gpt --help"
+        print(f"error: {' '.join(str(err).split())} (see `{command}`)", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

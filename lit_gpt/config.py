@@ -1,0 +1,170 @@
+"""Model configuration: one validated dataclass, a few named presets, and the parameter-count formula.
+
+Standard library only, so that building or inspecting a config never imports torch or Lightning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal
+
+
+class ConfigError(ValueError):
+    """Bad user input (a config value, a data path, a sampling option).
+
+    The command line prints its message as one line and exits non-zero, without a traceback, so every
+    message says what was wrong and what to do instead.
+    """
+
+
+@dataclass
+class Config:
+    """Shape and architecture of a decoder-only transformer.
+
+    The defaults are LLaMA-style (Touvron et al. 2023, https://arxiv.org/abs/2302.13971): RoPE positions,
+    RMSNorm, a SwiGLU MLP, no biases, tied input/output embeddings. Each choice switches back to GPT-2's
+    (Radford et al. 2019): ``position_embedding="learned"``, ``norm="layernorm"``, ``mlp="gelu"``, ``bias=True``.
+
+    Derived fields (filled in ``__post_init__``): ``n_kv_head`` defaults to ``n_head`` (plain multi-head
+    attention), ``intermediate_size`` to the LLaMA rule for SwiGLU or ``4 * n_embd`` for GELU, and
+    ``padded_vocab_size`` is ``vocab_size`` rounded up to ``padding_multiple``.
+
+    Raises:
+        ConfigError: (a ValueError) naming the field, for any value or combination that cannot build a model.
+    """
+
+    vocab_size: int = 50257
+    """Number of token ids the tokenizer produces. Set from the data module when training from the CLI."""
+    padding_multiple: int = 1
+    """Round the embedding and output rows up to a multiple of this (64 turns GPT-2's 50257 into 50304, which
+    runs faster on GPUs). The extra ids are never produced by the tokenizer and are masked when sampling."""
+    block_size: int = 256
+    """Context length in tokens: the longest sequence the model accepts."""
+    n_layer: int = 4
+    """Number of transformer blocks."""
+    n_head: int = 4
+    """Number of attention (query) heads."""
+    n_embd: int = 128
+    """Width of the residual stream (hidden size)."""
+    n_kv_head: int | None = None
+    """Number of key/value heads for grouped-query attention (Ainslie et al. 2023); must divide ``n_head``.
+    None means ``n_head`` (multi-head attention); 1 is multi-query attention."""
+    intermediate_size: int | None = None
+    """Hidden width of the MLP. None: ``4 * n_embd`` for GELU; for SwiGLU, LLaMA's ``2/3 * 4 * n_embd``
+    rounded up to a multiple of 64, which keeps the parameter count of a GELU MLP."""
+    position_embedding: Literal["rope", "learned"] = "rope"
+    """``rope``: rotary embeddings on queries and keys (Su et al. 2021); ``learned``: GPT-2's table."""
+    rope_theta: float = 10000.0
+    """RoPE base: frequencies are ``rope_theta ** (-2i / head_size)``."""
+    norm: Literal["rmsnorm", "layernorm"] = "rmsnorm"
+    """Pre-norm type: RMSNorm (Zhang & Sennrich 2019) or LayerNorm (Ba et al. 2016)."""
+    norm_eps: float = 1e-5
+    """Epsilon added to the variance inside the norms."""
+    mlp: Literal["swiglu", "gelu"] = "swiglu"
+    """MLP type: SwiGLU (Shazeer 2020, three matrices) or GPT-2's GELU MLP (two matrices)."""
+    bias: bool = False
+    """Biases in the linear layers and LayerNorms (GPT-2 has them, LLaMA does not)."""
+    tie_embeddings: bool = True
+    """Share the token embedding matrix with the output head (Press & Wolf 2017)."""
+    dropout: float = 0.0
+    """Dropout probability on attention weights, residual branches and embeddings; 0 disables it."""
+
+    padded_vocab_size: int = dataclasses.field(init=False)
+    head_size: int = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "padding_multiple", "block_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"Config.{name} must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head:
+            raise ConfigError(
+                f"Config.n_embd ({self.n_embd}) must be divisible by Config.n_head ({self.n_head})"
+            )
+        self.head_size = self.n_embd // self.n_head
+        if self.n_kv_head is None:
+            self.n_kv_head = self.n_head
+        if self.n_kv_head < 1 or self.n_head % self.n_kv_head:
+            raise ConfigError(
+                f"Config.n_kv_head ({self.n_kv_head}) must be a positive divisor of Config.n_head ({self.n_head})"
+            )
+        if self.position_embedding not in ("rope", "learned"):
+            raise ConfigError(f"Config.position_embedding must be 'rope' or 'learned', got {self.position_embedding!r}")
+        if self.position_embedding == "rope" and self.head_size % 2:
+            raise ConfigError(f"RoPE needs an even head size, got n_embd / n_head = {self.head_size}")
+        if self.rope_theta <= 0:
+            raise ConfigError(f"Config.rope_theta must be positive, got {self.rope_theta}")
+        if self.norm not in ("rmsnorm", "layernorm"):
+            raise ConfigError(f"Config.norm must be 'rmsnorm' or 'layernorm', got {self.norm!r}")
+        if self.norm_eps <= 0:
+            raise ConfigError(f"Config.norm_eps must be positive, got {self.norm_eps}")
+        if self.mlp not in ("swiglu", "gelu"):
+            raise ConfigError(f"Config.mlp must be 'swiglu' or 'gelu', got {self.mlp!r}")
+        if self.intermediate_size is None:
+            if self.mlp == "gelu":
+                self.intermediate_size = 4 * self.n_embd
+            else:
+                self.intermediate_size = _round_up(int(2 * 4 * self.n_embd / 3), 64)
+        if self.intermediate_size < 1:
+            raise ConfigError(f"Config.intermediate_size must be positive, got {self.intermediate_size}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"Config.dropout must be in [0, 1), got {self.dropout}")
+        self.padded_vocab_size = _round_up(self.vocab_size, self.padding_multiple)
+
+    @classmethod
+    def from_name(cls, name: str, **overrides: object) -> "Config":
+        """Build a named preset (see ``PRESETS``), with any field overridden by keyword.
+
+        Raises:
+            ConfigError: if ``name`` is not a preset.
+        """
+        if name not in PRESETS:
+            raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+    def to_dict(self) -> dict:
+        """The constructor arguments (no derived fields), as a JSON-serialisable dict."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+
+    def num_params(self) -> int:
+        """Number of trainable parameters of ``GPT(self)``, from the formula (each tied tensor counted once).
+
+        With V = padded_vocab_size, C = n_embd, L = n_layer, hs = head_size, F = intermediate_size:
+        embeddings V*C (+ block_size*C learned positions), per block the attention
+        C*(n_head*hs) + 2*C*(n_kv_head*hs) + (n_head*hs)*C and the MLP 2*C*F (GELU) or 3*C*F (SwiGLU),
+        two norms per block plus the final one, and the head V*C unless tied; biases where enabled.
+        """
+        C, F, hs = self.n_embd, self.intermediate_size, self.head_size
+        q_out, kv_out = self.n_head * hs, self.n_kv_head * hs
+        norm = C * (2 if self.norm == "layernorm" and self.bias else 1)
+        attn = C * q_out + 2 * C * kv_out + q_out * C
+        mlp = (3 if self.mlp == "swiglu" else 2) * C * F
+        if self.bias:
+            attn += q_out + 2 * kv_out + C
+            mlp += (2 * F if self.mlp == "swiglu" else F) + C
+        block = attn + mlp + 2 * norm
+        total = self.padded_vocab_size * C + self.n_layer * block + norm
+        if self.position_embedding == "learned":
+            total += self.block_size * C
+        if not self.tie_embeddings:
+            total += self.padded_vocab_size * C + (self.padded_vocab_size if self.bias else 0)
+        return total
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+_GPT2_STYLE = dict(position_embedding="learned", norm="layernorm", mlp="gelu", bias=True, tie_embeddings=True)
+
+PRESETS: dict[str, dict] = {
+    # The seed design's three sizes (n_embd / n_head / n_layer / block_size), LLaMA-style.
+    "tiny": dict(n_embd=64, n_head=4, n_layer=4, block_size=64),
+    "small": dict(n_embd=128, n_head=8, n_layer=6, block_size=256),
+    "medium": dict(n_embd=384, n_head=12, n_layer=12, block_size=512),
+    # GPT-2 124M (Radford et al. 2019) exactly: 124,439,808 parameters with the 50257-token vocabulary.
+    "gpt2": dict(n_embd=768, n_head=12, n_layer=12, block_size=1024, vocab_size=50257, **_GPT2_STYLE),
+    # The same shape with the LLaMA-style defaults, and the vocabulary padded to 50304 for GPU speed.
+    "llama-124m": dict(n_embd=768, n_head=12, n_layer=12, block_size=1024, vocab_size=50257, padding_multiple=64),
+}

@@ -1,0 +1,191 @@
+"""The LightningDataModule that serves (input, target) token windows from a prepared corpus.
+
+Sampling choice. Training batches are windows of ``block_size + 1`` tokens at uniformly random offsets of the
+training split (as in nanoGPT): input ``x = w[:-1]``, target ``y = w[1:]``. The stream of offsets is infinite
+and stateless: batch ``b`` on rank ``r`` is drawn from ``numpy.random.default_rng((seed, r, b))``. So there is
+no "epoch" (training length is ``trainer.max_steps``), ranks draw different batches without a
+DistributedSampler, and a resumed run continues with exactly the batches it would have seen.
+
+Validation covers the whole validation split once, in non-overlapping windows: every token after the first is
+a target exactly once. The last, partial window is taken as the final ``block_size + 1`` tokens with the targets
+already covered set to ``IGNORE_INDEX``, so all batches keep one shape and ``val/loss`` is the exact mean over
+the split, comparable between runs with the same tokenizer. Ranks take every ``world_size``-th window.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from lit_gpt.config import ConfigError
+from lit_gpt.prepare import download, load_tokens, prepare
+
+IGNORE_INDEX = -100
+"""Target value that the loss and the perplexity metric skip (PyTorch's cross-entropy default)."""
+
+
+class RandomWindowBatches(Sampler):
+    """Infinite sampler of batches of window start offsets, each an int64 array of shape (batch_size,).
+
+    Offsets are uniform in [0, num_windows). Batch ``b`` (counting from 0 over the whole run) on rank ``rank``
+    comes from ``numpy.random.default_rng((seed, rank, b))``; iteration starts at batch ``start_batch``.
+    """
+
+    def __init__(self, num_windows: int, batch_size: int, seed: int, rank: int = 0, start_batch: int = 0) -> None:
+        self.num_windows, self.batch_size = num_windows, batch_size
+        self.seed, self.rank, self.start_batch = seed, rank, start_batch
+
+    def __iter__(self):
+        batch = self.start_batch
+        while True:
+            rng = np.random.default_rng((self.seed, self.rank, batch))
+            yield rng.integers(0, self.num_windows, size=self.batch_size)
+            batch += 1
+
+
+class TrainWindows(Dataset):
+    """Random-access training windows over a 1-D token array; indexed by an array of start offsets.
+
+    ``dataset[starts]`` with ``starts`` of shape (B,) returns ``(x, y)``, int64 tensors of shape
+    (B, block_size) with ``y[:, t] == x[:, t + 1]`` for t < block_size - 1.
+    """
+
+    def __init__(self, tokens: np.ndarray, block_size: int) -> None:
+        self.tokens, self.block_size = tokens, block_size
+        self.num_windows = len(tokens) - block_size  # starts 0 .. len-block_size-1 leave room for the target
+
+    def __getitem__(self, starts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        window = self.tokens[starts[:, None] + np.arange(self.block_size + 1)].astype(np.int64)  # (B, T+1)
+        window = torch.from_numpy(window)
+        return window[:, :-1], window[:, 1:]
+
+
+class ValidationWindows(Dataset):
+    """Non-overlapping windows covering a token array so that each position 1..N-1 is a target exactly once.
+
+    Item i is ``(x, y)``, int64 tensors of shape (block_size,); targets already counted by an earlier window
+    (only in the last, overlapping one) are ``IGNORE_INDEX``. ``rank``/``world_size`` select every
+    ``world_size``-th window.
+    """
+
+    def __init__(self, tokens: np.ndarray, block_size: int, rank: int = 0, world_size: int = 1) -> None:
+        self.tokens, self.block_size = tokens, block_size
+        n_targets = len(tokens) - 1
+        starts = list(range(0, n_targets - block_size + 1, block_size))
+        covered = len(starts) * block_size
+        windows = [(s, 0) for s in starts]
+        if covered < n_targets:  # a partial remainder: re-read the final window, ignore targets seen already
+            last = n_targets - block_size
+            windows.append((last, covered - last))
+        self.windows = windows[rank::world_size]
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        start, n_ignored = self.windows[i]
+        window = torch.from_numpy(self.tokens[start : start + self.block_size + 1].astype(np.int64))
+        x, y = window[:-1], window[1:].clone()
+        y[:n_ignored] = IGNORE_INDEX
+        return x, y
+
+
+class TextDataModule(LightningDataModule):
+    """Train/val token windows from one or more text files, tokenized once into memory-mapped files.
+
+    Args:
+        path: a text file, a folder (its ``*.txt`` files) or a glob; files are documents joined by end-of-text.
+        tokenizer: ``char`` (character vocabulary of the corpus) or a tiktoken encoding (``gpt2``, ``cl100k_base``).
+        block_size: tokens per training window; linked from ``model.config.block_size`` on the command line.
+        batch_size: windows per batch (per device), for training and validation.
+        val_fraction: fraction of the corpus, taken from its end, used for validation.
+        cache_dir: where the token files go; default ``data/prepared/<name>-<tokenizer>-<hash of path>``.
+        download_url: fetched into ``path`` when ``path`` is a missing file (Tiny Shakespeare's configs set it).
+        seed: seed of the training offsets.
+        num_workers: DataLoader worker processes (batches are a single numpy gather, so 0 is usually fastest).
+    """
+
+    def __init__(
+        self,
+        path: str = "data/tinyshakespeare/input.txt",
+        tokenizer: str = "gpt2",
+        block_size: int = 256,
+        batch_size: int = 12,
+        val_fraction: float = 0.1,
+        cache_dir: str | None = None,
+        download_url: str | None = None,
+        seed: int = 1337,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ConfigError(f"data.batch_size must be a positive integer, got {batch_size}")
+        self.path, self.tokenizer_name, self.block_size, self.batch_size = path, tokenizer, block_size, batch_size
+        self.val_fraction, self.download_url, self.seed, self.num_workers = val_fraction, download_url, seed, num_workers
+        if cache_dir is None:
+            key = hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:8]
+            stem = Path(path.rstrip("/*")).stem or "corpus"
+            cache_dir = os.path.join("data", "prepared", f"{stem}-{tokenizer}-{key}")
+        self.cache_dir = cache_dir
+        self._meta: dict | None = None
+        self.train_tokens = self.val_tokens = None
+
+    def _prepared(self) -> dict:
+        """Download (if configured and missing) and tokenize (if stale) once per process; return the metadata."""
+        if self._meta is None:
+            if self.download_url and not os.path.exists(self.path):
+                download(self.download_url, self.path)
+            self._meta = prepare(self.path, self.tokenizer_name, self.cache_dir, self.val_fraction)
+        return self._meta
+
+    @property
+    def vocab_size(self) -> int:
+        """Vocabulary size of the tokenizer (prepares the corpus if the tokenizer is built from it)."""
+        return self._prepared()["vocab_size"]
+
+    @property
+    def tokenizer_spec(self) -> dict:
+        """The tokenizer's spec (see ``lit_gpt.tokenizer.Tokenizer.spec``), stored in checkpoints."""
+        return self._prepared()["tokenizer"]
+
+    def prepare_data(self) -> None:
+        self._prepared()
+
+    def setup(self, stage: str) -> None:
+        meta = self._prepared()
+        self.train_tokens = load_tokens(self.cache_dir, "train", meta)
+        self.val_tokens = load_tokens(self.cache_dir, "val", meta)
+        for split, tokens in (("training", self.train_tokens), ("validation", self.val_tokens)):
+            if len(tokens) < self.block_size + 1:
+                raise ConfigError(
+                    f"the {split} split of {self.path} has {len(tokens)} tokens, fewer than one window of "
+                    f"block_size + 1 = {self.block_size + 1}; use a larger corpus or a smaller block_size"
+                )
+
+    def _rank_and_world(self) -> tuple[int, int, int]:
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 1, 0
+        start_batch = trainer.global_step * trainer.accumulate_grad_batches  # resume where the run stopped
+        return trainer.global_rank, trainer.world_size, start_batch
+
+    def train_dataloader(self) -> DataLoader:
+        rank, _, start_batch = self._rank_and_world()
+        dataset = TrainWindows(self.train_tokens, self.block_size)
+        sampler = RandomWindowBatches(dataset.num_windows, self.batch_size, self.seed, rank, start_batch)
+        # batch_size=None: each sampler item is already a whole batch of offsets, gathered in one numpy call.
+        return DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=self.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        rank, world_size, _ = self._rank_and_world()
+        dataset = ValidationWindows(self.val_tokens, self.block_size, rank, world_size)
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()

@@ -1,0 +1,118 @@
+"""Tokenizers: tiktoken BPE encodings by name, and a character-level vocabulary built from a corpus.
+
+A tokenizer is fully described by a small JSON-able ``spec`` dict (``{"kind": "tiktoken", "name": "gpt2"}`` or
+``{"kind": "char", "chars": "..."}``), which is stored in checkpoints so a trained model can be sampled from
+with nothing else at hand.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+
+import tiktoken
+
+from lit_gpt.config import ConfigError
+
+EOT_TEXT = "<|endoftext|>"
+
+
+class Tokenizer:
+    """Text <-> token ids, with ``vocab_size`` and an end-of-text id (``eot_id``).
+
+    Two kinds:
+    - ``tiktoken``: a byte-level BPE from tiktoken (``gpt2``, ``r50k_base``, ``cl100k_base``, ...), or any
+      ``tiktoken.Encoding`` passed in (tests build a byte-level one in-process). Text is encoded as ordinary
+      text: a literal "<|endoftext|>" in the input is not turned into the special token.
+    - ``char``: one id per distinct character of the corpus, in sorted order, plus one end-of-text id after them.
+
+    Build one with ``Tokenizer.from_name``, ``Tokenizer.char`` or ``Tokenizer.from_spec``.
+    """
+
+    def __init__(self, encoding: tiktoken.Encoding | None = None, chars: Sequence[str] | None = None) -> None:
+        if (encoding is None) == (chars is None):
+            raise ValueError("pass exactly one of `encoding` (tiktoken) or `chars` (character-level)")
+        self.encoding = encoding
+        self.chars = "".join(chars) if chars is not None else None
+        if encoding is not None:
+            self.name = encoding.name
+            self.vocab_size = encoding.n_vocab
+            self.eot_id = encoding.eot_token
+        else:
+            self.name = "char"
+            self._stoi = {c: i for i, c in enumerate(self.chars)}
+            self.vocab_size = len(self.chars) + 1
+            self.eot_id = len(self.chars)
+
+    @classmethod
+    def from_name(cls, name: str) -> "Tokenizer":
+        """A tiktoken encoding by name, e.g. ``gpt2`` or ``cl100k_base``.
+
+        tiktoken downloads an encoding's files on first use and caches them in ``TIKTOKEN_CACHE_DIR``.
+
+        Raises:
+            ConfigError: for an unknown name (including ``char``, which needs a corpus: use ``Tokenizer.char``),
+                or when the encoding's files cannot be downloaded and are not in the cache.
+        """
+        known = tiktoken.list_encoding_names()
+        if name not in known:
+            raise ConfigError(f"unknown tokenizer {name!r}; choose 'char' or a tiktoken encoding: {', '.join(known)}")
+        try:
+            return cls(encoding=tiktoken.get_encoding(name))
+        except Exception as err:  # tiktoken raises requests/urllib errors of several kinds when offline
+            cache = os.environ.get("TIKTOKEN_CACHE_DIR", "<unset>")
+            raise ConfigError(
+                f"could not load tiktoken encoding {name!r} ({type(err).__name__}); without network, put its files "
+                f"in a folder and set TIKTOKEN_CACHE_DIR to it (now {cache})"
+            ) from err
+
+    @classmethod
+    def char(cls, texts: Iterable[str]) -> "Tokenizer":
+        """A character-level tokenizer over the distinct characters of ``texts`` (sorted by code point)."""
+        chars: set[str] = set()
+        for text in texts:
+            chars.update(text)
+        return cls(chars=sorted(chars))
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> "Tokenizer":
+        """Rebuild a tokenizer from its ``spec`` (as stored in a checkpoint).
+
+        Raises:
+            ConfigError: if the spec is malformed or names an unknown encoding.
+        """
+        kind = spec.get("kind") if isinstance(spec, dict) else None
+        if kind == "char" and isinstance(spec.get("chars"), str):
+            return cls(chars=spec["chars"])
+        if kind == "tiktoken" and isinstance(spec.get("name"), str):
+            return cls.from_name(spec["name"])
+        raise ConfigError(f"not a lit_gpt tokenizer spec: {spec!r}")
+
+    @property
+    def spec(self) -> dict:
+        """A JSON-able description from which ``from_spec`` rebuilds this tokenizer."""
+        if self.encoding is not None:
+            return {"kind": "tiktoken", "name": self.name}
+        return {"kind": "char", "chars": self.chars}
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` (no end-of-text token is added).
+
+        Raises:
+            ConfigError: for a character-level tokenizer, if ``text`` has a character outside its vocabulary.
+        """
+        if self.encoding is not None:
+            return self.encoding.encode_ordinary(text)
+        try:
+            return [self._stoi[c] for c in text]
+        except KeyError as err:
+            raise ConfigError(
+                f"character {err.args[0]!r} is not in this character-level vocabulary of {len(self.chars)} characters"
+            ) from None
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of token ids; the end-of-text id decodes to "<|endoftext|>"."""
+        ids = list(ids)
+        if self.encoding is not None:
+            return self.encoding.decode(ids)
+        return "".join(self.chars[i] if i != self.eot_id else EOT_TEXT for i in ids)

@@ -1,0 +1,66 @@
+import pytest
+
+from lit_gpt.config import PRESETS, Config, ConfigError
+from lit_gpt.model import GPT
+
+
+@pytest.mark.parametrize("name", ["tiny", "small"])
+def test_presets_build_and_count_honestly(name):
+    config = Config.from_name(name, vocab_size=65)
+    assert GPT(config).num_params() == config.num_params()
+
+
+def test_gpt2_preset_is_124m():
+    # Hugging Face's GPT2LMHeadModel has 124,439,808 parameters (tied head, learned positions, biases).
+    assert Config.from_name("gpt2").num_params() == 124_439_808
+
+
+def test_medium_preset_is_not_2_3m_with_a_bpe_vocabulary():
+    # The old design notes claimed "2-3M parameters" for 384/12/12/512; with GPT-2's vocabulary it is ~40.5M.
+    config = Config.from_name("medium", vocab_size=50257)
+    assert config.num_params() == 40_541_952
+    assert GPT(config).num_params() == config.num_params()
+
+
+def test_all_presets_are_valid():
+    for name in PRESETS:
+        Config.from_name(name)
+
+
+def test_derived_fields():
+    config = Config(n_embd=128, n_head=4, vocab_size=50257, padding_multiple=64)
+    assert config.head_size == 32
+    assert config.n_kv_head == 4
+    assert config.intermediate_size == 384  # 2/3 * 4 * 128 = 341.3, rounded up to a multiple of 64
+    assert config.padded_vocab_size == 50304
+    assert Config(mlp="gelu", n_embd=64).intermediate_size == 256
+
+
+def test_to_dict_round_trip():
+    config = Config(n_kv_head=2, position_embedding="learned", dropout=0.1)
+    assert Config(**config.to_dict()) == config
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        (dict(n_embd=100, n_head=3), "n_embd"),
+        (dict(n_head=4, n_kv_head=3), "n_kv_head"),
+        (dict(n_embd=24, n_head=8), "head size"),  # RoPE needs an even head size
+        (dict(block_size=0), "block_size"),
+        (dict(vocab_size=-1), "vocab_size"),
+        (dict(dropout=1.0), "dropout"),
+        (dict(norm="batchnorm"), "norm"),
+        (dict(mlp="relu"), "mlp"),
+        (dict(position_embedding="alibi"), "position_embedding"),
+        (dict(norm_eps=0.0), "norm_eps"),
+    ],
+)
+def test_bad_values_raise_naming_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        Config(**kwargs)
+
+
+def test_unknown_preset():
+    with pytest.raises(ConfigError, match="unknown preset 'gpt5'"):
+        Config.from_name("gpt5")

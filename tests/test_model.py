@@ -1,0 +1,155 @@
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lit_gpt.config import Config
+from lit_gpt.model import GPT, RMSNorm, apply_rope, rope_cache
+
+SWITCHES = {
+    "llama": {},
+    "learned_positions": dict(position_embedding="learned"),
+    "layernorm": dict(norm="layernorm"),
+    "layernorm_bias": dict(norm="layernorm", bias=True),
+    "gelu": dict(mlp="gelu"),
+    "gqa": dict(n_kv_head=2),
+    "mqa": dict(n_kv_head=1),
+    "untied": dict(tie_embeddings=False),
+    "untied_bias": dict(tie_embeddings=False, bias=True),
+    "gpt2_style": dict(position_embedding="learned", norm="layernorm", mlp="gelu", bias=True),
+    "padded_vocab_dropout": dict(padding_multiple=64, dropout=0.1),
+}
+
+
+def make(tiny_config, **overrides):
+    return Config(**{**tiny_config.to_dict(), **overrides})
+
+
+def test_output_shape(tiny_config):
+    model = GPT(tiny_config)
+    idx = torch.randint(0, tiny_config.vocab_size, (3, tiny_config.block_size))
+    assert model(idx).shape == (3, tiny_config.block_size, tiny_config.padded_vocab_size)
+    assert model(idx[:, :5]).shape == (3, 5, tiny_config.padded_vocab_size)
+
+
+def test_longer_than_block_size_raises(tiny_config):
+    model = GPT(tiny_config)
+    with pytest.raises(ValueError, match="exceeds block_size"):
+        model(torch.zeros(1, tiny_config.block_size + 1, dtype=torch.long))
+
+
+@pytest.mark.parametrize("switch", ["llama", "gpt2_style", "gqa"])
+def test_causality(tiny_config, switch):
+    model = GPT(make(tiny_config, **SWITCHES[switch])).eval()
+    idx = torch.randint(0, tiny_config.vocab_size, (2, tiny_config.block_size))
+    t = 9
+    changed = idx.clone()
+    changed[:, t] = (changed[:, t] + 1) % tiny_config.vocab_size
+    with torch.no_grad():
+        before, after = model(idx), model(changed)
+    torch.testing.assert_close(before[:, :t], after[:, :t], rtol=0, atol=0)
+    assert not torch.allclose(before[:, t:], after[:, t:])
+
+
+def test_initial_loss_is_ln_vocab():
+    config = Config(vocab_size=512, block_size=32, n_layer=2, n_head=4, n_embd=64)
+    model = GPT(config)
+    idx = torch.randint(0, config.vocab_size, (8, config.block_size))
+    with torch.no_grad():
+        loss = F.cross_entropy(model(idx).flatten(0, 1), idx.roll(-1, dims=1).flatten())
+    assert abs(loss.item() - math.log(config.vocab_size)) < 0.1
+
+
+def train_steps(model, idx, steps, lr=3e-3):
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        logits = model(idx[:, :-1])
+        loss = F.cross_entropy(logits.flatten(0, 1), idx[:, 1:].flatten())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+def test_overfits_one_batch(tiny_config):
+    model = GPT(tiny_config)
+    idx = torch.randint(0, tiny_config.vocab_size, (4, tiny_config.block_size + 1))
+    losses = train_steps(model, idx, steps=150, lr=1e-2)
+    assert losses[0] > 4.0
+    assert losses[-1] < 0.1
+
+
+@pytest.mark.parametrize("switch", SWITCHES)
+def test_each_switch_builds_counts_and_trains(tiny_config, switch):
+    config = make(tiny_config, **SWITCHES[switch])
+    model = GPT(config)
+    assert model.num_params() == config.num_params()
+    idx = torch.randint(0, config.vocab_size, (4, config.block_size + 1))
+    losses = train_steps(model, idx, steps=20)
+    assert losses[-1] < losses[0] - 0.5
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_weight_tying(tiny_config):
+    tied, untied = GPT(tiny_config), GPT(make(tiny_config, tie_embeddings=False))
+    assert tied.lm_head.weight is tied.embed_tokens.weight
+    assert untied.lm_head.weight is not untied.embed_tokens.weight
+    assert untied.num_params() - tied.num_params() == tiny_config.padded_vocab_size * tiny_config.n_embd
+
+
+def test_gqa_matches_mha_with_repeated_kv_heads(tiny_config):
+    gqa = GPT(make(tiny_config, n_kv_head=2)).eval()
+    mha = GPT(tiny_config).eval()
+    state = gqa.state_dict()
+    hs = tiny_config.head_size
+    for name in list(state):
+        if name.endswith(("k_proj.weight", "v_proj.weight")):  # (nkv*hs, C) -> (nh*hs, C), each head twice
+            state[name] = state[name].view(2, hs, -1).repeat_interleave(2, dim=0).reshape(4 * hs, -1)
+    mha.load_state_dict(state)
+    idx = torch.randint(0, tiny_config.vocab_size, (2, tiny_config.block_size))
+    with torch.no_grad():
+        torch.testing.assert_close(gqa(idx), mha(idx))
+
+
+def test_residual_projections_are_scaled_at_init():
+    config = Config(vocab_size=64, n_layer=8, n_head=4, n_embd=256)
+    block = GPT(config).layers[0]
+    expected = 0.02 / math.sqrt(2 * config.n_layer)
+    assert block.self_attn.o_proj.weight.std().item() == pytest.approx(expected, rel=0.05)
+    assert block.mlp.down_proj.weight.std().item() == pytest.approx(expected, rel=0.05)
+    assert block.self_attn.q_proj.weight.std().item() == pytest.approx(0.02, rel=0.05)
+
+
+def test_rope_scores_depend_only_on_relative_position():
+    hs = 16
+    cos, sin = rope_cache(32, hs)
+    q, k = torch.randn(hs), torch.randn(hs)
+
+    def score(m, n):
+        qm = apply_rope(q.expand(1, 1, 32, hs), cos, sin)[0, 0, m]
+        kn = apply_rope(k.expand(1, 1, 32, hs), cos, sin)[0, 0, n]
+        return torch.dot(qm, kn)
+
+    torch.testing.assert_close(score(5, 2), score(20, 17))
+    torch.testing.assert_close(score(0, 0), torch.dot(q, k))  # position 0 is the identity rotation
+    assert not torch.allclose(score(5, 2), score(5, 4))
+
+
+def test_rmsnorm_matches_formula():
+    norm = RMSNorm(8, eps=1e-6)
+    with torch.no_grad():
+        norm.weight.copy_(torch.linspace(0.5, 2.0, 8))
+    x = torch.randn(3, 5, 8)
+    expected = x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * norm.weight
+    torch.testing.assert_close(norm(x), expected)
+    torch.testing.assert_close(norm(x.bfloat16()).float(), expected, atol=2e-2, rtol=2e-2)
+
+
+def test_model_import_does_not_import_lightning():
+    code = "import sys, lit_gpt, lit_gpt.model, lit_gpt.generate; assert 'lightning' not in sys.modules, 'Lightning imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
