@@ -26,7 +26,12 @@ Train (fit), evaluate (validate/test) and sample from LLaMA- or GPT-2-style lang
 `lit-gpt fit --help` lists every training option; `lit-gpt generate --help` the sampling ones."""
 
 
-def _lightning_cli(args: list[str] | None) -> None:
+def lightning_cli(args: list[str] | None = None, run: bool = True):
+    """Build (and with ``run=True`` execute) the LightningCLI for ``args`` (None: ``sys.argv[1:]``).
+
+    With ``run=False`` there is no subcommand: the returned CLI holds ``model``, ``datamodule`` and ``trainer``
+    built from the arguments, as the benchmark scripts use it.
+    """
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -71,12 +76,13 @@ def _lightning_cli(args: list[str] | None) -> None:
     }
     # Batches are one numpy gather each; worker processes cost more than they save at these sizes.
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    LitGPTCLI(
+    return LitGPTCLI(
         LitGPT,
         TextDataModule,
         trainer_defaults=trainer_defaults,
         save_config_kwargs={"overwrite": True},
         args=args,
+        run=run,
         auto_configure_optimizers=False,  # LitGPT.configure_optimizers owns AdamW and the schedule
         parser_kwargs={"description": USAGE, "exit_on_error": False},  # main() prints parse errors as one line
     )
@@ -112,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
         elif args[0] == "presets":
             presets(args[1:])
         else:
-            _lightning_cli(None if argv is None else args)  # None: LightningCLI reads sys.argv
+            lightning_cli(None if argv is None else args)  # None: LightningCLI reads sys.argv
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
