@@ -64,7 +64,8 @@ class Config:
     mlp: Literal["swiglu", "gelu"] = "swiglu"
     """MLP type: SwiGLU (Shazeer 2020, three matrices) or GPT-2's GELU MLP (two matrices)."""
     bias: bool = False
-    """Biases in the linear layers and LayerNorms (GPT-2 has them, LLaMA does not)."""
+    """Biases in the attention and MLP linear layers and in LayerNorms (GPT-2 has them, LLaMA does not). The output
+    head never has one."""
     tie_embeddings: bool = True
     """Share the token embedding matrix with the output head (Press & Wolf 2017)."""
     dropout: float = 0.0
@@ -133,7 +134,8 @@ class Config:
         With V = padded_vocab_size, C = n_embd, L = n_layer, hs = head_size, F = intermediate_size:
         embeddings V*C (+ block_size*C learned positions), per block the attention
         C*(n_head*hs) + 2*C*(n_kv_head*hs) + (n_head*hs)*C and the MLP 2*C*F (GELU) or 3*C*F (SwiGLU),
-        two norms per block plus the final one, and the head V*C unless tied; biases where enabled.
+        two norms per block plus the final one, and the head V*C unless tied; biases where enabled (never in the
+        head, as in GPT-2 and LLaMA).
         """
         C, F, hs = self.n_embd, self.intermediate_size, self.head_size
         q_out, kv_out = self.n_head * hs, self.n_kv_head * hs
@@ -148,7 +150,7 @@ class Config:
         if self.position_embedding == "learned":
             total += self.block_size * C
         if not self.tie_embeddings:
-            total += self.padded_vocab_size * C + (self.padded_vocab_size if self.bias else 0)
+            total += self.padded_vocab_size * C
         return total
 
 

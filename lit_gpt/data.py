@@ -168,24 +168,23 @@ class TextDataModule(LightningDataModule):
                     f"block_size + 1 = {self.block_size + 1}; use a larger corpus or a smaller block_size"
                 )
 
-    def _rank_and_world(self) -> tuple[int, int, int]:
-        trainer = self.trainer
-        if trainer is None:
-            return 0, 1, 0
-        start_batch = trainer.global_step * trainer.accumulate_grad_batches  # resume where the run stopped
-        return trainer.global_rank, trainer.world_size, start_batch
+    def _rank_and_world_size(self) -> tuple[int, int]:
+        return (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
 
     def train_dataloader(self) -> DataLoader:
-        rank, _, start_batch = self._rank_and_world()
+        rank, _ = self._rank_and_world_size()
+        # A resumed run continues the offset stream at the batch it had reached.
+        start_batch = self.trainer.global_step * self.trainer.accumulate_grad_batches if self.trainer else 0
         dataset = TrainWindows(self.train_tokens, self.block_size)
         sampler = RandomWindowBatches(dataset.num_windows, self.batch_size, self.seed, rank, start_batch)
         # batch_size=None: each sampler item is already a whole batch of offsets, gathered in one numpy call.
         return DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
-        rank, world_size, _ = self._rank_and_world()
+        rank, world_size = self._rank_and_world_size()
         dataset = ValidationWindows(self.val_tokens, self.block_size, rank, world_size)
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)
 
     def test_dataloader(self) -> DataLoader:
+        """``lit-gpt test`` evaluates on the validation split: a single corpus has no separate test split."""
         return self.val_dataloader()

@@ -162,7 +162,7 @@ class GPT(nn.Module):
         self.embed_dropout = nn.Dropout(config.dropout)
         self.layers = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.norm = build_norm(config)
-        self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=config.bias and not config.tie_embeddings)
+        self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=False)  # no bias in GPT-2 or LLaMA
         if config.tie_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
         if config.position_embedding == "rope":

@@ -51,9 +51,10 @@ class Tokenizer:
         tiktoken downloads an encoding's files on first use and caches them in ``TIKTOKEN_CACHE_DIR``.
 
         Raises:
-            ConfigError: for an unknown name (including ``char``, which needs a corpus: use ``Tokenizer.char``),
-                or when the encoding's files cannot be downloaded and are not in the cache.
+            ConfigError: for an unknown name, for ``char`` (built from a corpus by ``Tokenizer.char``), or when the encoding's files cannot be downloaded and are not in the cache.
         """
+        if name == "char":
+            raise ConfigError("the 'char' tokenizer is built from a corpus: use Tokenizer.char(texts)")
         known = tiktoken.list_encoding_names()
         if name not in known:
             raise ConfigError(f"unknown tokenizer {name!r}; choose 'char' or a tiktoken encoding: {', '.join(known)}")

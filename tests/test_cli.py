@@ -52,7 +52,7 @@ def test_every_config_parses(config, capsys):
     assert "model:" in printed and "data:" in printed and "checkpoint:" in printed
 
 
-def test_fit_writes_checkpoints_tensorboard_and_config_then_resumes(shakespeare, tmp_path):
+def test_fit_writes_checkpoints_tensorboard_and_config_then_resumes(shakespeare, tmp_path, capsys):
     main([str(a) for a in tiny_fit_args(shakespeare, tmp_path)])
     ckpt_dir = tmp_path / "ckpt"
     assert (ckpt_dir / "last.ckpt").is_file()
@@ -73,6 +73,12 @@ def test_fit_writes_checkpoints_tensorboard_and_config_then_resumes(shakespeare,
     resumed = scalars(tmp_path / "runs" / "shakespeare-char" / "version_1")
     assert min(step for step, _ in resumed["train/loss"]) >= 20
     assert [step for step, _ in resumed["val/loss"]] == [29]
+
+    # evaluate it: `validate` and `test` both read the whole validation split
+    for subcommand, metric in (("validate", "val/loss"), ("test", "test/loss")):
+        args = [str(a) for a in tiny_fit_args(shakespeare, tmp_path, "--ckpt_path", ckpt_dir / "last.ckpt")]
+        main([subcommand, *args[1:]])
+        assert metric in capsys.readouterr().out
 
     # sample from it: deterministic under a seed, and starting with the prompt
     gen = ["generate", "--checkpoint", ckpt_dir / "last.ckpt", "--prompt", "ROMEO:", "--max_new_tokens", "40"]
