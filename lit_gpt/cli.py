@@ -2,7 +2,8 @@
 
 ``lit-gpt fit|validate|test`` is LightningCLI over ``LitGPT`` and ``TextDataModule``, configured by YAML
 (``--config configs/...yaml``) and flags. ``lit-gpt generate`` samples from a checkpoint (see
-``lit_gpt.generate``) and ``lit-gpt presets`` lists the model presets with their parameter counts.
+``lit_gpt.generate``), ``lit-gpt export`` writes a Hugging Face or safetensors folder (see ``lit_gpt.export``)
+and ``lit-gpt presets`` lists the model presets with their parameter counts.
 
 Facts live in one place and the parser copies them: ``model.config.block_size`` into ``data.block_size`` when
 parsing, and the data module's ``vocab_size`` and tokenizer spec into the model when instantiating.
@@ -20,6 +21,7 @@ from lit_gpt.config import PRESETS, Config, ConfigError
 USAGE = """\
 usage: lit-gpt {fit,validate,test} --config CONFIG.yaml [--section.key VALUE ...]
        lit-gpt generate --checkpoint PATH --prompt TEXT [--max_new_tokens N --temperature T --top_k K --top_p P --seed S]
+       lit-gpt export --checkpoint PATH --out DIR [--format hf|lit_gpt]
        lit-gpt presets [--vocab_size N]
 
 Train (fit), evaluate (validate/test) and sample from LLaMA- or GPT-2-style language models.
@@ -115,6 +117,10 @@ def main(argv: list[str] | None = None) -> None:
             from lit_gpt.generate import main as generate_main
 
             generate_main(args[1:])
+        elif args[0] == "export":
+            from lit_gpt.export import main as export_main
+
+            export_main(args[1:])
         elif args[0] == "presets":
             presets(args[1:])
         else:

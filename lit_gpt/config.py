@@ -70,6 +70,17 @@ class Config:
     """Share the token embedding matrix with the output head (Press & Wolf 2017)."""
     dropout: float = 0.0
     """Dropout probability on attention weights, residual branches and embeddings; 0 disables it."""
+    sliding_window: int | None = None
+    """Sliding-window attention (Beltagy et al. 2020; Mistral 7B): each position attends to itself and the
+    ``sliding_window - 1`` positions before it. None attends to the whole causal prefix."""
+    init: Literal["gpt2", "xavier", "kaiming"] = "gpt2"
+    """Weight init of the linear layers: ``gpt2`` N(0, 0.02) (Radford et al. 2019); ``xavier`` normal with
+    std sqrt(2 / (fan_in + fan_out)) (Glorot & Bengio 2010); ``kaiming`` normal with std 1/sqrt(fan_in), the
+    variance-preserving rule for a linear map (He et al. 2015). Embeddings are N(0, 0.02) under every scheme,
+    and the residual output projections are scaled by 1/sqrt(2 * n_layer) under every scheme."""
+    gradient_checkpointing: bool = False
+    """Recompute each block's activations in the backward pass instead of storing them (Chen et al. 2016):
+    less memory, about one more forward pass of compute. Has no effect on results."""
 
     padded_vocab_size: int = dataclasses.field(init=False)
     head_size: int = dataclasses.field(init=False)
@@ -109,6 +120,10 @@ class Config:
                 self.intermediate_size = _round_up(int(2 * 4 * self.n_embd / 3), 64)
         if self.intermediate_size < 1:
             raise ConfigError(f"Config.intermediate_size must be positive, got {self.intermediate_size}")
+        if self.sliding_window is not None and self.sliding_window < 1:
+            raise ConfigError(f"Config.sliding_window must be a positive integer or None, got {self.sliding_window}")
+        if self.init not in ("gpt2", "xavier", "kaiming"):
+            raise ConfigError(f"Config.init must be 'gpt2', 'xavier' or 'kaiming', got {self.init!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"Config.dropout must be in [0, 1), got {self.dropout}")
         self.padded_vocab_size = _round_up(self.vocab_size, self.padding_multiple)

@@ -1,48 +1,21 @@
 """Sampling from a trained checkpoint: ``lit-gpt generate --checkpoint PATH --prompt TEXT``.
 
-The checkpoint carries the model config and the tokenizer spec, so no YAML is needed. Decoding recomputes
-the whole (cropped) context at every step; no Lightning is imported here.
+The checkpoint carries the model config and the tokenizer spec, so no YAML is needed. Decoding uses the
+model's KV cache (prefill, then one token per step), batches prompts of different lengths with left padding,
+stops at end-of-text or at stop strings, and streams text as it comes. No Lightning is imported here.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
+from collections.abc import Iterator
 
 import torch
 
-from lit_gpt.config import Config, ConfigError
+from lit_gpt.checkpoint import load_checkpoint
+from lit_gpt.config import ConfigError
 from lit_gpt.model import GPT
-from lit_gpt.tokenizer import Tokenizer
-
-
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[GPT, Tokenizer]:
-    """Rebuild the model (in eval mode, on ``device``) and tokenizer from a Lightning ``.ckpt`` of ``LitGPT``.
-
-    The model config and tokenizer spec come from the checkpoint's ``lit_gpt`` record (written by
-    ``LitGPT.on_save_checkpoint``); the file is read with ``torch.load(weights_only=True)``.
-
-    Raises:
-        ConfigError: if the file is missing or is not a lit_gpt training checkpoint.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"checkpoint not found: {path}")
-    try:
-        with torch.serialization.safe_globals([Config]):  # hyper_parameters hold a Config when built from Python
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # unpickling raises many types for a file that is not a checkpoint
-        raise ConfigError(f"{path} is not a lit_gpt checkpoint ({type(err).__name__})") from None
-    record = checkpoint.get("lit_gpt") if isinstance(checkpoint, dict) else None
-    if not isinstance(record, dict) or record.get("tokenizer") is None or "state_dict" not in checkpoint:
-        raise ConfigError(f"{path} is not a lit_gpt training checkpoint (no model config, tokenizer or weights)")
-    config = Config(**record["config"])
-    state_dict = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
-    tokenizer_spec = record["tokenizer"]
-    model = GPT(config)
-    model.load_state_dict(state_dict)
-    return model.to(device).eval(), Tokenizer.from_spec(tokenizer_spec)
 
 
 def sample_next(
@@ -90,8 +63,18 @@ def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -
         raise ConfigError(f"--top_p must be in (0, 1], got {top_p}")
 
 
+def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack token lists of different lengths into one batch, padded on the left.
+
+    Returns ``idx`` (B, T_max) int64 and ``pad`` (B,) int64, the number of padding tokens in each row.
+    """
+    longest = max(len(p) for p in prompts)
+    idx = torch.tensor([[pad_id] * (longest - len(p)) + list(p) for p in prompts], dtype=torch.long)
+    return idx, torch.tensor([longest - len(p) for p in prompts], dtype=torch.long)
+
+
 @torch.no_grad()
-def generate(
+def stream(
     model: GPT,
     idx: torch.Tensor,
     max_new_tokens: int,
@@ -100,33 +83,92 @@ def generate(
     top_p: float | None = None,
     vocab_size: int | None = None,
     generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Extend token ids ``idx`` (B, T) by ``max_new_tokens`` sampled tokens; returns (B, T + max_new_tokens).
+    pad: torch.Tensor | None = None,
+    eos_id: int | None = None,
+    use_cache: bool = True,
+) -> Iterator[torch.Tensor]:
+    """Yield the next token of every row, (B,) int64, up to ``max_new_tokens`` times.
 
-    Each step feeds the last ``block_size`` tokens to the model. Ids >= ``vocab_size`` (the padding rows of a
-    padded vocabulary) are never sampled. See ``sample_next`` for the sampling options and errors.
+    Every step conditions on the last ``block_size`` tokens. With ``use_cache`` the prompt is processed once
+    (prefill) into a KV cache and each new token costs one single-token forward pass; once the sequence no longer
+    fits in ``block_size``, each step prefills the last ``block_size`` tokens again, so the tokens are the same
+    as without the cache. Without it, every step recomputes the whole (cropped) sequence.
+
+    Args:
+        idx: prompt token ids (B, T); with ``pad``, left-padded (see ``left_pad``).
+        pad: (B,) padding tokens at the start of each row; needs ``use_cache``.
+        vocab_size: ids >= this (the padding rows of a padded vocabulary) are never sampled.
+        eos_id: a row that produced it keeps producing it, and the stream ends when every row has.
+        temperature, top_k, top_p, generator: see ``sample_next``.
+    Raises:
+        ConfigError: for bad sampling options (see ``sample_next``).
+        ValueError: for ``pad`` without ``use_cache``.
     """
     check_sampling(temperature, top_k, top_p)
-    block_size = model.config.block_size
-    for _ in range(max_new_tokens):
-        logits = model(idx[:, -block_size:])[:, -1, :]  # (B, V)
-        if vocab_size is not None:
-            logits[:, vocab_size:] = float("-inf")
-        idx = torch.cat((idx, sample_next(logits, temperature, top_k, top_p, generator)), dim=1)
-    return idx
+    if pad is not None and not use_cache:
+        raise ValueError("left-padded batches need the KV cache (use_cache=True)")
+    B, block_size = idx.size(0), model.config.block_size
+    cache_length = min(idx.size(1) + max_new_tokens, block_size)
+    finished = torch.zeros(B, dtype=torch.bool, device=idx.device)
+    tokens = idx
+    try:
+        for step in range(max_new_tokens):
+            length = tokens.size(1)
+            if not use_cache:
+                hidden = model.hidden_states(tokens[:, -block_size:])
+            elif step == 0 or length > cache_length:  # prefill the prompt, or the window after an overflow
+                window = tokens[:, -cache_length:]
+                shift = length - window.size(1)
+                model.setup_kv_cache(B, cache_length, None if pad is None else (pad - shift).clamp(min=0))
+                hidden = model.hidden_states(window, input_pos=torch.arange(window.size(1), device=idx.device))
+            else:  # one new token at cache index length - 1
+                input_pos = torch.tensor([length - 1], device=idx.device)
+                hidden = model.hidden_states(tokens[:, -1:], input_pos=input_pos)
+            logits = model.lm_head(hidden[:, -1])  # (B, V): the head on the last position only
+            if vocab_size is not None:
+                logits[:, vocab_size:] = float("-inf")
+            next_token = sample_next(logits, temperature, top_k, top_p, generator)  # (B, 1)
+            if eos_id is not None:
+                next_token = next_token.masked_fill(finished[:, None], eos_id)
+                finished |= next_token[:, 0] == eos_id
+            yield next_token[:, 0]
+            if eos_id is not None and bool(finished.all()):
+                return
+            tokens = torch.cat((tokens, next_token), dim=1)
+    finally:
+        if use_cache:
+            model.clear_kv_cache()
+
+
+def generate(model: GPT, idx: torch.Tensor, max_new_tokens: int, **kwargs) -> torch.Tensor:
+    """``idx`` (B, T) extended by up to ``max_new_tokens`` tokens: (B, T + n), n < max_new_tokens only when every
+    row reached ``eos_id``. Keyword arguments and errors as for ``stream``.
+    """
+    new = list(stream(model, idx, max_new_tokens, **kwargs))
+    return torch.cat([idx, torch.stack(new, dim=1)], dim=1) if new else idx
+
+
+def _cut(text: str, stops: list[str]) -> tuple[str, bool]:
+    """``text`` up to the first stop string in it, and whether one was found."""
+    cuts = [text.find(s) for s in stops if s in text]
+    return (text[: min(cuts)], True) if cuts else (text, False)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``lit-gpt generate``: print ``--num_samples`` continuations of ``--prompt``."""
+    """``lit-gpt generate``: print continuations of ``--prompt``, streaming them when there is one."""
     parser = argparse.ArgumentParser(prog="lit-gpt generate", description="Sample text from a lit_gpt checkpoint.")
-    parser.add_argument("--checkpoint", required=True, help="a .ckpt written by `lit-gpt fit`")
-    parser.add_argument("--prompt", default="", help="text to continue; empty starts from end-of-text")
+    parser.add_argument("--checkpoint", required=True,
+                        help="a .ckpt written by `lit-gpt fit`, or a folder written by `lit-gpt export`")  # fmt: skip
+    parser.add_argument("--prompt", action="append", help="text to continue (repeat for a batch); none starts "
+                        "from end-of-text")  # fmt: skip
     parser.add_argument("--max_new_tokens", type=int, default=500, help="tokens to generate per sample")
     parser.add_argument("--temperature", type=float, default=0.8, help="softmax temperature; 0 is greedy")
     parser.add_argument("--top_k", type=int, default=None, help="sample among the k most likely tokens only")
     parser.add_argument("--top_p", type=float, default=None, help="nucleus sampling mass, in (0, 1]")
     parser.add_argument("--seed", type=int, default=None, help="seed for reproducible samples")
-    parser.add_argument("--num_samples", type=int, default=1)
+    parser.add_argument("--num_samples", type=int, default=1, help="samples per prompt, generated as one batch")
+    parser.add_argument("--stop", action="append", default=[], help="stop a sample at this string (repeatable)")
+    parser.add_argument("--no_cache", action="store_true", help="recompute the context every step (slow)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     check_sampling(args.temperature, args.top_k, args.top_p)
@@ -134,24 +176,47 @@ def main(argv: list[str] | None = None) -> None:
         raise ConfigError("--max_new_tokens must be >= 0 and --num_samples >= 1")
 
     model, tokenizer = load_checkpoint(args.checkpoint, args.device)
-    ids = tokenizer.encode(args.prompt) if args.prompt else [tokenizer.eot_id]
     block_size = model.config.block_size
-    if len(ids) > block_size:
-        print(
-            f"warning: the prompt has {len(ids)} tokens, more than block_size {block_size}; keeping the last {block_size}",
-            file=sys.stderr,
-        )
-        ids = ids[-block_size:]
+    prompts = [p for p in (args.prompt or [""]) for _ in range(args.num_samples)]
+    encoded = []
+    for text in prompts:
+        ids = tokenizer.encode(text) if text else [tokenizer.eot_id]
+        if len(ids) > block_size:
+            print(f"warning: the prompt has {len(ids)} tokens, more than block_size {block_size}; keeping the last "
+                  f"{block_size}", file=sys.stderr)  # fmt: skip
+            ids = ids[-block_size:]
+        encoded.append(ids)
+    if len(set(map(len, encoded))) > 1 and args.no_cache:
+        raise ConfigError("prompts of different lengths are batched with the KV cache; drop --no_cache")
+    idx, pad = left_pad(encoded, tokenizer.eot_id)
     generator = torch.Generator(args.device)
-    if args.seed is not None:
-        generator.manual_seed(args.seed)
-    else:
-        generator.seed()
-    idx = torch.tensor([ids], dtype=torch.long, device=args.device)
-    for i in range(args.num_samples):
-        out = generate(
-            model, idx, args.max_new_tokens, args.temperature, args.top_k, args.top_p, tokenizer.vocab_size, generator
-        )
+    generator.manual_seed(args.seed) if args.seed is not None else generator.seed()
+    tokens = stream(
+        model, idx.to(args.device), args.max_new_tokens, args.temperature, args.top_k, args.top_p,
+        tokenizer.vocab_size, generator, pad.to(args.device) if pad.any() else None, tokenizer.eot_id,
+        use_cache=not args.no_cache,
+    )  # fmt: skip
+    heads = [text if text else "" for text in prompts]
+    if len(prompts) == 1:  # stream: print text as it comes, holding back what could start a stop string
+        hold = max((len(s) for s in args.stop), default=1) - 1
+        print(heads[0], end="", flush=True)
+        new: list[int] = []
+        shown = 0
+        for token in tokens:
+            if token.item() == tokenizer.eot_id:
+                break
+            new.append(token.item())
+            text, stopped = _cut(tokenizer.decode(new), args.stop)
+            if stopped:
+                break
+            if not text.endswith("\ufffd"):  # not in the middle of a multi-byte character
+                print(text[shown : len(text) - hold], end="", flush=True)
+                shown = max(shown, len(text) - hold)
+        print(text[shown:] if new else "", flush=True)
+        return
+    rows = torch.stack(list(tokens), dim=1).tolist() if args.max_new_tokens else [[] for _ in prompts]
+    for i, (head, row) in enumerate(zip(heads, rows)):
+        row = row[: row.index(tokenizer.eot_id)] if tokenizer.eot_id in row else row
         if i:
             print("\n" + "-" * 40)
-        print(tokenizer.decode(out[0].tolist()) if args.prompt else tokenizer.decode(out[0, 1:].tolist()))
+        print(head + _cut(tokenizer.decode(row), args.stop)[0])

@@ -52,6 +52,8 @@ class LitGPT(LightningModule):
         weight_decay: AdamW decoupled weight decay on linear-layer matrices.
         betas: AdamW (beta1, beta2).
         eps: AdamW epsilon.
+        init_weights: start from the weights of a ``.ckpt``, a ``lit-gpt export`` folder or a Hugging Face Llama /
+            GPT-2 folder (fine-tuning) instead of a random init; its architecture must equal ``config``'s.
     """
 
     def __init__(
@@ -65,6 +67,7 @@ class LitGPT(LightningModule):
         weight_decay: float = 0.1,
         betas: tuple[float, float] = (0.9, 0.95),
         eps: float = 1e-8,
+        init_weights: str | None = None,
     ) -> None:
         super().__init__()
         if not 0 <= min_lr <= learning_rate:
@@ -74,8 +77,22 @@ class LitGPT(LightningModule):
         self.save_hyperparameters()
         self.config, self.tokenizer = config, tokenizer
         self.model = GPT(config)
+        if init_weights is not None:
+            self._load_weights(init_weights)
         self.val_loss = MeanMetric()
         self.val_ppl = Perplexity(ignore_index=IGNORE_INDEX)
+
+    def _load_weights(self, path: str) -> None:
+        pretrained = GPT.from_checkpoint(path)
+        ignore = {"dropout", "init", "gradient_checkpointing"}  # training-time settings, free to differ
+        theirs, ours = pretrained.config.to_dict(), self.config.to_dict()
+        different = [
+            f"{k}: {theirs[k]!r} there, {ours[k]!r} here" for k in ours if k not in ignore and theirs[k] != ours[k]
+        ]
+        if different:
+            raise ConfigError(f"model.init_weights {path} has another architecture ({'; '.join(different)}); "
+                              "set model.config to match it")  # fmt: skip
+        self.model.load_state_dict(pretrained.state_dict())
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # A plain, versioned record that lit_gpt.generate reads: the model can be rebuilt without Lightning.

@@ -7,13 +7,15 @@ Architecture (each choice is a ``Config`` field):
 - causal self-attention through ``torch.nn.functional.scaled_dot_product_attention`` (flash / memory-efficient
   kernels where the device has them), with grouped-query attention (Ainslie et al. 2023) when n_kv_head < n_head;
 - a SwiGLU MLP (Shazeer 2020) or GPT-2's GELU MLP;
-- optional weight tying between the token embedding and the output head.
+- optional weight tying between the token embedding and the output head;
+- optional sliding-window attention and per-block activation checkpointing;
+- a preallocated key/value cache for generation (``GPT.setup_kv_cache``), with left-padded batches.
 
 Module names follow Hugging Face ``LlamaForCausalLM`` (``q_proj``, ``gate_proj``, ``input_layernorm``, ``norm``,
 ``lm_head`` ...), so converting a state dict is a rename.
 
 Notation in shape comments: B batch size, T sequence length, C n_embd, nh n_head, nkv n_kv_head, hs head_size,
-V padded_vocab_size.
+V padded_vocab_size, S key length (T without a cache, the cache length with one).
 
 This file imports torch and the config only: no Lightning, no training policy (loss, optimizer) and no I/O.
 """
@@ -23,6 +25,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.utils.checkpoint
 import torch.nn.functional as F
 from torch import nn
 
@@ -40,6 +43,9 @@ class RMSNorm(nn.Module):
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
+
+    def reset_parameters(self) -> None:
+        nn.init.ones_(self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x32 = x.float()
@@ -67,14 +73,34 @@ def rope_cache(seq_len: int, head_size: int, theta: float = 10000.0) -> tuple[to
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate queries or keys ``x`` of shape (B, n_heads, T, hs) by position; cos/sin have shape (T, hs).
+    """Rotate queries or keys ``x`` of shape (B, n_heads, T, hs) by position.
 
+    cos/sin have shape (T, hs) (positions shared by the batch) or (B, 1, T, hs) (a position per row).
     ``x * cos + rotate_half(x) * sin`` with ``rotate_half(x) = cat(-x2, x1)`` for the halves x1, x2 of the
     last dimension. Computed in x's dtype.
     """
     x1, x2 = x.chunk(2, dim=-1)
     rotated = torch.cat((-x2, x1), dim=-1)
     return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
+
+
+class KVCache(nn.Module):
+    """Preallocated keys and values of one attention layer, each (B, nkv, max_seq_length, hs).
+
+    ``update`` writes new entries at cache indices ``input_pos`` and returns the whole cache; entries not yet
+    written are excluded by the attention mask (see ``GPT.forward``), so decoding needs no host-device sync.
+    """
+
+    def __init__(self, k_shape: tuple[int, int, int, int], device=None, dtype=None) -> None:
+        super().__init__()
+        self.register_buffer("k", torch.zeros(k_shape, device=device, dtype=dtype), persistent=False)
+        self.register_buffer("v", torch.zeros(k_shape, device=device, dtype=dtype), persistent=False)
+
+    def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v (B, nkv, T, hs) at cache indices input_pos (T,); return the full (B, nkv, S, hs) cache."""
+        self.k.index_copy_(2, input_pos, k.to(self.k.dtype))
+        self.v.index_copy_(2, input_pos, v.to(self.v.dtype))
+        return self.k, self.v
 
 
 class CausalSelfAttention(nn.Module):
@@ -88,21 +114,36 @@ class CausalSelfAttention(nn.Module):
         self.v_proj = nn.Linear(config.n_embd, config.n_kv_head * config.head_size, bias=config.bias)
         self.o_proj = nn.Linear(config.n_head * config.head_size, config.n_embd, bias=config.bias)
         self.dropout = config.dropout
+        self.kv_cache: KVCache | None = None
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
-        """x: (B, T, C); rope: the (cos, sin) tables for positions 0..T-1, or None. Returns (B, T, C)."""
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None,
+        mask: torch.Tensor | None = None,
+        input_pos: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Attention output (B, T, C) for x (B, T, C).
+
+        rope: (cos, sin) for these T positions (see ``apply_rope``), or None for learned positions.
+        mask: boolean (T, S) or (B, 1, T, S), True where a query may attend to a key; None means plainly causal.
+        input_pos: cache indices (T,) of these positions when decoding with the KV cache, else None.
+        """
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
         k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_size).transpose(1, 2)  # (B, nkv, T, hs)
         v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_size).transpose(1, 2)  # (B, nkv, T, hs)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        if input_pos is not None:
+            k, v = self.kv_cache.update(input_pos, k, v)  # (B, nkv, S, hs)
         y = F.scaled_dot_product_attention(
             q,
-            k,
-            v,
+            k.to(q.dtype),
+            v.to(q.dtype),
+            attn_mask=mask,
             dropout_p=self.dropout if self.training else 0.0,
-            is_causal=True,
+            is_causal=mask is None,
             enable_gqa=self.n_kv_head != self.n_head,
         )  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, self.n_head * self.head_size)  # (B, T, nh*hs)
@@ -140,17 +181,28 @@ class Block(nn.Module):
         self.mlp = MLP(config)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
-        x = x + self.resid_dropout(self.self_attn(self.input_layernorm(x), rope))
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None,
+        mask: torch.Tensor | None = None,
+        input_pos: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        x = x + self.resid_dropout(self.self_attn(self.input_layernorm(x), rope, mask, input_pos))
         return x + self.resid_dropout(self.mlp(self.post_attention_layernorm(x)))
 
 
 class GPT(nn.Module):
     """Decoder-only language model: token ids (B, T) in, next-token logits (B, T, V) out.
 
-    Initialisation follows GPT-2 (and nanoGPT): every Linear and Embedding weight ~ N(0, 0.02), biases zero,
-    norm weights one, and the two residual output projections of each block (``o_proj``, ``down_proj``) scaled
-    by 1/sqrt(2 * n_layer) so the residual stream's variance does not grow with depth.
+    Initialisation (``config.init``): linear weights by the chosen scheme (GPT-2's N(0, 0.02) by default),
+    embeddings N(0, 0.02), biases zero, norm weights one, and the two residual output projections of each block
+    (``o_proj``, ``down_proj``) scaled by 1/sqrt(2 * n_layer) so the residual stream's variance does not grow
+    with depth (GPT-2, nanoGPT).
+
+    Generation with a KV cache: ``setup_kv_cache(batch_size, max_seq_length)``, then call the model with
+    ``input_pos`` (the cache indices of the tokens passed): first the whole prompt (prefill), then one token
+    at a time. ``clear_kv_cache()`` frees the cache.
     """
 
     def __init__(self, config: Config) -> None:
@@ -170,45 +222,141 @@ class GPT(nn.Module):
             # Not persistent: derived from the config, so checkpoints hold weights only.
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
-        self.apply(self._init_weights)
-        residual_std = 0.02 / math.sqrt(2 * config.n_layer)
-        for block in self.layers:
-            nn.init.normal_(block.self_attn.o_proj.weight, mean=0.0, std=residual_std)
-            nn.init.normal_(block.mlp.down_proj.weight, mean=0.0, std=residual_std)
+        self.left_pad: torch.Tensor | None = None  # (B,) padding tokens per row of the cached batch
+        self.reset_parameters()
 
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+    def reset_parameters(self) -> None:
+        """(Re)initialise every weight by ``config.init`` (see the class docstring)."""
+        residual_scale = 1.0 / math.sqrt(2 * self.config.n_layer)
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear) and module.weight is not self.embed_tokens.weight:
+                fan_out, fan_in = module.weight.shape
+                if self.config.init == "xavier":
+                    std = math.sqrt(2.0 / (fan_in + fan_out))
+                elif self.config.init == "kaiming":
+                    std = 1.0 / math.sqrt(fan_in)
+                else:
+                    std = 0.02
+                if name.endswith(("o_proj", "down_proj")):  # residual-branch outputs
+                    std *= residual_scale
+                nn.init.normal_(module.weight, mean=0.0, std=std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):  # also the output head when tied
+                nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            elif isinstance(module, (RMSNorm, nn.LayerNorm)):
+                module.reset_parameters()
+
+    @classmethod
+    def from_checkpoint(cls, path: str, device: str | torch.device = "cpu") -> "GPT":
+        """The trained model (eval mode) from a ``.ckpt`` of ``lit-gpt fit``, a ``lit-gpt export`` folder or a
+        Hugging Face Llama / GPT-2 folder; see ``lit_gpt.checkpoint.load_model`` for the errors it raises."""
+        from lit_gpt.checkpoint import load_model  # lit_gpt.checkpoint imports this module
+
+        return load_model(path, device)
 
     def num_params(self) -> int:
         """Number of distinct trainable parameters (a tied matrix counts once); equals ``config.num_params()``."""
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+    def setup_kv_cache(
+        self,
+        batch_size: int,
+        max_seq_length: int | None = None,
+        left_pad: torch.Tensor | None = None,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        """Allocate a key/value cache in every layer for ``batch_size`` rows of up to ``max_seq_length`` tokens.
+
+        Args:
+            left_pad: (B,) number of padding tokens at the start of each row of a left-padded batch: those
+                keys are never attended to, and positions count from each row's first real token.
+            device, dtype: of the cache; default those of the model's weights.
+        Raises:
+            ValueError: if ``max_seq_length`` exceeds ``block_size``.
+        """
+        max_seq_length = max_seq_length or self.config.block_size
+        if max_seq_length > self.config.block_size:
+            raise ValueError(f"max_seq_length {max_seq_length} exceeds block_size {self.config.block_size}")
+        weight = self.lm_head.weight
+        device, dtype = device or weight.device, dtype or weight.dtype
+        shape = (batch_size, self.config.n_kv_head, max_seq_length, self.config.head_size)
+        for block in self.layers:
+            block.self_attn.kv_cache = KVCache(shape, device=device, dtype=dtype)
+        self.left_pad = None if left_pad is None else left_pad.to(device)
+
+    def clear_kv_cache(self) -> None:
+        """Free the key/value caches."""
+        for block in self.layers:
+            block.self_attn.kv_cache = None
+        self.left_pad = None
+
+    def _cached_mask(self, input_pos: torch.Tensor, cache_length: int) -> torch.Tensor:
+        """Boolean (B or 1, 1, T, S) mask: query at cache index i sees key j iff j <= i, j is not padding and
+        i - j < sliding_window. A padding query also sees itself, so no row is fully masked (which would give NaN).
+        """
+        j = torch.arange(cache_length, device=input_pos.device)
+        i = input_pos[:, None]  # (T, 1)
+        mask = j <= i  # (T, S)
+        if self.config.sliding_window is not None:
+            mask = mask & (i - j < self.config.sliding_window)
+        if self.left_pad is not None:
+            mask = (mask & (j >= self.left_pad[:, None, None])) | (j == i)  # (B, T, S)
+        return mask.unsqueeze(-3)  # (B or 1, 1, T, S)
+
+    def _window_mask(self, T: int, device: torch.device) -> torch.Tensor:
+        i = torch.arange(T, device=device)[:, None]
+        j = torch.arange(T, device=device)
+        return (j <= i) & (i - j < self.config.sliding_window)  # (T, T)
+
+    def forward(self, idx: torch.Tensor, input_pos: torch.Tensor | None = None) -> torch.Tensor:
         """Logits for the next token at every position.
 
         Args:
             idx: token ids, LongTensor (B, T) with T <= block_size.
+            input_pos: None to process ``idx`` as a whole sequence from position 0 (training, evaluation); or
+                the KV-cache indices (T,) that ``idx`` occupies, after ``setup_kv_cache``.
         Returns:
-            logits (B, T, padded_vocab_size) in the compute dtype; position t only depends on idx[:, :t+1].
+            logits (B, T, padded_vocab_size) in the compute dtype; position t only depends on idx[:, :t+1]
+            (and on the cached tokens before it).
         Raises:
-            ValueError: if T exceeds ``config.block_size``.
+            ValueError: if T exceeds ``config.block_size``, or ``input_pos`` is given without a cache.
+        """
+        return self.lm_head(self.hidden_states(idx, input_pos))  # (B, T, V)
+
+    def hidden_states(self, idx: torch.Tensor, input_pos: torch.Tensor | None = None) -> torch.Tensor:
+        """The final-norm hidden states (B, T, C) that ``forward`` feeds to ``lm_head``; same arguments and errors.
+
+        Generation applies ``lm_head`` to the last position only, which saves a (T, V) matmul per prefill.
         """
         T = idx.size(1)
         if T > self.config.block_size:
             raise ValueError(f"sequence length {T} exceeds block_size {self.config.block_size}; crop the input")
+        mask = None
+        if input_pos is None:
+            positions = torch.arange(T, device=idx.device)  # (T,)
+            if self.config.sliding_window is not None and self.config.sliding_window < T:
+                mask = self._window_mask(T, idx.device)
+        else:
+            cache = self.layers[0].self_attn.kv_cache
+            if cache is None:
+                raise ValueError("input_pos needs a KV cache: call setup_kv_cache first")
+            mask = self._cached_mask(input_pos, cache.k.size(2))
+            positions = input_pos
+            if self.left_pad is not None:  # each row counts positions from its first real token
+                positions = (input_pos[None, :] - self.left_pad[:, None]).clamp(min=0)  # (B, T)
         x = self.embed_tokens(idx)  # (B, T, C)
         rope = None
         if self.config.position_embedding == "learned":
-            x = x + self.embed_positions(torch.arange(T, device=idx.device))
+            x = x + self.embed_positions(positions)
         else:
-            rope = (self.rope_cos[:T], self.rope_sin[:T])  # (T, hs) each
+            cos, sin = self.rope_cos[positions], self.rope_sin[positions]  # (T, hs) or (B, T, hs)
+            rope = (cos, sin) if positions.dim() == 1 else (cos.unsqueeze(1), sin.unsqueeze(1))
         x = self.embed_dropout(x)
         for block in self.layers:
-            x = block(x, rope)
-        return self.lm_head(self.norm(x))  # (B, T, V)
+            if self.config.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                x = torch.utils.checkpoint.checkpoint(block, x, rope, mask, input_pos, use_reentrant=False)
+            else:
+                x = block(x, rope, mask, input_pos)
+        return self.norm(x)  # (B, T, C)

@@ -51,7 +51,8 @@ class Tokenizer:
         tiktoken downloads an encoding's files on first use and caches them in ``TIKTOKEN_CACHE_DIR``.
 
         Raises:
-            ConfigError: for an unknown name, for ``char`` (built from a corpus by ``Tokenizer.char``), or when the encoding's files cannot be downloaded and are not in the cache.
+            ConfigError: for an unknown name, for ``char`` (built from a corpus by ``Tokenizer.char``), or when
+                the encoding's files cannot be downloaded and are not in the cache.
         """
         if name == "char":
             raise ConfigError("the 'char' tokenizer is built from a corpus: use Tokenizer.char(texts)")
@@ -88,6 +89,19 @@ class Tokenizer:
         if kind == "tiktoken" and isinstance(spec.get("name"), str):
             return cls.from_name(spec["name"])
         raise ConfigError(f"not a lit_gpt tokenizer spec: {spec!r}")
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike) -> "Tokenizer":
+        """The tokenizer stored with a model: a ``.ckpt`` from ``lit-gpt fit``, or a folder from ``lit-gpt export``.
+
+        See ``lit_gpt.checkpoint.load_tokenizer``, to which this delegates.
+
+        Raises:
+            ConfigError: if the path is missing, not a lit_gpt checkpoint or export, or names no usable tokenizer.
+        """
+        from lit_gpt.checkpoint import load_tokenizer  # lit_gpt.checkpoint imports this module
+
+        return load_tokenizer(path)
 
     @property
     def spec(self) -> dict:

@@ -89,6 +89,24 @@ def test_fit_writes_checkpoints_tensorboard_and_config_then_resumes(shakespeare,
     assert len(first.stdout.rstrip("\n")) == len("ROMEO:") + 40  # character-level: one token per character
     assert other.returncode == 0 and other.stdout != first.stdout
 
+    # a stop string ends the sample before it; repeated prompts are decoded as one left-padded batch
+    stop = first.stdout[20:22]  # two characters from the middle of the sample
+    stopped = run_cli(*gen, "--seed", "7", "--stop", stop)
+    assert stopped.returncode == 0, stopped.stderr
+    assert stopped.stdout == first.stdout[: first.stdout.index(stop, len("ROMEO:"))] + "\n"
+    batch = run_cli(*gen, "--seed", "7", "--temperature", "0", "--prompt", "JULIET:\nO Romeo")
+    greedy = run_cli(*gen, "--seed", "7", "--temperature", "0")
+    assert batch.returncode == 0, batch.stderr
+    assert batch.stdout.startswith(greedy.stdout.rstrip("\n"))  # row 1 of the batch equals the prompt alone
+    assert "JULIET:\nO Romeo" in batch.stdout
+
+    # export to Hugging Face and to our format: sampling from either folder gives the same text
+    for fmt in ("hf", "lit_gpt"):
+        main(["export", "--checkpoint", str(ckpt_dir / "last.ckpt"), "--out", str(tmp_path / fmt), "--format", fmt])
+        exported = run_cli("generate", "--checkpoint", tmp_path / fmt, *gen[3:], "--seed", "7")
+        assert exported.returncode == 0, exported.stderr
+        assert exported.stdout == first.stdout
+
 
 def test_killed_run_resumes_from_the_step_it_reached(shakespeare, tmp_path):
     args = tiny_fit_args(shakespeare, tmp_path, "--trainer.max_steps", "100000", "--trainer.val_check_interval", "5")
@@ -106,9 +124,9 @@ def test_killed_run_resumes_from_the_step_it_reached(shakespeare, tmp_path):
     reached = torch.load(last, weights_only=False)["global_step"]
     assert reached >= 5 and reached % 5 == 0
 
-    main([str(a) for a in tiny_fit_args(shakespeare, tmp_path, "--trainer.max_steps", str(reached + 5),
+    main([str(a) for a in tiny_fit_args(shakespeare, tmp_path, "--trainer.max_steps", str(reached + 10),
                                         "--trainer.val_check_interval", "5", "--ckpt_path", "last")])  # fmt: skip
-    assert torch.load(last, weights_only=False)["global_step"] == reached + 5
+    assert torch.load(last, weights_only=False)["global_step"] == reached + 10  # ten steps: train/loss is logged
     versions = sorted((tmp_path / "runs" / "shakespeare-char").glob("version_*"))
     resumed = scalars(versions[-1])
     assert min(step for step, _ in resumed["train/loss"]) >= reached
@@ -169,7 +187,7 @@ def test_long_prompt_is_cropped_with_a_warning(shakespeare, tmp_path):
                      "--max_new_tokens", "5", "--seed", "0")  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "warning: the prompt has 500 tokens, more than block_size 64; keeping the last 64" in result.stderr
-    assert result.stdout.startswith(prompt[-64:]) and len(result.stdout.rstrip("\n")) == 64 + 5
+    assert result.stdout.startswith(prompt) and len(result.stdout.rstrip("\n")) == 500 + 5  # the whole prompt echoed
 
 
 def test_console_script_reports_bad_input_without_traceback(tmp_path):

@@ -54,6 +54,8 @@ def test_to_dict_round_trip():
         (dict(mlp="relu"), "mlp"),
         (dict(position_embedding="alibi"), "position_embedding"),
         (dict(norm_eps=0.0), "norm_eps"),
+        (dict(sliding_window=0), "sliding_window"),
+        (dict(init="orthogonal"), "init"),
     ],
 )
 def test_bad_values_raise_naming_the_field(kwargs, field):

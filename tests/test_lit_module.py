@@ -76,3 +76,17 @@ def test_trainer_fits_a_few_steps(shakespeare, tmp_path):
     assert trainer.global_step == 30
     assert trainer.callback_metrics["val/loss"] < math.log(dm.vocab_size) - 0.5
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(lr_at(30, 3e-3, 6e-5, 5, 30))
+
+
+def test_init_weights_from_a_hugging_face_folder(tiny_config, byte_encoding, tmp_path):
+    from lit_gpt.export import to_hf
+    from lit_gpt.tokenizer import Tokenizer
+
+    config = Config(**{**tiny_config.to_dict(), "vocab_size": 257})
+    source = LitGPT(config).model
+    to_hf(source, Tokenizer(encoding=byte_encoding), tmp_path / "hf")
+    module = LitGPT(Config(**{**config.to_dict(), "dropout": 0.1}), init_weights=str(tmp_path / "hf"))
+    for (name, a), b in zip(source.state_dict().items(), module.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    with pytest.raises(ConfigError, match="has another architecture .*n_layer: 2 there, 3 here"):
+        LitGPT(Config(**{**config.to_dict(), "n_layer": 3}), init_weights=str(tmp_path / "hf"))

@@ -21,6 +21,10 @@ SWITCHES = {
     "untied_bias": dict(tie_embeddings=False, bias=True),
     "gpt2_style": dict(position_embedding="learned", norm="layernorm", mlp="gelu", bias=True),
     "padded_vocab_dropout": dict(padding_multiple=64, dropout=0.1),
+    "sliding_window": dict(sliding_window=4),
+    "xavier_init": dict(init="xavier"),
+    "kaiming_init": dict(init="kaiming"),
+    "gradient_checkpointing": dict(gradient_checkpointing=True),
 }
 
 
@@ -153,3 +157,41 @@ def test_rmsnorm_matches_formula():
 def test_model_import_does_not_import_lightning():
     code = "import sys, lit_gpt, lit_gpt.model, lit_gpt.generate; assert 'lightning' not in sys.modules, 'Lightning imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(
+    "init, std_of",
+    [
+        ("gpt2", lambda fan_in, fan_out: 0.02),
+        ("xavier", lambda fan_in, fan_out: math.sqrt(2 / (fan_in + fan_out))),
+        ("kaiming", lambda fan_in, fan_out: 1 / math.sqrt(fan_in)),
+    ],
+)
+def test_init_schemes(init, std_of):
+    config = Config(vocab_size=64, n_layer=4, n_head=4, n_embd=256, init=init)
+    model = GPT(config)
+    block = model.layers[1]
+    q = block.self_attn.q_proj.weight  # (256, 256)
+    up = block.mlp.up_proj.weight  # (intermediate, 256)
+    down = block.mlp.down_proj.weight  # (256, intermediate)
+    F_ = config.intermediate_size
+    assert q.std().item() == pytest.approx(std_of(256, 256), rel=0.05)
+    assert up.std().item() == pytest.approx(std_of(256, F_), rel=0.05)
+    assert down.std().item() == pytest.approx(std_of(F_, 256) / math.sqrt(2 * config.n_layer), rel=0.05)
+    assert model.embed_tokens.weight.std().item() == pytest.approx(0.02, rel=0.05)  # embeddings: always N(0, 0.02)
+    assert torch.equal(block.input_layernorm.weight, torch.ones(256))
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tiny_config):
+    plain = GPT(make(tiny_config, n_kv_head=2))
+    checkpointed = GPT(make(tiny_config, n_kv_head=2, gradient_checkpointing=True))
+    checkpointed.load_state_dict(plain.state_dict())
+    idx = torch.randint(0, tiny_config.vocab_size, (3, tiny_config.block_size + 1))
+    losses = []
+    for model in (plain, checkpointed):
+        loss = F.cross_entropy(model(idx[:, :-1]).flatten(0, 1), idx[:, 1:].flatten())
+        loss.backward()
+        losses.append(loss)
+    torch.testing.assert_close(losses[0], losses[1], rtol=0, atol=0)
+    for (name, a), b in zip(plain.named_parameters(), checkpointed.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-6, atol=1e-7, msg=name)

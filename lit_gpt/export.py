@@ -1,0 +1,525 @@
+"""Export a ``GPT`` to a folder, ours (``--format lit_gpt``) or Hugging Face's (``--format hf``), and import it back.
+
+- Our format: ``config.json`` (``{"format": "lit_gpt", "version": 1, "config": ..., "tokenizer": ...}``) and
+  ``model.safetensors`` with the state dict under our module names. A tied output head is stored once, as
+  ``embed_tokens.weight`` (safetensors refuses tensors that share memory), and re-tied on load.
+- Hugging Face: a LLaMA-style config becomes ``LlamaForCausalLM`` and a GPT-2-style one ``GPT2LMHeadModel``
+  (``config.json``, ``model.safetensors``, ``generation_config.json``, and for the GPT-2 BPE ``vocab.json``,
+  ``merges.txt`` and ``tokenizer_config.json``). Our module names follow transformers'
+  ``models/llama/modeling_llama.py``, so the Llama map adds a ``model.`` prefix; GPT-2
+  (``models/gpt2/modeling_gpt2.py``) stores ``Conv1D`` weights transposed, as (in, out), and fuses q, k and v into
+  ``attn.c_attn``. RoPE is already in HF's half-split (``rotate_half``) layout, so no weight is permuted; every map
+  is exact, so export -> import gives bit-identical tensors.
+
+Neither transformers nor Lightning is imported: exporting and importing need torch, safetensors and tiktoken only
+(the tests compare against transformers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from lit_gpt.config import Config, ConfigError
+from lit_gpt.model import GPT
+from lit_gpt.tokenizer import EOT_TEXT, Tokenizer
+
+FORMAT, VERSION = "lit_gpt", 1
+HF_TOKENIZERS = ("gpt2", "r50k_base")
+"""tiktoken encodings with a Hugging Face equivalent (GPT-2's byte-level BPE; ``r50k_base`` is the same BPE)."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Our own folder format
+
+
+def save_folder(model: GPT, tokenizer: Tokenizer, out_dir: str | Path) -> None:
+    """Write ``model`` and ``tokenizer`` to ``out_dir`` in our format: ``config.json`` and ``model.safetensors``.
+
+    Tensors keep their dtype and are moved to the CPU. ``load_folder`` (or ``lit_gpt.checkpoint.load_checkpoint``)
+    reads the folder back.
+
+    Raises:
+        ConfigError: if ``out_dir`` exists and is not a folder.
+    """
+    out = _make_dir(out_dir)
+    state = _cpu_state(model)
+    if model.config.tie_embeddings:
+        del state["lm_head.weight"]  # the same tensor as embed_tokens.weight
+    save_file(state, out / "model.safetensors", metadata={"format": "pt"})
+    meta = {"format": FORMAT, "version": VERSION, "config": model.config.to_dict(), "tokenizer": tokenizer.spec}
+    _write_json(out / "config.json", meta)
+
+
+def load_folder(folder: str | Path) -> GPT:
+    """Rebuild the model (float32, CPU, train mode) from a folder written by ``save_folder``.
+
+    Raises:
+        ConfigError: if ``config.json`` is missing or not ours, a file is missing, or the weights do not fit the config.
+    """
+    folder = Path(folder)
+    meta = _read_json(folder / "config.json")
+    if meta.get("format") != FORMAT or not isinstance(meta.get("config"), dict):
+        raise ConfigError(f"{folder} is not a lit_gpt export folder: write one with `lit-gpt export --format lit_gpt`")
+    if meta.get("version") != VERSION:
+        raise ConfigError(f"{folder} has lit_gpt export version {meta.get('version')!r}; this lit_gpt reads {VERSION}")
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        raise ConfigError(f"{folder} has no model.safetensors: export the checkpoint again with `lit-gpt export`")
+    model = GPT(Config(**meta["config"]))
+    _load_weights(model, load_file(weights), weights)
+    return model
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hugging Face configs
+
+
+def config_to_hf(config: Config, tokenizer: Tokenizer) -> dict:
+    """The Hugging Face ``config.json`` for ``config``: ``LlamaForCausalLM`` for RoPE, ``GPT2LMHeadModel`` otherwise.
+
+    ``vocab_size`` is ``padded_vocab_size``; bos and eos are the tokenizer's end-of-text id. RoPE's base is written
+    as ``rope_parameters`` (read by transformers 5) and as ``rope_theta`` (transformers 4). Llama has no embedding
+    or residual dropout, so ``dropout`` goes to ``attention_dropout`` only (dropout matters in training only).
+    The dict also carries a ``lit_gpt`` record (our config and tokenizer spec) from which ``config_from_hf``
+    restores the exact ``Config`` (e.g. the unpadded ``vocab_size``) and ``lit_gpt.checkpoint`` the tokenizer.
+
+    Raises:
+        ConfigError: naming every setting the chosen class cannot express (e.g. RoPE with LayerNorm, or learned
+            positions without biases).
+    """
+    return {
+        **_hf_architecture(config), "bos_token_id": tokenizer.eot_id, "eos_token_id": tokenizer.eot_id,
+        "lit_gpt": {"config": config.to_dict(), "tokenizer": tokenizer.spec},
+    }
+
+
+def _hf_architecture(config: Config) -> dict:
+    """The model fields of ``config_to_hf`` (no token ids, no ``lit_gpt`` record)."""
+    common = {"vocab_size": config.padded_vocab_size, "tie_word_embeddings": config.tie_embeddings}
+    if config.position_embedding == "rope":
+        _check_expressible("LlamaForCausalLM", "position_embedding='rope'", {
+            "norm='layernorm' (Llama uses RMSNorm)": config.norm != "rmsnorm",
+            "mlp='gelu' (Llama's MLP is gated: SwiGLU)": config.mlp != "swiglu",
+            f"sliding_window={config.sliding_window} (Llama attends to the whole prefix)": config.sliding_window
+            is not None,
+        })
+        return {
+            "architectures": ["LlamaForCausalLM"], "model_type": "llama", **common,
+            "hidden_size": config.n_embd, "intermediate_size": config.intermediate_size,
+            "num_hidden_layers": config.n_layer, "num_attention_heads": config.n_head,
+            "num_key_value_heads": config.n_kv_head, "head_dim": config.head_size,
+            "max_position_embeddings": config.block_size, "rms_norm_eps": config.norm_eps,
+            "rope_parameters": {"rope_type": "default", "rope_theta": config.rope_theta},
+            "rope_theta": config.rope_theta, "hidden_act": "silu",
+            "attention_bias": config.bias, "mlp_bias": config.bias, "attention_dropout": config.dropout,
+        }
+    _check_expressible("GPT2LMHeadModel", "position_embedding='learned'", {
+        "norm='rmsnorm' (GPT-2 uses LayerNorm)": config.norm != "layernorm",
+        "mlp='swiglu' (GPT-2's MLP is GELU)": config.mlp != "gelu",
+        "bias=False (GPT-2 always has biases)": not config.bias,
+        f"grouped-query attention (n_kv_head={config.n_kv_head} < n_head={config.n_head})":
+            config.n_kv_head != config.n_head,
+        f"sliding_window={config.sliding_window} (GPT-2 attends to the whole prefix)": config.sliding_window
+        is not None,
+    })
+    return {
+        "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", **common,
+        "n_embd": config.n_embd, "n_layer": config.n_layer, "n_head": config.n_head,
+        "n_positions": config.block_size, "n_inner": config.intermediate_size,
+        "activation_function": "gelu_new",  # the tanh approximation of GELU, as our MLP uses
+        "layer_norm_epsilon": config.norm_eps,
+        "resid_pdrop": config.dropout, "embd_pdrop": config.dropout, "attn_pdrop": config.dropout,
+    }
+
+
+def config_from_hf(hf: dict) -> Config:
+    """Our ``Config`` for a Hugging Face ``config.json`` of a Llama or GPT-2 model (``model_type`` llama or gpt2).
+
+    The padded vocabulary is taken as it is (``padding_multiple=1``), unless the file carries the ``lit_gpt``
+    record that ``config_to_hf`` writes and that record still describes the same model.
+
+    Raises:
+        ConfigError: for another ``model_type``, a missing field, or a feature our model lacks (RoPE scaling, a
+            head_dim other than hidden_size / heads, separate attention and MLP bias flags, an exact-erf GELU, ...).
+    """
+    model_type = hf.get("model_type")
+    if model_type not in ("llama", "gpt2"):
+        raise ConfigError(f"cannot import Hugging Face model_type {model_type!r}: lit_gpt reads 'llama' and 'gpt2'")
+    try:
+        config = _llama_config_from_hf(hf) if model_type == "llama" else _gpt2_config_from_hf(hf)
+    except KeyError as err:
+        raise ConfigError(f"the Hugging Face {model_type} config.json lacks {err.args[0]!r}") from None
+    record = hf.get("lit_gpt")
+    if isinstance(record, dict) and isinstance(record.get("config"), dict):
+        try:
+            saved = Config(**record["config"])
+            same = all(hf.get(key) == value for key, value in _hf_architecture(saved).items())
+        except (ConfigError, TypeError):
+            same = False
+        if same:
+            return saved
+    return config
+
+
+def _llama_config_from_hf(hf: dict) -> Config:
+    rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    hidden, heads = hf["hidden_size"], hf["num_attention_heads"]
+    _check_importable("llama", {
+        f"rope_type {rope_type!r} (lit_gpt has plain RoPE only)": rope_type != "default",
+        f"partial rotary factor {rope.get('partial_rotary_factor')}": rope.get("partial_rotary_factor", 1.0) != 1.0,
+        f"hidden_act {hf.get('hidden_act')!r} (lit_gpt's SwiGLU uses silu)": hf.get("hidden_act", "silu") != "silu",
+        f"head_dim {hf.get('head_dim')} != hidden_size / num_attention_heads":
+            hf.get("head_dim") not in (None, hidden // heads),
+        "attention_bias != mlp_bias (lit_gpt has one bias flag)":
+            hf.get("attention_bias", False) != hf.get("mlp_bias", False),
+    })
+    return Config(
+        vocab_size=hf["vocab_size"], block_size=hf.get("max_position_embeddings", 2048),
+        n_layer=hf["num_hidden_layers"], n_head=heads, n_embd=hidden,
+        n_kv_head=hf.get("num_key_value_heads") or heads, intermediate_size=hf["intermediate_size"],
+        position_embedding="rope", rope_theta=float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))),
+        norm="rmsnorm", norm_eps=hf.get("rms_norm_eps", 1e-6), mlp="swiglu", bias=hf.get("attention_bias", False),
+        tie_embeddings=hf.get("tie_word_embeddings", False), dropout=hf.get("attention_dropout", 0.0),
+    )
+
+
+def _gpt2_config_from_hf(hf: dict) -> Config:
+    activation = hf.get("activation_function", "gelu_new")
+    _check_importable("gpt2", {
+        f"activation_function {activation!r} (lit_gpt's GELU is the tanh approximation)":
+            activation not in ("gelu_new", "gelu_pytorch_tanh"),
+        "scale_attn_weights=False": not hf.get("scale_attn_weights", True),
+        "scale_attn_by_inverse_layer_idx=True": hf.get("scale_attn_by_inverse_layer_idx", False),
+        "add_cross_attention=True": hf.get("add_cross_attention", False),
+    })
+    n_embd = hf.get("n_embd", 768)
+    return Config(
+        vocab_size=hf.get("vocab_size", 50257), block_size=hf.get("n_positions", 1024),
+        n_layer=hf.get("n_layer", 12), n_head=hf.get("n_head", 12), n_embd=n_embd,
+        intermediate_size=hf.get("n_inner") or 4 * n_embd, position_embedding="learned", norm="layernorm",
+        norm_eps=hf.get("layer_norm_epsilon", 1e-5), mlp="gelu", bias=True,
+        tie_embeddings=hf.get("tie_word_embeddings", True), dropout=hf.get("resid_pdrop", 0.1),
+    )
+
+
+def _check_expressible(arch: str, reason: str, problems: dict[str, bool]) -> None:
+    found = [name for name, bad in problems.items() if bad]
+    if found:
+        raise ConfigError(
+            f"cannot export to Hugging Face: {arch} (chosen for {reason}) cannot express {'; '.join(found)}; "
+            "export with `--format lit_gpt` instead"
+        )
+
+
+def _check_importable(model_type: str, problems: dict[str, bool]) -> None:
+    found = [name for name, bad in problems.items() if bad]
+    if found:
+        raise ConfigError(f"cannot import this Hugging Face {model_type} model: lit_gpt lacks {'; '.join(found)}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hugging Face weights
+
+_GPT2_TOP = {"embed_tokens": "wte", "embed_positions": "wpe", "norm": "ln_f"}
+_GPT2_LAYER = {"input_layernorm": "ln_1", "post_attention_layernorm": "ln_2", "self_attn.o_proj": "attn.c_proj",
+               "mlp.up_proj": "mlp.c_fc", "mlp.down_proj": "mlp.c_proj"}
+_GPT2_CONV1D = ("self_attn.o_proj", "mlp.up_proj", "mlp.down_proj")  # HF Conv1D stores weight as (in, out)
+
+
+def _gpt2_key(key: str) -> tuple[str, bool]:
+    """The GPT2LMHeadModel name of one of our (non-q/k/v) parameters, and whether its weight is transposed."""
+    module, param = key.rsplit(".", 1)
+    if module == "lm_head":
+        return key, False
+    if module in _GPT2_TOP:
+        return f"transformer.{_GPT2_TOP[module]}.{param}", False
+    _, i, sub = module.split(".", 2)  # layers.{i}.{sub}
+    return f"transformer.h.{i}.{_GPT2_LAYER[sub]}.{param}", sub in _GPT2_CONV1D and param == "weight"
+
+
+def state_to_hf(state: dict[str, torch.Tensor], config: Config) -> dict[str, torch.Tensor]:
+    """Map our state dict to ``LlamaForCausalLM`` / ``GPT2LMHeadModel`` names and layouts (contiguous tensors).
+
+    A tied head is left out, as transformers saves it. Llama: ``model.`` prefix on all but ``lm_head``. GPT-2:
+    ``c_attn`` is ``cat(q, k, v)`` along the output dimension, and Conv1D weights are transposed to (in, out).
+    """
+    state = {k: v for k, v in state.items() if not (config.tie_embeddings and k == "lm_head.weight")}
+    if config.position_embedding == "rope":
+        return {k if k.startswith("lm_head.") else f"model.{k}": v.contiguous() for k, v in state.items()}
+    out = {}
+    for i in range(config.n_layer):
+        for param in ("weight", "bias"):
+            qkv = torch.cat([state.pop(f"layers.{i}.self_attn.{x}_proj.{param}") for x in "qkv"])  # (3C, C) or (3C,)
+            out[f"transformer.h.{i}.attn.c_attn.{param}"] = qkv.t().contiguous() if param == "weight" else qkv
+    for key, value in state.items():
+        name, transpose = _gpt2_key(key)
+        out[name] = value.t().contiguous() if transpose else value.contiguous()
+    return out
+
+
+def state_from_hf(hf_state: dict[str, torch.Tensor], config: Config) -> dict[str, torch.Tensor]:
+    """The inverse of ``state_to_hf``: our state dict from Hugging Face tensors (a tied head is filled in).
+
+    GPT-2 files from the Hub without the ``transformer.`` prefix, and their attention-mask buffers
+    (``attn.bias``, ``attn.masked_bias``), are accepted, as are Llama's ``rotary_emb.inv_freq`` buffers.
+
+    Raises:
+        ConfigError: if a weight the config needs is missing, or a weight is left over.
+    """
+    hf_state = dict(hf_state)
+    if config.position_embedding == "learned" and "wte.weight" in hf_state:
+        hf_state = {k if k.startswith("lm_head.") else f"transformer.{k}": v for k, v in hf_state.items()}
+    with torch.device("meta"):  # key names only: no memory, no initialisation
+        ours = list(GPT(config).state_dict())
+    if config.tie_embeddings:
+        ours.remove("lm_head.weight")
+        hf_state.pop("lm_head.weight", None)  # some tied checkpoints store the head too
+    state = {}
+
+    def take(name: str) -> torch.Tensor:
+        if name not in hf_state:
+            raise ConfigError(f"the Hugging Face weights lack {name!r}, which config.json implies")
+        return hf_state.pop(name)
+
+    if config.position_embedding == "rope":
+        for key in ours:
+            state[key] = take(key if key.startswith("lm_head.") else f"model.{key}")
+    else:
+        C = config.n_embd
+        for i in range(config.n_layer):
+            for param in ("weight", "bias"):
+                qkv = take(f"transformer.h.{i}.attn.c_attn.{param}")
+                qkv = qkv.t() if param == "weight" else qkv  # (3C, C) or (3C,)
+                for x, part in zip("qkv", qkv.split(C)):
+                    state[f"layers.{i}.self_attn.{x}_proj.{param}"] = part
+        for key in ours:
+            if ".self_attn." in key and key.split(".")[-2] in ("q_proj", "k_proj", "v_proj"):
+                continue
+            name, transpose = _gpt2_key(key)
+            state[key] = take(name).t() if transpose else take(name)
+    buffers = (".attn.bias", ".attn.masked_bias", "rotary_emb.inv_freq")
+    left = [k for k in hf_state if not k.endswith(buffers)]
+    if left:
+        raise ConfigError(
+            f"unexpected Hugging Face weights {left[:3]} ({len(left)} in all): lit_gpt has no such tensors"
+        )
+    if config.tie_embeddings:
+        state["lm_head.weight"] = state["embed_tokens.weight"]
+    return state
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hugging Face folders
+
+
+def to_hf(model: GPT, tokenizer: Tokenizer, out_dir: str | Path) -> str:
+    """Write ``model`` as a Hugging Face folder loadable by ``transformers.AutoModelForCausalLM.from_pretrained``.
+
+    Writes ``config.json`` (see ``config_to_hf``), ``model.safetensors`` (tensors in the model's dtype, on the CPU)
+    and ``generation_config.json`` (bos/eos = ``tokenizer.eot_id``). For the ``gpt2`` / ``r50k_base`` BPE it also
+    writes ``vocab.json``, ``merges.txt`` and ``tokenizer_config.json`` for ``transformers.AutoTokenizer``; other
+    tokenizers (character-level, ``cl100k_base`` ...) have no Hugging Face equivalent here and get no tokenizer
+    files (the ``lit_gpt`` record in ``config.json`` still names them, for ``lit_gpt.checkpoint``).
+
+    Returns:
+        the architecture written: ``"LlamaForCausalLM"`` or ``"GPT2LMHeadModel"``.
+    Raises:
+        ConfigError: if the config cannot be expressed by the chosen class (nothing is written then), or
+            ``out_dir`` exists and is not a folder.
+    """
+    config = model.config
+    hf = config_to_hf(config, tokenizer)
+    dtype = model.embed_tokens.weight.dtype
+    hf["dtype"] = str(dtype).removeprefix("torch.")
+    out = _make_dir(out_dir)
+    save_file(state_to_hf(_cpu_state(model), config), out / "model.safetensors", metadata={"format": "pt"})
+    _write_json(out / "config.json", hf)
+    _write_json(out / "generation_config.json", {"bos_token_id": tokenizer.eot_id, "eos_token_id": tokenizer.eot_id})
+    if tokenizer.encoding is not None and tokenizer.name in HF_TOKENIZERS:
+        _write_gpt2_tokenizer(tokenizer, config.block_size, out)
+    return hf["architectures"][0]
+
+
+def from_hf(folder: str | Path) -> GPT:
+    """Build our ``GPT`` (float32, CPU, train mode) from a Hugging Face Llama or GPT-2 folder.
+
+    Reads ``config.json`` (see ``config_from_hf``) and the weights from ``model.safetensors``, a sharded
+    ``model.safetensors.index.json`` or ``pytorch_model.bin`` (read with ``weights_only=True``).
+
+    Raises:
+        ConfigError: if a file is missing, the model has features lit_gpt lacks, or the weights do not fit.
+    """
+    folder = Path(folder)
+    config = config_from_hf(_read_json(folder / "config.json"))
+    model = GPT(config)
+    _load_weights(model, state_from_hf(_read_hf_weights(folder), config), folder)
+    return model
+
+
+def tokenizer_spec_from_hf(folder: str | Path) -> dict | None:
+    """The lit_gpt tokenizer spec for a Hugging Face folder, or None if it has none lit_gpt can use.
+
+    The ``lit_gpt`` record of ``config.json`` wins; otherwise a byte-level BPE vocabulary (``vocab.json``, or the
+    ``model.vocab`` of ``tokenizer.json``) identical to tiktoken's ``gpt2`` is recognised as ``gpt2``.
+    """
+    folder = Path(folder)
+    record = _read_json(folder / "config.json").get("lit_gpt")
+    if isinstance(record, dict) and isinstance(record.get("tokenizer"), dict):
+        return record["tokenizer"]
+    if (folder / "vocab.json").is_file():
+        vocab = _read_json(folder / "vocab.json")
+    elif (folder / "tokenizer.json").is_file():
+        vocab = _read_json(folder / "tokenizer.json").get("model", {}).get("vocab")
+    else:
+        return None
+    if not isinstance(vocab, dict) or len(vocab) != 50257:
+        return None
+    gpt2 = Tokenizer.from_name("gpt2").encoding
+    char_byte = {c: b for b, c in _byte_to_char().items()}
+    try:
+        same = all(
+            (i == gpt2.eot_token) if text == EOT_TEXT
+            else gpt2.decode_single_token_bytes(i) == bytes(map(char_byte.get, text))
+            for text, i in vocab.items()
+        )
+    except (KeyError, TypeError, ValueError):  # a character outside the byte map, or an id outside gpt2's range
+        return None
+    return {"kind": "tiktoken", "name": "gpt2"} if same else None
+
+
+def _read_hf_weights(folder: Path) -> dict[str, torch.Tensor]:
+    if (folder / "model.safetensors").is_file():
+        return load_file(folder / "model.safetensors")
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(_read_json(index).get("weight_map", {}).values()))
+        missing = [shard for shard in shards if not (folder / shard).is_file()]
+        if missing:
+            raise ConfigError(f"{folder} lacks the weight shards {missing} that model.safetensors.index.json lists")
+        return {k: v for shard in shards for k, v in load_file(folder / shard).items()}
+    if (folder / "pytorch_model.bin").is_file():
+        return torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    raise ConfigError(f"{folder} has no model.safetensors, model.safetensors.index.json or pytorch_model.bin")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# GPT-2 byte-level BPE files
+
+
+def _byte_to_char() -> dict[int, str]:
+    """GPT-2's reversible map from the 256 byte values to printable characters (openai/gpt-2 ``bytes_to_unicode``)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars = {b: chr(b) for b in printable}
+    for b in range(256):
+        if b not in chars:
+            chars[b] = chr(256 + len(chars) - len(printable))
+    return chars
+
+
+def _merge_pair(ranks: dict[bytes, int], token: bytes) -> tuple[bytes, bytes]:
+    """The two tokens whose merge made ``token``: BPE on its bytes with only the merges ranked before it."""
+    parts = [bytes([b]) for b in token]
+    limit = ranks[token]
+    while len(parts) > 2:
+        rank, i = min((ranks.get(a + b, limit), i) for i, (a, b) in enumerate(zip(parts, parts[1:])))
+        if rank >= limit:
+            break
+        parts[i : i + 2] = [parts[i] + parts[i + 1]]
+    if len(parts) != 2:
+        raise ValueError(f"token {token!r} is not a single merge of earlier tokens")
+    return parts[0], parts[1]
+
+
+def _write_gpt2_tokenizer(tokenizer: Tokenizer, block_size: int, out: Path) -> None:
+    """Write ``vocab.json``, ``merges.txt`` and ``tokenizer_config.json`` of GPT-2's byte-level BPE.
+
+    tiktoken's rank of a token is its GPT-2 id, the 256 single bytes come first and the merges follow in rank
+    order, so the merge list is rebuilt from the ranks alone (``_merge_pair``).
+    """
+    encoding, to_char = tokenizer.encoding, _byte_to_char()
+    ranks = {encoding.decode_single_token_bytes(i): i for i in range(encoding.n_vocab) if i != encoding.eot_token}
+
+    def text(token: bytes) -> str:
+        return "".join(to_char[b] for b in token)
+
+    vocab = {text(token): i for token, i in ranks.items()}
+    vocab[EOT_TEXT] = encoding.eot_token
+    merges = [_merge_pair(ranks, token) for token, _ in sorted(ranks.items(), key=lambda kv: kv[1]) if len(token) > 1]
+    _write_json(out / "vocab.json", vocab)
+    (out / "merges.txt").write_text(
+        "#version: 0.2\n" + "".join(f"{text(a)} {text(b)}\n" for a, b in merges), encoding="utf-8"
+    )
+    _write_json(out / "tokenizer_config.json", {
+        "tokenizer_class": "GPT2Tokenizer", "model_max_length": block_size, "add_prefix_space": False,
+        "bos_token": EOT_TEXT, "eos_token": EOT_TEXT, "unk_token": EOT_TEXT,
+    })
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Helpers and the command
+
+
+def _cpu_state(model: GPT) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+
+
+def _load_weights(model: GPT, state: dict[str, torch.Tensor], source: Path) -> None:
+    """Load ``state`` into ``model`` strictly, re-tying a tied head that was stored once."""
+    if model.config.tie_embeddings and "lm_head.weight" not in state and "embed_tokens.weight" in state:
+        state = {**state, "lm_head.weight": state["embed_tokens.weight"]}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
+        raise ConfigError(f"the weights in {source} do not fit its config: {first}") from None
+
+
+def _make_dir(out_dir: str | Path) -> Path:
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder (it is created if missing)")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"{path} not found: pass a .ckpt from `lit-gpt fit` or a folder from `lit-gpt export`")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path} is not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} is not a JSON object")
+    return data
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``lit-gpt export --checkpoint PATH --out DIR [--format hf|lit_gpt]``: write a model folder and say what it is."""
+    from lit_gpt.checkpoint import load_checkpoint  # lit_gpt.checkpoint imports this module
+
+    parser = argparse.ArgumentParser(prog="lit-gpt export", description="Export a lit_gpt checkpoint to a folder.")
+    parser.add_argument("--checkpoint", required=True, help="a .ckpt written by `lit-gpt fit`, or an exported folder")
+    parser.add_argument("--out", required=True, help="the folder to write (created if missing; files are replaced)")
+    parser.add_argument("--format", choices=("hf", "lit_gpt"), default="hf",
+                        help="hf: LlamaForCausalLM or GPT2LMHeadModel for transformers; lit_gpt: our own folder")
+    args = parser.parse_args(argv)
+    model, tokenizer = load_checkpoint(args.checkpoint)
+    if args.format == "lit_gpt":
+        save_folder(model, tokenizer, args.out)
+        print(f"wrote a lit_gpt folder to {args.out} (load it with lit_gpt.checkpoint.load_checkpoint)")
+        return
+    arch = to_hf(model, tokenizer, args.out)
+    print(f"wrote a Hugging Face {arch} to {args.out} (load it with transformers.AutoModelForCausalLM.from_pretrained)")
+    if tokenizer.encoding is None or tokenizer.name not in HF_TOKENIZERS:
+        print(f"no tokenizer files: the {tokenizer.name!r} tokenizer has no Hugging Face equivalent here")
