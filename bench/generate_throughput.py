@@ -7,8 +7,8 @@ lit_gpt with the KV cache, lit_gpt without it, and Hugging Face transformers' ``
 The model (a preset with random weights, or a checkpoint) is exported once with ``lit_gpt.export.to_hf``; every
 contender loads that same folder, in its own process, so the peak resident memory of each is its own. Decoding
 is greedy, with a random prompt of ``--prompt_length`` tokens; each contender is warmed up first. Prefill time is
-the time to the first new token; decode tokens/s counts the remaining ``new_tokens - 1`` per row. The script
-also checks that the contenders produce the same tokens. transformers is needed for the ``hf`` contender only.
+the median time to the first new token over 5 runs; decode tokens/s counts the remaining ``new_tokens - 1`` per
+row. The script also checks that the contenders produce the same tokens. transformers is needed for the ``hf`` contender only.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,42 +28,45 @@ import torch
 CONTENDERS = ("lit_gpt", "lit_gpt_no_cache", "hf")
 
 
-def run_contender(name: str, folder: str, batch_size: int, prompt_length: int, new_tokens: int) -> dict:
-    """Time one contender in this process; returns its figures and generated ids."""
+def run_contender(
+    name: str, folder: str, batch_size: int, prompt_length: int, new_tokens: int, vocab_size: int, repeats: int = 5
+) -> dict:
+    """Time one contender in this process; returns its figures and generated ids.
+
+    Prefill: the median over ``repeats`` runs of the time to the first new token. Decode: one run of
+    ``new_tokens`` tokens, its total time less that median, over ``new_tokens - 1`` tokens.
+    """
     torch.manual_seed(0)
     if name == "hf":
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(folder).eval()
-        vocab_size = model.config.vocab_size
 
-        def run(idx: torch.Tensor, n: int) -> tuple[float, float, torch.Tensor]:
+        def generate(idx: torch.Tensor, n: int) -> torch.Tensor:
             kwargs = dict(do_sample=False, eos_token_id=None, pad_token_id=0, attention_mask=torch.ones_like(idx))
-            start = time.perf_counter()
-            model.generate(idx, max_new_tokens=1, min_new_tokens=1, **kwargs)
-            first = time.perf_counter()
-            out = model.generate(idx, max_new_tokens=n, min_new_tokens=n, **kwargs)
-            return first - start, time.perf_counter() - first - (first - start), out[:, idx.size(1) :]
+            return model.generate(idx, max_new_tokens=n, min_new_tokens=n, **kwargs)[:, idx.size(1) :]
 
     else:
         from lit_gpt.checkpoint import load_model
         from lit_gpt.generate import stream
 
         model = load_model(folder)
-        vocab_size = model.config.vocab_size
 
-        def run(idx: torch.Tensor, n: int) -> tuple[float, float, torch.Tensor]:
-            tokens = stream(model, idx, n, temperature=0.0, use_cache=name == "lit_gpt")
-            start = time.perf_counter()
-            new = [next(tokens)]
-            first = time.perf_counter()
-            new += list(tokens)
-            return first - start, time.perf_counter() - first, torch.stack(new, dim=1)
+        def generate(idx: torch.Tensor, n: int) -> torch.Tensor:
+            return torch.stack(list(stream(model, idx, n, temperature=0.0, use_cache=name == "lit_gpt")), dim=1)
 
+    def timed(n: int) -> tuple[float, torch.Tensor]:
+        start = time.perf_counter()
+        out = generate(idx, n)
+        return time.perf_counter() - start, out
+
+    # the same prompt for every contender: ids of the tokenizer (below the padded vocabulary of the HF export)
     idx = torch.randint(0, vocab_size, (batch_size, prompt_length), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        run(idx, 3)  # warm-up
-        prefill_s, decode_s, new = run(idx, new_tokens)
+        generate(idx, 3)  # warm-up
+        prefill_s = statistics.median(timed(1)[0] for _ in range(repeats))
+        total_s, new = timed(new_tokens)
+    decode_s = total_s - prefill_s
     return {
         "contender": name,
         "prefill_tokens_per_s": batch_size * prompt_length / prefill_s,
@@ -90,7 +94,7 @@ def export_model(args: argparse.Namespace, out_dir: str) -> str:
         description = f"preset {args.preset} (random weights)"
     architecture = to_hf(model, tokenizer, out_dir)
     print(f"model: {description}, {model.num_params():,} parameters, exported as {architecture}")
-    return out_dir
+    return out_dir, tokenizer.vocab_size
 
 
 def main() -> None:
@@ -104,20 +108,22 @@ def main() -> None:
     parser.add_argument("--contenders", default=",".join(CONTENDERS), help=f"comma-separated from {CONTENDERS}")
     parser.add_argument("--_run", help=argparse.SUPPRESS)  # internal: run one contender and print JSON
     parser.add_argument("--_folder", help=argparse.SUPPRESS)
+    parser.add_argument("--_vocab_size", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._run:
-        print(json.dumps(run_contender(args._run, args._folder, args.batch_size, args.prompt_length, args.new_tokens)))
+        print(json.dumps(run_contender(args._run, args._folder, args.batch_size, args.prompt_length, args.new_tokens,
+                                       args._vocab_size)))
         return
 
     with tempfile.TemporaryDirectory() as tmp:
-        folder = export_model(args, str(Path(tmp) / "hf"))
+        folder, vocab_size = export_model(args, str(Path(tmp) / "hf"))
         print(f"batch {args.batch_size}, prompt {args.prompt_length} tokens, {args.new_tokens} new tokens, greedy, "
               f"{torch.get_num_threads()} threads, torch {torch.__version__}")  # fmt: skip
         results = []
         for name in args.contenders.split(","):
             command = [sys.executable, __file__, "--_run", name, "--_folder", folder,
                        "--batch_size", str(args.batch_size), "--prompt_length", str(args.prompt_length),
-                       "--new_tokens", str(args.new_tokens)]  # fmt: skip
+                       "--new_tokens", str(args.new_tokens), "--_vocab_size", str(vocab_size)]  # fmt: skip
             done = subprocess.run(command, capture_output=True, text=True, check=True)
             results.append(json.loads(done.stdout.strip().splitlines()[-1]))
     print("\n| contender | prefill tokens/s | decode tokens/s | decode ms/token | peak RSS MiB |")

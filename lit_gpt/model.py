@@ -122,12 +122,15 @@ class CausalSelfAttention(nn.Module):
         rope: tuple[torch.Tensor, torch.Tensor] | None,
         mask: torch.Tensor | None = None,
         input_pos: torch.Tensor | None = None,
+        kv_length: int | None = None,
     ) -> torch.Tensor:
         """Attention output (B, T, C) for x (B, T, C).
 
         rope: (cos, sin) for these T positions (see ``apply_rope``), or None for learned positions.
         mask: boolean (T, S) or (B, 1, T, S), True where a query may attend to a key; None means plainly causal.
         input_pos: cache indices (T,) of these positions when decoding with the KV cache, else None.
+        kv_length: with ``input_pos``, attend to the first ``kv_length`` cache entries (S = kv_length); None attends
+            to these T keys only (a prefill from position 0), which are still written to the cache.
         """
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
@@ -136,14 +139,16 @@ class CausalSelfAttention(nn.Module):
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if input_pos is not None:
-            k, v = self.kv_cache.update(input_pos, k, v)  # (B, nkv, S, hs)
+            cached_k, cached_v = self.kv_cache.update(input_pos, k, v)
+            if kv_length is not None:
+                k, v = cached_k[:, :, :kv_length], cached_v[:, :, :kv_length]  # (B, nkv, S, hs)
         y = F.scaled_dot_product_attention(
             q,
             k.to(q.dtype),
             v.to(q.dtype),
             attn_mask=mask,
             dropout_p=self.dropout if self.training else 0.0,
-            is_causal=mask is None,
+            is_causal=mask is None and kv_length is None,  # a decode step without a mask sees every key
             enable_gqa=self.n_kv_head != self.n_head,
         )  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, self.n_head * self.head_size)  # (B, T, nh*hs)
@@ -187,8 +192,9 @@ class Block(nn.Module):
         rope: tuple[torch.Tensor, torch.Tensor] | None,
         mask: torch.Tensor | None = None,
         input_pos: torch.Tensor | None = None,
+        kv_length: int | None = None,
     ) -> torch.Tensor:
-        x = x + self.resid_dropout(self.self_attn(self.input_layernorm(x), rope, mask, input_pos))
+        x = x + self.resid_dropout(self.self_attn(self.input_layernorm(x), rope, mask, input_pos, kv_length))
         return x + self.resid_dropout(self.mlp(self.post_attention_layernorm(x)))
 
 
@@ -333,16 +339,20 @@ class GPT(nn.Module):
         T = idx.size(1)
         if T > self.config.block_size:
             raise ValueError(f"sequence length {T} exceeds block_size {self.config.block_size}; crop the input")
-        mask = None
-        if input_pos is None:
+        mask, kv_length = None, None
+        if input_pos is not None and self.layers[0].self_attn.kv_cache is None:
+            raise ValueError("input_pos needs a KV cache: call setup_kv_cache first")
+        # With the cache, attention reads entries 0 .. last written index only (one host sync per call). A prefill
+        # from position 0 without padding attends like plain causal attention over its own keys.
+        if input_pos is not None and not (T > 1 and self.left_pad is None and int(input_pos[0]) == 0):
+            kv_length = int(input_pos[-1]) + 1
+        if kv_length is None:
             positions = torch.arange(T, device=idx.device)  # (T,)
             if self.config.sliding_window is not None and self.config.sliding_window < T:
                 mask = self._window_mask(T, idx.device)
         else:
-            cache = self.layers[0].self_attn.kv_cache
-            if cache is None:
-                raise ValueError("input_pos needs a KV cache: call setup_kv_cache first")
-            mask = self._cached_mask(input_pos, cache.k.size(2))
+            if T > 1 or self.left_pad is not None or self.config.sliding_window is not None:
+                mask = self._cached_mask(input_pos, kv_length)  # else a single query sees every stored key
             positions = input_pos
             if self.left_pad is not None:  # each row counts positions from its first real token
                 positions = (input_pos[None, :] - self.left_pad[:, None]).clamp(min=0)  # (B, T)
@@ -358,5 +368,5 @@ class GPT(nn.Module):
             if self.config.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 x = torch.utils.checkpoint.checkpoint(block, x, rope, mask, input_pos, use_reentrant=False)
             else:
-                x = block(x, rope, mask, input_pos)
+                x = block(x, rope, mask, input_pos, kv_length)
         return self.norm(x)  # (B, T, C)
