@@ -8,7 +8,8 @@ The model (a preset with random weights, or a checkpoint) is exported once with 
 contender loads that same folder, in its own process, so the peak resident memory of each is its own. Decoding
 is greedy, with a random prompt of ``--prompt_length`` tokens; each contender is warmed up first. Prefill time is
 the median time to the first new token over 5 runs; decode tokens/s counts the remaining ``new_tokens - 1`` per
-row. The script also checks that the contenders produce the same tokens. transformers is needed for the ``hf`` contender only.
+row. The script also checks that the contenders produce the same tokens. transformers is needed for the ``hf``
+contender only.
 """
 
 from __future__ import annotations

@@ -74,9 +74,11 @@ def main() -> None:
     config = cli.model.config
     print(f"config: {args.config} {' '.join(extra)}")
     print(f"model: {cli.model.model.num_params():,} parameters, block_size {config.block_size}, "
-          f"batch {cli.datamodule.batch_size}, precision {cli.trainer.precision}, threads {torch.get_num_threads()}")  # fmt: skip
+          f"batch {cli.datamodule.batch_size}, precision {cli.trainer.precision}, "
+          f"threads {torch.get_num_threads()}")  # fmt: skip
     print(f"timed: {timer.steps} optimizer steps after {args.warmup} warm-up steps, {timer.seconds:.2f} s")
-    print(f"throughput: {steps_per_s:.2f} steps/s, {1000 / steps_per_s:.2f} ms/step, {timer.tokens / timer.seconds:,.0f} tokens/s")
+    tokens_per_s = timer.tokens / timer.seconds
+    print(f"throughput: {steps_per_s:.2f} steps/s, {1000 / steps_per_s:.2f} ms/step, {tokens_per_s:,.0f} tokens/s")
     if torch.cuda.is_available():
         print(f"peak CUDA memory: {torch.cuda.max_memory_allocated() / 2**20:,.0f} MiB")
     else:

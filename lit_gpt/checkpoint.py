@@ -75,10 +75,8 @@ def _load(path: str | Path, model: bool, tokenizer: bool) -> tuple[GPT | None, T
 
 
 def _model_from_lightning(checkpoint: dict, path: Path) -> GPT:
-    model = GPT(Config(**checkpoint["lit_gpt"]["config"]))
     state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
-    export._load_weights(model, state, path)
-    return model
+    return export.build_model(Config(**checkpoint["lit_gpt"]["config"]), state, path)
 
 
 def _read_lightning(path: Path) -> dict:

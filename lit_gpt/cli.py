@@ -20,7 +20,7 @@ from lit_gpt.config import PRESETS, Config, ConfigError
 
 USAGE = """\
 usage: lit-gpt {fit,validate,test} --config CONFIG.yaml [--section.key VALUE ...]
-       lit-gpt generate --checkpoint PATH --prompt TEXT [--max_new_tokens N --temperature T --top_k K --top_p P --seed S]
+       lit-gpt generate --checkpoint PATH --prompt TEXT [--max_new_tokens N --temperature T --top_k K --top_p P ...]
        lit-gpt export --checkpoint PATH --out DIR [--format hf|lit_gpt]
        lit-gpt presets [--vocab_size N]
 
@@ -98,7 +98,7 @@ def presets(args: list[str]) -> None:
     parser.add_argument("--vocab_size", type=int, default=50257)
     vocab_size = parser.parse_args(args).vocab_size
     print(f"{'preset':<12}{'n_embd':>8}{'n_head':>8}{'n_layer':>8}{'block':>7}  {'parameters':>13}  style")
-    for name, fields in PRESETS.items():
+    for name in PRESETS:
         config = Config.from_name(name, vocab_size=vocab_size)
         style = "gpt-2" if config.position_embedding == "learned" else "llama"
         print(

@@ -127,7 +127,8 @@ class TextDataModule(LightningDataModule):
         if batch_size < 1:
             raise ConfigError(f"data.batch_size must be a positive integer, got {batch_size}")
         self.path, self.tokenizer_name, self.block_size, self.batch_size = path, tokenizer, block_size, batch_size
-        self.val_fraction, self.download_url, self.seed, self.num_workers = val_fraction, download_url, seed, num_workers
+        self.val_fraction, self.download_url = val_fraction, download_url
+        self.seed, self.num_workers = seed, num_workers
         if cache_dir is None:
             key = hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:8]
             stem = Path(path.rstrip("/*")).stem or "corpus"

@@ -70,9 +70,7 @@ def load_folder(folder: str | Path) -> GPT:
     weights = folder / "model.safetensors"
     if not weights.is_file():
         raise ConfigError(f"{folder} has no model.safetensors: export the checkpoint again with `lit-gpt export`")
-    model = GPT(Config(**meta["config"]))
-    _load_weights(model, load_file(weights), weights)
-    return model
+    return build_model(Config(**meta["config"]), load_file(weights), weights)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -357,8 +355,7 @@ def from_hf(folder: str | Path) -> GPT:
     """
     folder = Path(folder)
     config = config_from_hf(_read_json(folder / "config.json"))
-    model = GPT(config)
-    _load_weights(model, state_from_hf(_read_hf_weights(folder), config), folder)
+    model = build_model(config, state_from_hf(_read_hf_weights(folder), config), folder)
     return model
 
 
@@ -469,15 +466,30 @@ def _cpu_state(model: GPT) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
 
-def _load_weights(model: GPT, state: dict[str, torch.Tensor], source: Path) -> None:
-    """Load ``state`` into ``model`` strictly, re-tying a tied head that was stored once."""
-    if model.config.tie_embeddings and "lm_head.weight" not in state and "embed_tokens.weight" in state:
-        state = {**state, "lm_head.weight": state["embed_tokens.weight"]}
+def build_model(config: Config, state: dict[str, torch.Tensor], source: str | Path) -> GPT:
+    """``GPT(config)`` holding the tensors of ``state`` (our names), strictly; a head stored once is re-tied.
+
+    The model is built on the meta device and the tensors are assigned, not copied, so loading neither computes a
+    random initialisation nor holds the weights twice.
+
+    Raises:
+        ConfigError: if ``state`` lacks a weight, has an extra one, or a shape disagrees with ``config``.
+    """
+    state = {k: v.contiguous() for k, v in state.items()}  # GPT-2's transposed Conv1D weights become row-major
+    if config.tie_embeddings and "lm_head.weight" not in state and "embed_tokens.weight" in state:
+        state["lm_head.weight"] = state["embed_tokens.weight"]
+    with torch.device("meta"):
+        model = GPT(config)
     try:
-        model.load_state_dict(state)
+        model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as err:
         first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
         raise ConfigError(f"the weights in {source} do not fit its config: {first}") from None
+    if config.tie_embeddings:
+        model.lm_head.weight = model.embed_tokens.weight  # assign=True made two Parameters of one tensor
+    if config.position_embedding == "rope":
+        model.reset_rope_cache()
+    return model
 
 
 def _make_dir(out_dir: str | Path) -> Path:

@@ -134,7 +134,8 @@ class LitGPT(LightningModule):
             {"params": decay, "weight_decay": self.hparams.weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
         ]
-        optimizer = torch.optim.AdamW(groups, lr=self.hparams.learning_rate, betas=self.hparams.betas, eps=self.hparams.eps)
+        hp = self.hparams
+        optimizer = torch.optim.AdamW(groups, lr=hp.learning_rate, betas=hp.betas, eps=hp.eps)
         decay_steps = self.hparams.lr_decay_steps or self.trainer.max_steps
         if decay_steps is None or decay_steps < 0:
             raise ConfigError("set trainer.max_steps (or model.lr_decay_steps): the cosine schedule needs a horizon")

@@ -127,7 +127,8 @@ class CausalSelfAttention(nn.Module):
         """Attention output (B, T, C) for x (B, T, C).
 
         rope: (cos, sin) for these T positions (see ``apply_rope``), or None for learned positions.
-        mask: boolean (T, S) or (B, 1, T, S), True where a query may attend to a key; None means plainly causal.
+        mask: boolean (T, S) or (B, 1, T, S), True where a query may attend to a key; None means causal over
+            these T keys, or every one of the ``kv_length`` cached keys.
         input_pos: cache indices (T,) of these positions when decoding with the KV cache, else None.
         kv_length: with ``input_pos``, attend to the first ``kv_length`` cache entries (S = kv_length); None attends
             to these T keys only (a prefill from position 0), which are still written to the cache.
@@ -224,10 +225,10 @@ class GPT(nn.Module):
         if config.tie_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
         if config.position_embedding == "rope":
-            cos, sin = rope_cache(config.block_size, config.head_size, config.rope_theta)
             # Not persistent: derived from the config, so checkpoints hold weights only.
-            self.register_buffer("rope_cos", cos, persistent=False)
-            self.register_buffer("rope_sin", sin, persistent=False)
+            self.register_buffer("rope_cos", torch.empty(0), persistent=False)
+            self.register_buffer("rope_sin", torch.empty(0), persistent=False)
+            self.reset_rope_cache()
         self.left_pad: torch.Tensor | None = None  # (B,) padding tokens per row of the cached batch
         self.reset_parameters()
 
@@ -252,6 +253,13 @@ class GPT(nn.Module):
                 nn.init.normal_(module.weight, mean=0.0, std=0.02)
             elif isinstance(module, (RMSNorm, nn.LayerNorm)):
                 module.reset_parameters()
+
+    def reset_rope_cache(self) -> None:
+        """(Re)compute the RoPE tables (block_size, head_size), on the device of the weights; a model built on the
+        meta device (to load weights without initialising them) needs this before use."""
+        device = self.embed_tokens.weight.device
+        cos, sin = rope_cache(self.config.block_size, self.config.head_size, self.config.rope_theta)
+        self.rope_cos, self.rope_sin = cos.to(device), sin.to(device)
 
     @classmethod
     def from_checkpoint(cls, path: str, device: str | torch.device = "cpu") -> "GPT":
@@ -366,7 +374,7 @@ class GPT(nn.Module):
         x = self.embed_dropout(x)
         for block in self.layers:
             if self.config.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                x = torch.utils.checkpoint.checkpoint(block, x, rope, mask, input_pos, use_reentrant=False)
+                x = torch.utils.checkpoint.checkpoint(block, x, rope, mask, input_pos, kv_length, use_reentrant=False)
             else:
                 x = block(x, rope, mask, input_pos, kv_length)
         return self.norm(x)  # (B, T, C)

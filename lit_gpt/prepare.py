@@ -194,7 +194,9 @@ def prepare(
             json.dump(meta, f, indent=1)
         os.replace(out_dir / f"meta.json{suffix}", out_dir / "meta.json")
     except OSError as err:
-        raise ConfigError(f"cannot write the token cache to {out_dir} ({err.strerror}); pass --data.cache_dir") from None
+        raise ConfigError(
+            f"cannot write the token cache to {out_dir} ({err.strerror}); pass --data.cache_dir"
+        ) from None
     return meta
 
 
@@ -210,6 +212,7 @@ def load_tokens(out_dir: str | os.PathLike, split: str, meta: dict) -> np.memmap
     size = file.stat().st_size if file.exists() else -1
     if size != expected * dtype.itemsize:
         raise ConfigError(
-            f"{file} is missing or has {size} bytes, expected {expected} {dtype.name} tokens; delete {out_dir} to rebuild"
+            f"{file} is missing or has {size} bytes, expected {expected} {dtype.name} tokens; "
+            f"delete {out_dir} to rebuild"
         )
     return np.memmap(file, dtype=dtype, mode="r")

@@ -1,6 +1,5 @@
 """The `lit-gpt` command end to end on real Tiny Shakespeare: configs, fit, TensorBoard, resume, generate, errors."""
 
-import os
 import signal
 import subprocess
 import sys
@@ -191,8 +190,9 @@ def test_long_prompt_is_cropped_with_a_warning(shakespeare, tmp_path):
 
 
 def test_console_script_reports_bad_input_without_traceback(tmp_path):
-    result = run_cli("fit", "--config", REPO / "configs" / "shakespeare-char.yaml", "--data.path", tmp_path / "none.txt",
-                     "--data.download_url", "null", "--checkpoint.dirpath", tmp_path)  # fmt: skip
+    result = run_cli("fit", "--config", REPO / "configs" / "shakespeare-char.yaml",
+                     "--data.path", tmp_path / "none.txt", "--data.download_url", "null",
+                     "--checkpoint.dirpath", tmp_path)  # fmt: skip
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: corpus not found")

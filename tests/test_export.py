@@ -8,7 +8,6 @@ import sys
 
 import pytest
 import torch
-from torch.testing import assert_close
 
 from lit_gpt import export
 from lit_gpt.checkpoint import load_checkpoint, load_model, load_tokenizer

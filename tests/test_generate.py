@@ -46,7 +46,12 @@ def test_sampling_is_deterministic_under_a_seed():
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [(dict(temperature=-0.5), "temperature"), (dict(top_p=0.0), "top_p"), (dict(top_p=1.01), "top_p"), (dict(top_k=0), "top_k")],
+    [
+        (dict(temperature=-0.5), "temperature"),
+        (dict(top_p=0.0), "top_p"),
+        (dict(top_p=1.01), "top_p"),
+        (dict(top_k=0), "top_k"),
+    ],
 )
 def test_bad_sampling_options(kwargs, message):
     with pytest.raises(ConfigError, match=message):

@@ -67,7 +67,8 @@ def test_validation_loss_is_exact_over_the_split(shakespeare, tmp_path):
 
 def test_trainer_fits_a_few_steps(shakespeare, tmp_path):
     dm = TextDataModule(str(shakespeare), tokenizer="char", block_size=32, batch_size=8, cache_dir=str(tmp_path))
-    module = LitGPT(Config(vocab_size=dm.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=32), learning_rate=3e-3, warmup_steps=5)
+    config = Config(vocab_size=dm.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=32)
+    module = LitGPT(config, learning_rate=3e-3, warmup_steps=5)
     trainer = Trainer(
         accelerator="cpu", max_steps=30, logger=False, enable_checkpointing=False, enable_progress_bar=False,
         val_check_interval=30, check_val_every_n_epoch=None, limit_val_batches=5, use_distributed_sampler=False,
