@@ -190,16 +190,18 @@ def main(argv: list[str] | None = None) -> None:
         raise ConfigError("prompts of different lengths are batched with the KV cache; drop --no_cache")
     idx, pad = left_pad(encoded, tokenizer.eot_id)
     generator = torch.Generator(args.device)
-    generator.manual_seed(args.seed) if args.seed is not None else generator.seed()
+    if args.seed is not None:
+        generator.manual_seed(args.seed)
+    else:
+        generator.seed()
     tokens = stream(
         model, idx.to(args.device), args.max_new_tokens, args.temperature, args.top_k, args.top_p,
         tokenizer.vocab_size, generator, pad.to(args.device) if pad.any() else None, tokenizer.eot_id,
         use_cache=not args.no_cache,
     )  # fmt: skip
-    heads = [text if text else "" for text in prompts]
     if len(prompts) == 1:  # stream: print text as it comes, holding back what could start a stop string
         hold = max((len(s) for s in args.stop), default=1) - 1
-        print(heads[0], end="", flush=True)
+        print(prompts[0], end="", flush=True)
         new: list[int] = []
         shown = 0
         for token in tokens:
@@ -215,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
         print(text[shown:] if new else "", flush=True)
         return
     rows = torch.stack(list(tokens), dim=1).tolist() if args.max_new_tokens else [[] for _ in prompts]
-    for i, (head, row) in enumerate(zip(heads, rows)):
+    for i, (head, row) in enumerate(zip(prompts, rows)):
         row = row[: row.index(tokenizer.eot_id)] if tokenizer.eot_id in row else row
         if i:
             print("\n" + "-" * 40)
