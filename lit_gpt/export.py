@@ -355,8 +355,7 @@ def from_hf(folder: str | Path) -> GPT:
     """
     folder = Path(folder)
     config = config_from_hf(_read_json(folder / "config.json"))
-    model = build_model(config, state_from_hf(_read_hf_weights(folder), config), folder)
-    return model
+    return build_model(config, state_from_hf(_read_hf_weights(folder), config), folder)
 
 
 def tokenizer_spec_from_hf(folder: str | Path) -> dict | None:
@@ -469,13 +468,14 @@ def _cpu_state(model: GPT) -> dict[str, torch.Tensor]:
 def build_model(config: Config, state: dict[str, torch.Tensor], source: str | Path) -> GPT:
     """``GPT(config)`` holding the tensors of ``state`` (our names), strictly; a head stored once is re-tied.
 
-    The model is built on the meta device and the tensors are assigned, not copied, so loading neither computes a
-    random initialisation nor holds the weights twice.
+    The model is built on the meta device and the tensors are assigned, not copied (unless they must become
+    float32), so loading neither computes a random initialisation nor holds the weights twice.
 
     Raises:
         ConfigError: if ``state`` lacks a weight, has an extra one, or a shape disagrees with ``config``.
     """
-    state = {k: v.contiguous() for k, v in state.items()}  # GPT-2's transposed Conv1D weights become row-major
+    # float32 master weights (Hub files are often bf16); GPT-2's transposed Conv1D weights become row-major
+    state = {k: (v.float() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
     if config.tie_embeddings and "lm_head.weight" not in state and "embed_tokens.weight" in state:
         state["lm_head.weight"] = state["embed_tokens.weight"]
     with torch.device("meta"):
