@@ -2,8 +2,9 @@
 
 ``lit-gpt fit|validate|test`` is LightningCLI over ``LitGPT`` and ``TextDataModule``, configured by YAML
 (``--config configs/...yaml``) and flags. ``lit-gpt generate`` samples from a checkpoint (see
-``lit_gpt.generate``), ``lit-gpt export`` writes a Hugging Face or safetensors folder (see ``lit_gpt.export``)
-and ``lit-gpt presets`` lists the model presets with their parameter counts.
+``lit_gpt.generate``), ``lit-gpt export`` writes a Hugging Face or safetensors folder (see ``lit_gpt.export``),
+``lit-gpt train-tokenizer`` trains a byte-level BPE on a corpus (see ``lit_gpt.bpe``) and ``lit-gpt presets``
+lists the model presets with their parameter counts.
 
 Facts live in one place and the parser copies them: ``model.config.block_size`` into ``data.block_size`` when
 parsing, and the data module's ``vocab_size`` and tokenizer spec into the model when instantiating.
@@ -23,6 +24,7 @@ usage: lit-gpt {fit,validate,test} --config CONFIG.yaml [--section.key VALUE ...
        lit-gpt generate --checkpoint PATH --prompt TEXT [--max_new_tokens N --temperature T --top_k K --top_p P ...]
        lit-gpt export --checkpoint PATH --out DIR [--format hf|lit_gpt]
        lit-gpt presets [--vocab_size N]
+       lit-gpt train-tokenizer --data.path PATH --vocab_size N --out DIR [--val_path PATH] [--val_fraction F]
 
 Train (fit), evaluate (validate/test) and sample from LLaMA- or GPT-2-style language models.
 `lit-gpt fit --help` lists every training option; `lit-gpt generate --help` the sampling ones."""
@@ -123,6 +125,10 @@ def main(argv: list[str] | None = None) -> None:
             export_main(args[1:])
         elif args[0] == "presets":
             presets(args[1:])
+        elif args[0] == "train-tokenizer":
+            from lit_gpt.bpe import main as train_tokenizer_main
+
+            train_tokenizer_main(args[1:])
         else:
             lightning_cli(None if argv is None else args)  # None: LightningCLI reads sys.argv
     except ConfigError as err:

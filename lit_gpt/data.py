@@ -101,7 +101,8 @@ class TextDataModule(LightningDataModule):
 
     Args:
         path: a text file, a folder (its ``*.txt`` files) or a glob; files are documents joined by end-of-text.
-        tokenizer: ``char`` (character vocabulary of the corpus) or a tiktoken encoding (``gpt2``, ``cl100k_base``).
+        tokenizer: ``char`` (character vocabulary of the corpus), a tiktoken encoding (``gpt2``, ``cl100k_base``),
+            or a folder written by ``lit-gpt train-tokenizer``.
         block_size: tokens per training window; linked from ``model.config.block_size`` on the command line.
         batch_size: windows per batch (per device), for training and validation.
         val_fraction: fraction of the corpus, taken from its end, used for validation.
@@ -132,7 +133,11 @@ class TextDataModule(LightningDataModule):
         if cache_dir is None:
             key = hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:8]
             stem = Path(path.rstrip("/*")).stem or "corpus"
-            cache_dir = os.path.join("data", "prepared", f"{stem}-{tokenizer}-{key}")
+            label = tokenizer
+            if os.path.isdir(tokenizer) or "/" in tokenizer or os.sep in tokenizer:  # a BPE folder: name + path hash
+                folder = os.path.abspath(os.path.expanduser(tokenizer))
+                label = f"{Path(folder).name}.{hashlib.sha1(folder.encode()).hexdigest()[:6]}"
+            cache_dir = os.path.join("data", "prepared", f"{stem}-{label}-{key}")
         self.cache_dir = cache_dir
         self._meta: dict | None = None
         self.train_tokens = self.val_tokens = None

@@ -157,11 +157,13 @@ def prepare(
         raise ConfigError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
     sources = resolve_sources(path)
     meta = read_meta(out_dir)
-    if is_fresh(meta, sources, tokenizer, val_fraction):
+    tok = None if tokenizer == "char" else Tokenizer.from_name(tokenizer)
+    # a BPE folder may be retrained in place under the same path: compare the tokenizer itself
+    if is_fresh(meta, sources, tokenizer, val_fraction) and (tok is None or meta.get("tokenizer") == tok.spec):
         return meta
 
     texts = [_read_text(p) for p in sources]
-    tok = Tokenizer.char(texts) if tokenizer == "char" else Tokenizer.from_name(tokenizer)
+    tok = Tokenizer.char(texts) if tok is None else tok
     ids: list[int] = []
     for i, text in enumerate(texts):
         if i:

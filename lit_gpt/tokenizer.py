@@ -1,8 +1,8 @@
-"""Tokenizers: tiktoken BPE encodings by name, and a character-level vocabulary built from a corpus.
+"""Tokenizers: tiktoken BPE encodings by name, BPEs trained by ``lit_gpt.bpe``, and a character vocabulary.
 
-A tokenizer is fully described by a small JSON-able ``spec`` dict (``{"kind": "tiktoken", "name": "gpt2"}`` or
-``{"kind": "char", "chars": "..."}``), which is stored in checkpoints so a trained model can be sampled from
-with nothing else at hand.
+A tokenizer is fully described by a JSON-able ``spec`` dict (``{"kind": "tiktoken", "name": "gpt2"}``,
+``{"kind": "bpe", "name", "pat_str", "special_tokens", "ranks"}`` or ``{"kind": "char", "chars": "..."}``), which
+is stored in checkpoints so a trained model can be sampled from with nothing else at hand.
 """
 
 from __future__ import annotations
@@ -20,20 +20,28 @@ EOT_TEXT = "<|endoftext|>"
 class Tokenizer:
     """Text <-> token ids, with ``vocab_size`` and an end-of-text id (``eot_id``).
 
-    Two kinds:
+    Three kinds (``kind``):
     - ``tiktoken``: a byte-level BPE from tiktoken (``gpt2``, ``r50k_base``, ``cl100k_base``, ...), or any
-      ``tiktoken.Encoding`` passed in (tests build a byte-level one in-process). Text is encoded as ordinary
-      text: a literal "<|endoftext|>" in the input is not turned into the special token.
+      ``tiktoken.Encoding`` passed in (tests build a byte-level one in-process). Its spec is the encoding's name.
+    - ``bpe``: a byte-level BPE trained by ``lit_gpt.bpe`` (a ``tiktoken.Encoding`` passed with ``bpe=True``,
+      or a folder given to ``from_name``). Its spec carries the whole vocabulary, so it rebuilds anywhere.
     - ``char``: one id per distinct character of the corpus, in sorted order, plus one end-of-text id after them.
 
-    Build one with ``Tokenizer.from_name``, ``Tokenizer.char`` or ``Tokenizer.from_spec``.
+    BPE kinds encode text as ordinary text: a literal "<|endoftext|>" in the input is not turned into the special
+    token. Build one with ``Tokenizer.from_name``, ``Tokenizer.char`` or ``Tokenizer.from_spec``.
     """
 
-    def __init__(self, encoding: tiktoken.Encoding | None = None, chars: Sequence[str] | None = None) -> None:
+    def __init__(
+        self, encoding: tiktoken.Encoding | None = None, chars: Sequence[str] | None = None, *, bpe: bool = False
+    ) -> None:
         if (encoding is None) == (chars is None):
             raise ValueError("pass exactly one of `encoding` (tiktoken) or `chars` (character-level)")
+        if bpe and encoding is None:
+            raise ValueError("`bpe=True` describes an `encoding` trained by lit_gpt.bpe")
         self.encoding = encoding
         self.chars = "".join(chars) if chars is not None else None
+        self.kind = "char" if encoding is None else "bpe" if bpe else "tiktoken"
+        self._spec: dict | None = None
         if encoding is not None:
             self.name = encoding.name
             self.vocab_size = encoding.n_vocab
@@ -46,19 +54,31 @@ class Tokenizer:
 
     @classmethod
     def from_name(cls, name: str) -> "Tokenizer":
-        """A tiktoken encoding by name, e.g. ``gpt2`` or ``cl100k_base``.
+        """A tiktoken encoding by name (``gpt2``, ``cl100k_base``), or a folder written by ``lit-gpt train-tokenizer``.
 
-        tiktoken downloads an encoding's files on first use and caches them in ``TIKTOKEN_CACHE_DIR``.
+        A known tiktoken name wins over a folder of the same name (write ``./gpt2`` for the folder); any other
+        existing directory, or a name with a path separator, is read as a BPE folder (``lit_gpt.bpe.load_bpe``)
+        and gives a tokenizer of kind ``bpe``. tiktoken downloads an encoding's files on first use and caches
+        them in ``TIKTOKEN_CACHE_DIR``.
 
         Raises:
-            ConfigError: for an unknown name, for ``char`` (built from a corpus by ``Tokenizer.char``), or when
-                the encoding's files cannot be downloaded and are not in the cache.
+            ConfigError: for an unknown name, for ``char`` (built from a corpus by ``Tokenizer.char``), for a
+                missing or corrupt BPE folder, or when the encoding's files cannot be downloaded and are not in
+                the cache.
         """
         if name == "char":
             raise ConfigError("the 'char' tokenizer is built from a corpus: use Tokenizer.char(texts)")
         known = tiktoken.list_encoding_names()
+        looks_like_path = os.sep in name or "/" in name or name.startswith((".", "~"))
+        if looks_like_path or (name not in known and os.path.isdir(name)):
+            from lit_gpt.bpe import load_bpe  # lit_gpt.bpe imports this module
+
+            return cls(encoding=load_bpe(os.path.expanduser(name)), bpe=True)
         if name not in known:
-            raise ConfigError(f"unknown tokenizer {name!r}; choose 'char' or a tiktoken encoding: {', '.join(known)}")
+            raise ConfigError(
+                f"unknown tokenizer {name!r}; choose 'char', a tiktoken encoding ({', '.join(known)}) "
+                "or a folder written by `lit-gpt train-tokenizer`"
+            )
         try:
             return cls(encoding=tiktoken.get_encoding(name))
         except Exception as err:  # tiktoken raises requests/urllib errors of several kinds when offline
@@ -80,14 +100,22 @@ class Tokenizer:
     def from_spec(cls, spec: dict) -> "Tokenizer":
         """Rebuild a tokenizer from its ``spec`` (as stored in a checkpoint).
 
+        A ``bpe`` spec holds its whole vocabulary (``ranks``: the ``tokenizer.tiktoken`` text), so it needs no
+        folder or download.
+
         Raises:
-            ConfigError: if the spec is malformed or names an unknown encoding.
+            ConfigError: if the spec is malformed or corrupt, or names an unknown encoding.
         """
         kind = spec.get("kind") if isinstance(spec, dict) else None
         if kind == "char" and isinstance(spec.get("chars"), str):
             return cls(chars=spec["chars"])
         if kind == "tiktoken" and isinstance(spec.get("name"), str):
             return cls.from_name(spec["name"])
+        if kind == "bpe" and isinstance(spec.get("ranks"), str):
+            from lit_gpt.bpe import build_encoding  # lit_gpt.bpe imports this module
+
+            parts = (spec.get("name"), spec.get("pat_str"), spec["ranks"], spec.get("special_tokens"))
+            return cls(encoding=build_encoding(*parts, source="the tokenizer spec"), bpe=True)
         raise ConfigError(f"not a lit_gpt tokenizer spec: {spec!r}")
 
     @classmethod
@@ -105,8 +133,23 @@ class Tokenizer:
 
     @property
     def spec(self) -> dict:
-        """A JSON-able description from which ``from_spec`` rebuilds this tokenizer."""
-        if self.encoding is not None:
+        """A JSON-able description from which ``from_spec`` rebuilds this tokenizer.
+
+        For kind ``bpe`` it holds the ranks as text (about 12 bytes per token: ~25 KB for 2,000 tokens).
+        """
+        if self.kind == "bpe":
+            from lit_gpt.bpe import ranks_to_text  # lit_gpt.bpe imports this module
+
+            if self._spec is None:  # built once: serializing the ranks costs O(vocab_size)
+                self._spec = {
+                    "kind": "bpe",
+                    "name": self.name,
+                    "pat_str": self.encoding._pat_str,  # tiktoken's attributes (its README extends encodings so)
+                    "special_tokens": dict(self.encoding._special_tokens),
+                    "ranks": ranks_to_text(self.encoding._mergeable_ranks),
+                }
+            return dict(self._spec)
+        if self.kind == "tiktoken":
             return {"kind": "tiktoken", "name": self.name}
         return {"kind": "char", "chars": self.chars}
 

@@ -68,3 +68,46 @@ def test_offline_without_cache_says_how_to_fix(monkeypatch, tmp_path):
     monkeypatch.setattr(tiktoken.load, "read_file", no_network)
     with pytest.raises(ConfigError, match="TIKTOKEN_CACHE_DIR"):
         Tokenizer.from_name("r50k_base")
+
+
+def test_kinds_and_existing_specs_unchanged(byte_encoding):
+    assert Tokenizer.from_name("gpt2").spec == {"kind": "tiktoken", "name": "gpt2"}
+    assert Tokenizer(encoding=byte_encoding).kind == "tiktoken"
+    assert Tokenizer.char(["ab"]).kind == "char"
+    with pytest.raises(ValueError, match="bpe=True"):
+        Tokenizer(chars="ab", bpe=True)
+
+
+def test_bpe_spec_carries_the_vocabulary(byte_encoding):
+    tok = Tokenizer(encoding=byte_encoding, bpe=True)
+    spec = tok.spec
+    assert spec["kind"] == "bpe" and spec["name"] == "bytes" and spec["special_tokens"] == {EOT_TEXT: 256}
+    assert len(spec["ranks"].splitlines()) == 256 and spec["pat_str"] == byte_encoding._pat_str
+    rebuilt = Tokenizer.from_spec(spec)
+    assert (rebuilt.kind, rebuilt.vocab_size, rebuilt.eot_id) == ("bpe", 257, 256)
+    assert rebuilt.encode(SAMPLES[1]) == tok.encode(SAMPLES[1]) and rebuilt.spec == spec
+
+
+def test_from_name_reads_a_bpe_folder(byte_encoding, tmp_path, monkeypatch):
+    from lit_gpt.bpe import save_bpe
+
+    monkeypatch.chdir(tmp_path)
+    save_bpe(byte_encoding, tmp_path / "gpt2")
+    save_bpe(byte_encoding, tmp_path / "mybpe")
+    assert Tokenizer.from_name("gpt2").kind == "tiktoken"  # a tiktoken name wins over a folder of that name
+    for name in ("./gpt2", "mybpe", str(tmp_path / "mybpe"), "mybpe/"):
+        tok = Tokenizer.from_name(name)
+        assert (tok.kind, tok.vocab_size, tok.name) == ("bpe", 257, "bytes")
+        assert tok.decode(tok.encode(SAMPLES[1])) == SAMPLES[1]
+    with pytest.raises(ConfigError, match="'missing/bpe' not found; train one with `lit-gpt train-tokenizer`"):
+        Tokenizer.from_name("missing/bpe")
+    with pytest.raises(ConfigError, match="unknown tokenizer 'missing'.*train-tokenizer"):
+        Tokenizer.from_name("missing")
+
+
+def test_bad_bpe_spec(byte_encoding):
+    spec = Tokenizer(encoding=byte_encoding, bpe=True).spec
+    with pytest.raises(ConfigError, match="not a lit_gpt tokenizer spec"):
+        Tokenizer.from_spec({k: v for k, v in spec.items() if k != "ranks"})
+    with pytest.raises(ConfigError, match="tokenizer spec is corrupt: special_tokens has no"):
+        Tokenizer.from_spec({**spec, "special_tokens": {}})
