@@ -21,6 +21,7 @@ from lit_gpt.config import PRESETS, Config, ConfigError
 
 USAGE = """\
 usage: lit-gpt {fit,validate,test} --config CONFIG.yaml [--section.key VALUE ...]
+       lit-gpt prepare --config CONFIG.yaml [--data.key VALUE ...]
        lit-gpt generate --checkpoint PATH --prompt TEXT [--max_new_tokens N --temperature T --top_k K --top_p P ...]
        lit-gpt export --checkpoint PATH --out DIR [--format hf|lit_gpt]
        lit-gpt presets [--vocab_size N]
@@ -80,6 +81,8 @@ def lightning_cli(args: list[str] | None = None, run: bool = True):
     }
     # Batches are one numpy gather each; worker processes cost more than they save at these sizes.
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    # main() hands LightningCLI the arguments after the subcommand it dispatched on, by design
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     return LitGPTCLI(
         LitGPT,
         TextDataModule,
@@ -90,6 +93,26 @@ def lightning_cli(args: list[str] | None = None, run: bool = True):
         auto_configure_optimizers=False,  # LitGPT.configure_optimizers owns AdamW and the schedule
         parser_kwargs={"description": USAGE, "exit_on_error": False},  # main() prints parse errors as one line
     )
+
+
+def prepare(args: list[str]) -> None:
+    """``lit-gpt prepare``: tokenize a config's corpus ahead of training (prepare once, train many times).
+
+    Takes the same ``--config`` and ``--data.*`` flags as ``fit``; prints where the shards went and their counts.
+    """
+    if any(a in ("-h", "--help") for a in args):
+        print(prepare.__doc__.strip() + "\n\nThe flags are those of `lit-gpt fit` (see `lit-gpt fit --help`).")
+        return
+    cli = lightning_cli(args, run=False)  # instantiating the data module prepares the corpus (vocab_size link)
+    data = cli.datamodule
+    meta = data.meta
+    print(f"prepared {data.path} with tokenizer {data.tokenizer_name!r} (vocab {meta['vocab_size']}) "
+          f"in {data.cache_dir}")  # fmt: skip
+    for split in ("train", "val"):
+        print(f"  {split}: {meta['tokens'][split]:,} tokens, {meta['documents'][split]:,} documents, "
+              f"{len(meta['shards'][split])} shard(s)")  # fmt: skip
+    corpus = meta["corpus"] if "files" in meta["corpus"] else meta["corpus"]["train"]
+    print("  cleaning: " + ", ".join(f"{k} {v:,}" for k, v in corpus.items() if isinstance(v, int)))
 
 
 def presets(args: list[str]) -> None:
@@ -125,6 +148,8 @@ def main(argv: list[str] | None = None) -> None:
             export_main(args[1:])
         elif args[0] == "presets":
             presets(args[1:])
+        elif args[0] == "prepare":
+            prepare(args[1:])
         elif args[0] == "train-tokenizer":
             from lit_gpt.bpe import main as train_tokenizer_main
 

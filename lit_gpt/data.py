@@ -1,7 +1,8 @@
 """The LightningDataModule that serves (input, target) token windows from a prepared corpus.
 
 Sampling choice. Training batches are windows of ``block_size + 1`` tokens at uniformly random offsets of the
-training split (as in nanoGPT): input ``x = w[:-1]``, target ``y = w[1:]``. The stream of offsets is infinite
+training split (as in nanoGPT; a window never crosses from one shard into the next): input ``x = w[:-1]``,
+target ``y = w[1:]``. The stream of offsets is infinite
 and stateless: batch ``b`` on rank ``r`` is drawn from ``numpy.random.default_rng((seed, r, b))``. So there is
 no "epoch" (training length is ``trainer.max_steps``), ranks draw different batches without a
 DistributedSampler, and a resumed run continues with exactly the batches it would have seen.
@@ -24,7 +25,8 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lit_gpt.config import ConfigError
-from lit_gpt.prepare import download, load_tokens, prepare
+from lit_gpt.corpus import Cleaning
+from lit_gpt.prepare import download, load_split, prepare
 
 IGNORE_INDEX = -100
 """Target value that the loss and the perplexity metric skip (PyTorch's cross-entropy default)."""
@@ -50,19 +52,28 @@ class RandomWindowBatches(Sampler):
 
 
 class TrainWindows(Dataset):
-    """Random-access training windows over a 1-D token array; indexed by an array of start offsets.
+    """Random-access training windows over token shards (1-D arrays); indexed by an array of window ids.
 
-    ``dataset[starts]`` with ``starts`` of shape (B,) returns ``(x, y)``, int64 tensors of shape
-    (B, block_size) with ``y[:, t] == x[:, t + 1]`` for t < block_size - 1.
+    Window ids 0 .. num_windows-1 enumerate every start offset of every shard (windows never cross shards).
+    ``dataset[ids]`` with ``ids`` of shape (B,) returns ``(x, y)``, int64 tensors of shape (B, block_size) with
+    ``y[:, t] == x[:, t + 1]`` for t < block_size - 1.
     """
 
-    def __init__(self, tokens: np.ndarray, block_size: int) -> None:
-        self.tokens, self.block_size = tokens, block_size
-        self.num_windows = len(tokens) - block_size  # starts 0 .. len-block_size-1 leave room for the target
+    def __init__(self, shards: list[np.ndarray] | np.ndarray, block_size: int) -> None:
+        self.shards = [shards] if isinstance(shards, np.ndarray) else list(shards)
+        self.block_size = block_size
+        counts = [max(0, len(s) - block_size) for s in self.shards]  # starts leaving room for the target
+        self.first = np.cumsum([0] + counts)  # window id of each shard's first window
+        self.num_windows = int(self.first[-1])
 
-    def __getitem__(self, starts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        window = self.tokens[starts[:, None] + np.arange(self.block_size + 1)].astype(np.int64)  # (B, T+1)
-        window = torch.from_numpy(window)
+    def __getitem__(self, ids: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        span = np.arange(self.block_size + 1)
+        if len(self.shards) == 1:
+            window = self.shards[0][ids[:, None] + span]  # (B, T+1), one gather
+        else:
+            shard = np.searchsorted(self.first, ids, side="right") - 1
+            window = np.stack([self.shards[s][i - self.first[s] + span] for s, i in zip(shard, ids)])
+        window = torch.from_numpy(window.astype(np.int64))
         return window[:, :-1], window[:, 1:]
 
 
@@ -100,7 +111,7 @@ class TextDataModule(LightningDataModule):
     """Train/val token windows from one or more text files, tokenized once into memory-mapped files.
 
     Args:
-        path: a text file, a folder (its ``*.txt`` files) or a glob; files are documents joined by end-of-text.
+        path: a file, a folder (its ``.txt``/``.jsonl`` files and ``.gz`` forms) or a glob (see ``lit_gpt.corpus``).
         tokenizer: ``char`` (character vocabulary of the corpus), a tiktoken encoding (``gpt2``, ``cl100k_base``),
             or a folder written by ``lit-gpt train-tokenizer``.
         block_size: tokens per training window; linked from ``model.config.block_size`` on the command line.
@@ -110,6 +121,12 @@ class TextDataModule(LightningDataModule):
         download_url: fetched into ``path`` when ``path`` is a missing file (Tiny Shakespeare's configs set it).
         seed: seed of the training offsets.
         num_workers: DataLoader worker processes (batches are a single numpy gather, so 0 is usually fastest).
+        val_path: the validation corpus (e.g. a dataset's valid.txt), instead of splitting ``path``.
+        separator: string that separates documents inside ``.txt`` files (e.g. ``<|endoftext|>``).
+        text_field: the field holding the text in ``.jsonl`` records.
+        cleaning: cleaning and deduplication switches (``lit_gpt.corpus.Cleaning``).
+        split_by: ``auto``, ``document`` or ``tail`` (see ``lit_gpt.prepare``).
+        num_threads: tokenizer threads; None uses every core.
     """
 
     def __init__(
@@ -123,6 +140,12 @@ class TextDataModule(LightningDataModule):
         download_url: str | None = None,
         seed: int = 1337,
         num_workers: int = 0,
+        val_path: str | None = None,
+        separator: str | None = None,
+        text_field: str = "text",
+        cleaning: Cleaning | None = None,
+        split_by: str = "auto",
+        num_threads: int | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -130,6 +153,8 @@ class TextDataModule(LightningDataModule):
         self.path, self.tokenizer_name, self.block_size, self.batch_size = path, tokenizer, block_size, batch_size
         self.val_fraction, self.download_url = val_fraction, download_url
         self.seed, self.num_workers = seed, num_workers
+        self.options = dict(val_path=val_path, separator=separator, text_field=text_field,
+                            cleaning=cleaning or Cleaning(), split_by=split_by, num_threads=num_threads)  # fmt: skip
         if cache_dir is None:
             key = hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:8]
             stem = Path(path.rstrip("/*")).stem or "corpus"
@@ -140,15 +165,24 @@ class TextDataModule(LightningDataModule):
             cache_dir = os.path.join("data", "prepared", f"{stem}-{label}-{key}")
         self.cache_dir = cache_dir
         self._meta: dict | None = None
-        self.train_tokens = self.val_tokens = None
+        self.train_shards: list[np.ndarray] = []
+        self.val_tokens: np.ndarray | None = None
 
     def _prepared(self) -> dict:
         """Download (if configured and missing) and tokenize (if stale) once per process; return the metadata."""
         if self._meta is None:
             if self.download_url and not os.path.exists(self.path):
                 download(self.download_url, self.path)
-            self._meta = prepare(self.path, self.tokenizer_name, self.cache_dir, self.val_fraction)
+            self._meta = prepare(
+                self.path, self.tokenizer_name, self.cache_dir, self.val_fraction, seed=self.seed, progress=True,
+                **self.options,
+            )
         return self._meta
+
+    @property
+    def meta(self) -> dict:
+        """The prepared folder's metadata (see ``lit_gpt.prepare``); prepares the corpus on first use."""
+        return self._prepared()
 
     @property
     def vocab_size(self) -> int:
@@ -165,12 +199,13 @@ class TextDataModule(LightningDataModule):
 
     def setup(self, stage: str) -> None:
         meta = self._prepared()
-        self.train_tokens = load_tokens(self.cache_dir, "train", meta)
-        self.val_tokens = load_tokens(self.cache_dir, "val", meta)
-        for split, tokens in (("training", self.train_tokens), ("validation", self.val_tokens)):
-            if len(tokens) < self.block_size + 1:
+        self.train_shards = load_split(self.cache_dir, "train", meta)
+        (self.val_tokens,) = load_split(self.cache_dir, "val", meta)
+        longest = max(len(s) for s in self.train_shards)
+        for split, tokens in (("training", longest), ("validation", len(self.val_tokens))):
+            if tokens < self.block_size + 1:
                 raise ConfigError(
-                    f"the {split} split of {self.path} has {len(tokens)} tokens, fewer than one window of "
+                    f"the {split} split of {self.path} has {tokens} tokens, fewer than one window of "
                     f"block_size + 1 = {self.block_size + 1}; use a larger corpus or a smaller block_size"
                 )
 
@@ -181,7 +216,7 @@ class TextDataModule(LightningDataModule):
         rank, _ = self._rank_and_world_size()
         # A resumed run continues the offset stream at the batch it had reached.
         start_batch = self.trainer.global_step * self.trainer.accumulate_grad_batches if self.trainer else 0
-        dataset = TrainWindows(self.train_tokens, self.block_size)
+        dataset = TrainWindows(self.train_shards, self.block_size)
         sampler = RandomWindowBatches(dataset.num_windows, self.batch_size, self.seed, rank, start_batch)
         # batch_size=None: each sampler item is already a whole batch of offsets, gathered in one numpy call.
         return DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=self.num_workers)

@@ -29,6 +29,12 @@ def _seed_and_dtype():
 
 
 @pytest.fixture
+def shared_data() -> Path:
+    """The shared data folder (Tiny Shakespeare, WikiText-2, TinyStories, the tiktoken cache)."""
+    return SHARED_DATA
+
+
+@pytest.fixture
 def shakespeare() -> Path:
     path = SHARED_DATA / "tinyshakespeare" / "input.txt"
     assert path.is_file(), f"Tiny Shakespeare not found at {path}; set LIT_GPT_SHARED_DATA to the shared data folder"

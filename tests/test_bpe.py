@@ -15,7 +15,7 @@ import tiktoken
 
 from lit_gpt import bpe
 from lit_gpt.config import ConfigError
-from lit_gpt.prepare import prepare
+from lit_gpt.prepare import load_split, prepare
 from lit_gpt.tokenizer import Tokenizer
 
 # as in conftest.py, which holds no TinyStories fixture
@@ -122,9 +122,7 @@ def test_prepare_with_a_bpe_folder(folder, valid_text, tmp_path):
     ids = tok.encode(text)
     assert meta["dtype"] == "uint16" and meta["vocab_size"] == VOCAB_SIZE
     assert sum(meta["tokens"].values()) == len(ids)
-    stored = np.concatenate(
-        [np.fromfile(tmp_path / "prepared" / f"{s}.bin", dtype=np.uint16) for s in ("train", "val")]
-    )
+    stored = np.concatenate([a for s in ("train", "val") for a in load_split(tmp_path / "prepared", s, meta)])
     assert stored.tolist() == ids
     assert Tokenizer.from_spec(meta["tokenizer"]).encode(text) == ids
     assert json.loads((tmp_path / "prepared" / "meta.json").read_text())["tokenizer"] == tok.spec
@@ -243,3 +241,28 @@ def test_main_bad_arguments(args, message, tmp_path, monkeypatch):
 def test_import_needs_neither_lightning_nor_tokenizers():
     code = "import sys, lit_gpt.bpe; print(sorted({'lightning', 'tokenizers'} & set(sys.modules)))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
+
+
+def test_a_model_trains_and_samples_with_a_trained_bpe(folder, shared_data, tmp_path):
+    """The whole path: `lit-gpt fit` on TinyStories with the BPE folder, then `lit-gpt generate` without it."""
+    from lit_gpt.cli import main
+
+    repo = Path(__file__).resolve().parents[1]
+    bpe_dir = tmp_path / "bpe-copy"
+    shutil.copytree(folder, bpe_dir)
+    main([
+        "fit", "--config", str(repo / "configs" / "shakespeare-char.yaml"),
+        "--data.path", str(shared_data / "tinystories" / "valid.txt"), "--data.tokenizer", str(bpe_dir),
+        "--data.cache_dir", str(tmp_path / "cache"), "--model.config.n_layer", "1", "--model.config.n_embd", "32",
+        "--model.config.n_head", "2", "--trainer.max_steps", "10", "--trainer.val_check_interval", "10",
+        "--trainer.limit_val_batches", "5", "--trainer.enable_progress_bar", "false",
+        "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"), "--checkpoint.dirpath", str(tmp_path / "ckpt"),
+    ])  # fmt: skip
+    shutil.rmtree(bpe_dir)  # the checkpoint carries the whole vocabulary
+    result = subprocess.run(
+        [sys.executable, "-m", "lit_gpt.cli", "generate", "--checkpoint", str(tmp_path / "ckpt" / "last.ckpt"),
+         "--prompt", "Once upon a time", "--max_new_tokens", "20", "--seed", "0"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Once upon a time") and len(result.stdout) > len("Once upon a time") + 5

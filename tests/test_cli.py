@@ -135,16 +135,22 @@ def test_killed_run_resumes_from_the_step_it_reached(shakespeare, tmp_path):
     "flags, message",
     [
         (["--data.path", "{tmp}/missing.txt", "--data.download_url", "null"], "corpus not found"),
-        (["--data.path", "{tmp}/empty.txt"], "is empty"),
+        (["--data.path", "{tmp}/empty.txt"], "the corpus has no text"),
         (["--data.path", "{tmp}/short.txt"], "fewer than one window of block_size"),
         (["--data.tokenizer", "gpt-7"], "unknown tokenizer 'gpt-7'"),
         (["--model.config.n_layr", "2"], "unrecognized arguments: --model.config.n_layr"),
         (["--model.config.n_head", "3"], "must be divisible by Config.n_head"),
+        (["--data.path", "{tmp}/bad.jsonl"], "bad.jsonl:2 is not JSON"),
+        (["--data.path", "{tmp}/utf16.txt"], "is UTF-16 or UTF-32 text"),
+        (["--data.path", "{tmp}/nothing-here"], "has no .txt or .jsonl files"),
     ],
 )
 def test_bad_training_input_is_one_error_line(shakespeare, tmp_path, capsys, flags, message):
     (tmp_path / "empty.txt").write_text("")
     (tmp_path / "short.txt").write_text("Too short to hold one window of 65 characters.")
+    (tmp_path / "bad.jsonl").write_text('{"text": "fine"}\n{"text": broken\n')
+    (tmp_path / "utf16.txt").write_bytes("hello".encode("utf-16"))
+    (tmp_path / "nothing-here").mkdir()
     flags = [f.replace("{tmp}", str(tmp_path)) for f in flags]
     with pytest.raises(SystemExit) as exit_info:
         main([str(a) for a in tiny_fit_args(shakespeare, tmp_path)] + flags)
@@ -196,6 +202,15 @@ def test_console_script_reports_bad_input_without_traceback(tmp_path):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: corpus not found")
+
+
+def test_prepare_ahead_of_training(shakespeare, tmp_path, capsys):
+    main(["prepare", "--config", str(REPO / "configs" / "shakespeare-char.yaml"), "--data.path", str(shakespeare),
+          "--data.cache_dir", str(tmp_path / "cache")])  # fmt: skip
+    out = capsys.readouterr().out
+    assert f"in {tmp_path / 'cache'}" in out
+    assert "train: 1,003,855 tokens, 1 documents, 1 shard(s)" in out  # 90% of the 1,115,394 characters
+    assert (tmp_path / "cache" / "meta.json").is_file()
 
 
 def test_presets_listing(capsys):

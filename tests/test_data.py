@@ -5,9 +5,15 @@ import numpy as np
 import pytest
 
 from lit_gpt.config import ConfigError
+from lit_gpt.corpus import Cleaning
 from lit_gpt.data import IGNORE_INDEX, RandomWindowBatches, TextDataModule, TrainWindows, ValidationWindows
-from lit_gpt.prepare import load_tokens, prepare, read_meta
+from lit_gpt.prepare import load_split, prepare, read_meta
 from lit_gpt.tokenizer import Tokenizer
+
+
+def load_tokens(out_dir, split, meta):
+    """All tokens of a split, its shards concatenated."""
+    return np.concatenate(load_split(out_dir, split, meta))
 
 
 def test_shakespeare_gpt2_token_counts(shakespeare, tmp_path):
@@ -45,14 +51,48 @@ def test_files_are_documents_joined_by_end_of_text(tmp_path):
     (corpus / "a.txt").write_text("aaaa")
     (corpus / "sub" / "b.txt").write_text("bbbbbb")
     (corpus / "notes.md").write_text("ignored: not a .txt file")
-    meta = prepare(corpus, "char", tmp_path / "out", val_fraction=0.2)
+    meta = prepare(corpus, "char", tmp_path / "out", val_fraction=0.2, split_by="tail")
     tokens = np.concatenate([load_tokens(tmp_path / "out", s, meta) for s in ("train", "val")])
     tok = Tokenizer.from_spec(meta["tokenizer"])
     assert tok.decode(tokens.tolist()) == "aaaa<|endoftext|>bbbbbb"
     assert [os.path.basename(s["path"]) for s in meta["sources"]] == ["a.txt", "b.txt"]
     # the same two files through a glob
-    globbed = prepare(str(corpus / "**" / "*.txt"), "char", tmp_path / "glob", val_fraction=0.2)
+    globbed = prepare(str(corpus / "**" / "*.txt"), "char", tmp_path / "glob", val_fraction=0.2, split_by="tail")
     assert globbed["tokens"] == meta["tokens"]
+
+
+def test_split_by_document_is_deterministic_and_keeps_documents_whole(tmp_path):
+    stories = [f"Story number {i}: " + "once upon a time " * (1 + i % 7) for i in range(200)]
+    (tmp_path / "stories.txt").write_text("<|endoftext|>".join(stories))
+    meta = prepare(tmp_path / "stories.txt", "gpt2", tmp_path / "a", separator="<|endoftext|>", seed=3)
+    assert meta["options"]["split_by"] == "document"  # auto: a corpus of many documents
+    assert meta["documents"]["train"] + meta["documents"]["val"] == 200
+    assert 5 <= meta["documents"]["val"] <= 40  # about 10% of 200
+    tok = Tokenizer.from_name("gpt2")
+    for split in ("train", "val"):
+        texts = tok.decode(load_tokens(tmp_path / "a", split, meta).tolist()).split("<|endoftext|>")
+        assert len(texts) == meta["documents"][split] and set(texts) <= set(stories)
+    again = prepare(tmp_path / "stories.txt", "gpt2", tmp_path / "b", separator="<|endoftext|>", seed=3)
+    assert again["documents"] == meta["documents"] and again["tokens"] == meta["tokens"]
+    other = prepare(tmp_path / "stories.txt", "gpt2", tmp_path / "c", separator="<|endoftext|>", seed=4)
+    assert other["tokens"] != meta["tokens"]
+
+
+def test_training_windows_span_shards_but_never_cross_them(tmp_path):
+    (tmp_path / "a.txt").write_text("The quick brown fox jumps over the lazy dog. " * 400)
+    meta = prepare(tmp_path / "a.txt", "gpt2", tmp_path / "out", shard_tokens=1000)
+    shards = load_split(tmp_path / "out", "train", meta)
+    assert len(shards) == len(meta["shards"]["train"]) > 2 and all(len(s) <= 1000 for s in shards)
+    assert len(load_split(tmp_path / "out", "val", meta)) == 1  # the validation split stays one file
+    dataset = TrainWindows(shards, block_size=16)
+    assert dataset.num_windows == sum(len(s) - 16 for s in shards)
+    ids = np.arange(dataset.num_windows)
+    x, y = dataset[ids]
+    assert (x[:, 1:] == y[:, :-1]).all()
+    whole = np.concatenate(shards)
+    first = [0] + list(np.cumsum([len(s) for s in shards]))
+    starts = [first[k] + j for k, s in enumerate(shards) for j in range(len(s) - 16)]
+    assert (x[:, 0].numpy() == whole[starts]).all()
 
 
 def test_cache_is_reused_and_rebuilt_when_inputs_change(tmp_path):
@@ -60,26 +100,28 @@ def test_cache_is_reused_and_rebuilt_when_inputs_change(tmp_path):
     src.write_text("hello world " * 50)
     out = tmp_path / "out"
     first = prepare(src, "char", out)
-    stamp = (out / "train.bin").stat().st_mtime_ns
+    stamp = (out / "train-00000.bin").stat().st_mtime_ns
     assert prepare(src, "char", out) == first
-    assert (out / "train.bin").stat().st_mtime_ns == stamp  # reused, not rewritten
+    assert (out / "train-00000.bin").stat().st_mtime_ns == stamp  # reused, not rewritten
 
     os.utime(src, ns=(1, 1))  # touched but same content: still reused
     assert prepare(src, "char", out)["tokens"] == first["tokens"]
-    assert (out / "train.bin").stat().st_mtime_ns == stamp
+    assert (out / "train-00000.bin").stat().st_mtime_ns == stamp
 
     src.write_text("hello there " * 60)  # new content
     assert prepare(src, "char", out)["tokens"]["train"] != first["tokens"]["train"]
     assert prepare(src, "gpt2", out)["tokenizer"] == {"kind": "tiktoken", "name": "gpt2"}  # new tokenizer
-    assert prepare(src, "gpt2", out, val_fraction=0.5)["val_fraction"] == 0.5  # new split
-    assert read_meta(out)["val_fraction"] == 0.5
+    assert prepare(src, "gpt2", out, val_fraction=0.5)["options"]["val_fraction"] == 0.5  # new split
+    assert read_meta(out)["options"]["val_fraction"] == 0.5
+    no_dedup = Cleaning(deduplicate=False)
+    assert prepare(src, "gpt2", out, val_fraction=0.5, cleaning=no_dedup)["options"]["cleaning"]["deduplicate"] is False
 
 
 def test_truncated_token_file_is_refused(tmp_path):
     src = tmp_path / "a.txt"
     src.write_text("some text " * 100)
     meta = prepare(src, "char", tmp_path / "out")
-    with open(tmp_path / "out" / "train.bin", "r+b") as f:
+    with open(tmp_path / "out" / "train-00000.bin", "r+b") as f:
         f.truncate(10)
     with pytest.raises(ConfigError, match="delete .* to rebuild"):
         load_tokens(tmp_path / "out", "train", meta)
@@ -89,10 +131,10 @@ def test_truncated_token_file_is_refused(tmp_path):
     "make, message",
     [
         (lambda d: d / "missing.txt", "corpus not found"),
-        (lambda d: (d / "empty.txt").write_text("") and None or d / "empty.txt", "is empty"),
-        (lambda d: (d / "bin.txt").write_bytes(b"ok\xff\xfe\x00") and None or d / "bin.txt", "not UTF-8"),
+        (lambda d: (d / "empty.txt").write_text("") and None or d / "empty.txt", "the corpus has no text: .*empty.txt"),
+        (lambda d: (d / "bin.txt").write_bytes(b"ok\xff\xfe\x00") and None or d / "bin.txt", "looks binary"),
         (lambda d: str(d / "*.nothing"), "no files match"),
-        (lambda d: d, "has no .txt files"),
+        (lambda d: d, "has no .txt or .jsonl files"),
     ],
 )
 def test_bad_corpus_errors(tmp_path, make, message):
@@ -176,3 +218,80 @@ def test_download_failure_says_where_to_put_the_file(tmp_path):
     with pytest.raises(ConfigError, match="download it by hand and save it there"):
         dm.prepare_data()
     assert not target.exists()
+
+
+def test_wikitext_token_counts_equal_tiktoken_on_the_whole_documents(shared_data, tmp_path):
+    # shared/data/README.md: WikiText-2 train is 2,448,382 GPT-2 tokens and valid 258,659; each file is one
+    # document, encoded here in ~256k-character pieces on 2 threads
+    data = shared_data / "wikitext-2"
+    meta = prepare(data / "train.txt", "gpt2", tmp_path, val_path=data / "valid.txt", num_threads=2)
+    assert meta["tokens"] == {"train": 2_448_382, "val": 258_659}
+    assert meta["documents"] == {"train": 1, "val": 1}
+
+
+def test_jsonl_and_gzip_inputs_with_cleaning_counts(tmp_path):
+    import gzip
+    import json
+
+    texts = ["Caf\u0065\u0301 au lait", "bell\x07 rings", "Caf\u00e9 au lait", "x"]
+    records = [{"text": text} for text in texts]
+    with gzip.open(tmp_path / "a.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in records)
+    (tmp_path / "b.txt").write_bytes(b"broken \xff byte")
+    cleaning = Cleaning(nfc=True, min_chars=2)
+    meta = prepare(tmp_path, "gpt2", tmp_path / "out", cleaning=cleaning, split_by="tail", val_fraction=0.2)
+    corpus = meta["corpus"]
+    assert corpus["documents_read"] == 5 and corpus["documents_kept"] == 3
+    assert corpus["duplicates_removed"] == 1  # "Café au lait" twice once NFC-normalized
+    assert corpus["short_removed"] == 1 and corpus["documents_nfc_changed"] == 1
+    assert corpus["control_chars_removed"] == 1 and corpus["invalid_utf8_bytes_replaced"] == 1
+    tok = Tokenizer.from_name("gpt2")
+    text = tok.decode(np.concatenate([load_tokens(tmp_path / "out", s, meta) for s in ("train", "val")]).tolist())
+    assert text == "Café au lait<|endoftext|>bell rings<|endoftext|>broken \ufffd byte"
+    expected = sum(len(tok.encode(t)) for t in ("Café au lait", "bell rings", "broken \ufffd byte")) + 2
+    assert meta["tokens"]["train"] + meta["tokens"]["val"] == expected
+
+
+def test_corrupt_token_ids_are_refused(tmp_path):
+    (tmp_path / "a.txt").write_text("some text " * 100)
+    meta = prepare(tmp_path / "a.txt", "char", tmp_path / "out")
+    shard = tmp_path / "out" / "train-00000.bin"
+    tokens = np.fromfile(shard, dtype=np.uint16)
+    tokens[5] = meta["vocab_size"] + 3
+    tokens.tofile(shard)
+    with pytest.raises(ConfigError, match=f"token id {meta['vocab_size'] + 3} >= vocab_size"):
+        load_split(tmp_path / "out", "train", meta)
+
+
+def test_interrupted_preparation_is_not_trusted(tmp_path, monkeypatch):
+    import lit_gpt.prepare as prep
+
+    (tmp_path / "a.txt").write_text("hello world " * 100)
+    prepare(tmp_path / "a.txt", "char", tmp_path / "out")
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    (tmp_path / "a.txt").write_text("hello there " * 100)  # stale: must rebuild
+    monkeypatch.setattr(prep, "_move_tail", crash)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(tmp_path / "a.txt", "char", tmp_path / "out")
+    assert read_meta(tmp_path / "out") is None  # nothing a later run would trust
+    monkeypatch.undo()
+    assert prepare(tmp_path / "a.txt", "char", tmp_path / "out")["tokens"]["train"] > 0
+
+
+@pytest.mark.parametrize("encoding", ["gpt2", "cl100k_base"])
+def test_pieces_are_cut_where_tokens_do_not_change(shared_data, monkeypatch, encoding):
+    import lit_gpt.prepare as prep
+
+    monkeypatch.setattr(prep, "PIECE_CHARS", 64)  # cut at nearly every allowed newline
+    tok = Tokenizer.from_name(encoding)
+    for text, at_least in (
+        ((shared_data / "wikitext-2" / "valid.txt").read_text()[:200_000], 300),
+        ((shared_data / "tinyshakespeare" / "input.txt").read_text()[:200_000], 300),
+        ((shared_data / "tinystories" / "valid.txt").read_text()[:200_000], 1),  # "\n\n" is never cut
+    ):
+        pieces = list(prep._pieces(text))
+        assert len(pieces) >= at_least and "".join(pieces) == text
+        assert [t for p in pieces for t in tok.encode(p)] == tok.encode(text)

@@ -155,7 +155,8 @@ def test_rmsnorm_matches_formula():
 
 
 def test_model_import_does_not_import_lightning():
-    modules = "lit_gpt, lit_gpt.model, lit_gpt.generate, lit_gpt.checkpoint, lit_gpt.export, lit_gpt.prepare"
+    modules = "lit_gpt, lit_gpt.model, lit_gpt.generate, lit_gpt.checkpoint, lit_gpt.export, lit_gpt.prepare, "
+    modules += "lit_gpt.corpus, lit_gpt.bpe"
     code = f"import sys, {modules}; assert 'lightning' not in sys.modules, 'Lightning imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
 

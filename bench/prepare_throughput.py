@@ -1,0 +1,215 @@
+"""Corpus preparation throughput: ``lit_gpt.prepare.prepare`` against tiktoken's own batch encoder, and its memory.
+
+    TIKTOKEN_CACHE_DIR=../shared/data/tiktoken_cache python bench/prepare_throughput.py [--threads 2 --repeat 3]
+    TIKTOKEN_CACHE_DIR=../shared/data/tiktoken_cache python bench/prepare_throughput.py --large_mb 300
+
+Default mode, on WikiText-2 train (``--path``, 10.8 MB) with the GPT-2 BPE and ``--threads`` threads for both:
+
+- ``tiktoken batch (prepare's pieces)``: the file is read and cut into the same pieces that ``prepare`` encodes
+  (``lit_gpt.prepare._pieces``: ~256 Ki characters, cut at newlines between two non-space characters, so the
+  tokens equal those of the whole text); only ``encoding.encode_ordinary_batch(pieces, num_threads=threads)`` is
+  timed. This is the ceiling for ``prepare``: the same encoder on the same pieces, with nothing around it.
+  (WikiText lines end with " \n" and start with " ", so prepare's boundary never matches: one piece, one thread.)
+- ``tiktoken batch (~256 Ki-char chunks)``: pieces of the same size cut at prepare's boundary or at a newline
+  followed by one space and a non-space (also token-neutral): what 2 threads can do on this text.
+- ``tiktoken batch (lines)``: the same, with the text cut into lines (``splitlines(keepends=True)``), for
+  reference (36,718 tiny pieces; line cuts are not token-neutral, so the token count differs slightly).
+- ``prepare``: the whole ``prepare(path, "gpt2", tmp, num_threads=threads)`` call into a fresh temporary folder,
+  default ``Cleaning`` (NFC check, control characters, SHA-1 dedup), i.e. reading, cleaning, dedup, encoding,
+  the uint16 conversion, the tail split and writing the shards and ``meta.json``.
+
+Each measurement runs ``--repeat`` times, each in its own fresh subprocess; the best time is reported, and the
+largest ``ru_maxrss`` of the subprocess (peak resident memory, imports included; ``baseline`` is the RSS after the
+imports and loading the encoding, before any text is read). MB are 10^6 bytes of the UTF-8 file.
+
+``--large_mb N`` instead builds a corpus of about N MB in a temporary folder from copies of the WikiText text,
+every document given a per-copy prefix so that dedup keeps all copies, and runs ``prepare`` on it in a
+subprocess: ``--layout separator`` (default) writes one big file whose documents (WikiText articles, split at
+their `` = Title = `` headings) are separated by ``<|endoftext|>`` and passes ``separator="<|endoftext|>"``;
+``--layout files`` writes one file per copy (each file one document). It prints the time, MB/s, tokens/s and the
+peak RSS, which stays bounded by the streaming pipeline (a block of the file, one batch of pieces and its tokens,
+the dedup digests) rather than growing with the corpus.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DEFAULT_PATH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "wikitext-2" / "train.txt"
+SEPARATOR = "<|endoftext|>"
+
+
+def _rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _current_rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+_WIDER_BOUNDARY = re.compile(r"(?<=\S\n)(?=\S)|(?<=\n)(?= \S)")
+
+
+def _chunks(text: str) -> list[str]:
+    """Pieces of about ``PIECE_CHARS`` characters cut at prepare's boundary or at a newline followed by one space
+    and a non-space (token-neutral for the GPT-2 and cl100k patterns: checked on every corpus in shared/data)."""
+    from lit_gpt.prepare import PIECE_CHARS
+
+    pieces, start = [], 0
+    while len(text) - start > PIECE_CHARS:
+        match = _WIDER_BOUNDARY.search(text, start + PIECE_CHARS)
+        if match is None:
+            break
+        pieces.append(text[start : match.start()])
+        start = match.start()
+    pieces.append(text[start:])
+    return pieces
+
+
+def worker(kind: str, path: str, threads: int, tokenizer: str, separator: str | None) -> dict:
+    """One measurement in this (fresh) process; returns a JSON-able result."""
+    import tiktoken
+
+    from lit_gpt.prepare import _pieces, prepare, resolve_sources
+
+    encoding = tiktoken.get_encoding(tokenizer)
+    encoding.encode_ordinary("warm up")  # load the ranks before the clock starts (prepare loads them itself too)
+    baseline = _current_rss_mb()
+    nbytes = sum(p.stat().st_size for p in resolve_sources(path))
+    if kind in ("raw", "chunks", "lines"):
+        with open(path, encoding="utf-8", newline="") as f:
+            text = f.read()
+        if kind == "raw":
+            pieces = list(_pieces(text))
+        elif kind == "chunks":
+            pieces = _chunks(text)
+        else:
+            pieces = text.splitlines(keepends=True)
+        start = time.perf_counter()
+        encoded = encoding.encode_ordinary_batch(pieces, num_threads=threads)
+        seconds = time.perf_counter() - start
+        tokens = sum(len(ids) for ids in encoded)
+        extra = {"pieces": len(pieces)}
+    else:
+        with tempfile.TemporaryDirectory() as out_dir:
+            start = time.perf_counter()
+            meta = prepare(path, tokenizer, out_dir, num_threads=threads, separator=separator)
+            seconds = time.perf_counter() - start
+            shard_bytes = sum(f.stat().st_size for f in Path(out_dir).glob("*.bin"))
+        tokens = sum(meta["tokens"].values())
+        extra = {"documents": meta["documents"], "shard_bytes": shard_bytes, "split": meta["options"]["split_by"]}
+    return {"kind": kind, "seconds": seconds, "bytes": nbytes, "tokens": tokens, "baseline_rss_mb": baseline,
+            "peak_rss_mb": _rss_mb(), **extra}  # fmt: skip
+
+
+def run_worker(kind: str, path: str, threads: int, tokenizer: str, separator: str | None = None) -> dict:
+    """Run ``worker`` in a fresh Python process (so ru_maxrss is this measurement's alone)."""
+    cmd = [sys.executable, __file__, "--_worker", kind, "--path", str(path), "--threads", str(threads),
+           "--tokenizer", tokenizer]  # fmt: skip
+    if separator is not None:
+        cmd += ["--_separator", separator]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def best_of(kind: str, args: argparse.Namespace, separator: str | None = None) -> dict:
+    runs = [run_worker(kind, args.path, args.threads, args.tokenizer, separator) for _ in range(args.repeat)]
+    best = min(runs, key=lambda r: r["seconds"])
+    best["all_seconds"] = [round(r["seconds"], 3) for r in runs]
+    best["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
+    return best
+
+
+def row(label: str, r: dict) -> str:
+    mb_s = r["bytes"] / 1e6 / r["seconds"]
+    tok_s = r["tokens"] / r["seconds"]
+    return (f"| {label} | {r['seconds']:.3f} | {mb_s:.2f} | {tok_s:,.0f} | {r['tokens']:,} | "
+            f"{r['baseline_rss_mb']:.0f} | {r['peak_rss_mb']:.0f} |")  # fmt: skip
+
+
+def make_large_corpus(source: Path, target_mb: int, folder: Path, layout: str) -> tuple[Path, int, int]:
+    """Copies of ``source`` with a per-copy prefix on every document; returns (path to prepare, bytes, copies)."""
+    text = source.read_text(encoding="utf-8")
+    copies = max(1, round(target_mb * 1e6 / len(text.encode("utf-8"))))
+    if layout == "files":
+        for i in range(copies):
+            (folder / f"copy-{i:04d}.txt").write_text(f"[copy {i}]\n{text}", encoding="utf-8")
+        path = folder
+    else:
+        # WikiText articles start with a line " = Title = " (one '=' on each side) after a blank line
+        articles = [a for a in re.split(r"\n(?= = [^=].* = \n)", text) if a.strip()]
+        path = folder / "corpus.txt"
+        with open(path, "w", encoding="utf-8") as f:
+            for i in range(copies):
+                f.write(SEPARATOR.join(f"[copy {i}]\n{a}" for a in articles))
+                f.write(SEPARATOR)
+    nbytes = sum(p.stat().st_size for p in folder.iterdir())
+    return path, nbytes, copies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--path", default=str(DEFAULT_PATH), help="the text file to benchmark (WikiText-2 train)")
+    parser.add_argument("--threads", type=int, default=2, help="encoding threads, the same for every contender")
+    parser.add_argument("--tokenizer", default="gpt2")
+    parser.add_argument("--repeat", type=int, default=3, help="fresh subprocesses per measurement; best time")
+    parser.add_argument("--large_mb", type=int, default=0, help="build a corpus of about this many MB and prepare it")
+    parser.add_argument("--layout", choices=("separator", "files"), default="separator")
+    parser.add_argument("--tmp", default=None, help="where to build the large corpus (default: the system's temp)")
+    parser.add_argument("--_worker", choices=("raw", "chunks", "lines", "prepare"), help=argparse.SUPPRESS)
+    parser.add_argument("--_separator", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args._worker:
+        print(json.dumps(worker(args._worker, args.path, args.threads, args.tokenizer, args._separator)))
+        return
+
+    import tiktoken
+
+    header = ("| contender | seconds (best) | MB/s | tokens/s | tokens | baseline RSS MiB | peak RSS MiB |\n"
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |")  # fmt: skip
+    print(f"tiktoken {tiktoken.__version__}, {args.tokenizer}, {args.threads} threads, {os.cpu_count()} CPUs")
+    if args.large_mb:
+        with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+            start = time.perf_counter()
+            path, nbytes, copies = make_large_corpus(Path(args.path), args.large_mb, Path(tmp), args.layout)
+            print(f"built {nbytes / 1e6:.1f} MB ({copies} copies of {args.path}, layout {args.layout}) "
+                  f"in {time.perf_counter() - start:.1f} s")  # fmt: skip
+            separator = SEPARATOR if args.layout == "separator" else None
+            r = run_worker("prepare", path, args.threads, args.tokenizer, separator)
+        print(header)
+        print(row(f"prepare, {nbytes / 1e6:.0f} MB ({args.layout})", r))
+        print(f"documents {r['documents']}, split {r['split']}, shards {r['shard_bytes'] / 1e6:.1f} MB; "
+              f"peak RSS {r['peak_rss_mb']:.0f} MiB, {r['peak_rss_mb'] - r['baseline_rss_mb']:.0f} MiB above the "
+              f"baseline = {(r['peak_rss_mb'] - r['baseline_rss_mb']) * 2**20 / nbytes:.1%} of the corpus")  # fmt: skip
+        return
+
+    raw = best_of("raw", args)
+    chunks = best_of("chunks", args)
+    lines = best_of("lines", args)
+    prep = best_of("prepare", args)
+    print(header)
+    print(row(f"tiktoken `encode_ordinary_batch`, prepare's pieces ({raw['pieces']})", raw))
+    print(row(f"tiktoken `encode_ordinary_batch`, ~256 Ki-char chunks ({chunks['pieces']})", chunks))
+    print(row(f"tiktoken `encode_ordinary_batch`, lines ({lines['pieces']:,})", lines))
+    print(row("`lit_gpt.prepare.prepare` (whole call)", prep))
+    print(f"times: raw {raw['all_seconds']}, chunks {chunks['all_seconds']}, lines {lines['all_seconds']}, prepare {prep['all_seconds']}")
+    print(f"prepare / tiktoken (pieces), MB/s: {raw['seconds'] / prep['seconds']:.1%}; "
+          f"prepare tokens {prep['tokens']:,} = tiktoken tokens {raw['tokens']:,} + {prep['tokens'] - raw['tokens']} "
+          f"(end-of-text tokens between documents of each split); documents {prep['documents']}")  # fmt: skip
+    print(f"prepare / tiktoken (~256 Ki-char chunks): {chunks['seconds'] / prep['seconds']:.1%}")
+
+
+if __name__ == "__main__":
+    main()
