@@ -15,7 +15,7 @@ Default mode, on WikiText-2 train (``--path``, 10.8 MB) with the GPT-2 BPE and `
 - ``tiktoken batch (lines)``: the same, with the text cut into lines (``splitlines(keepends=True)``), for
   reference (36,718 tiny pieces; line cuts are not token-neutral, so the token count differs slightly).
 - ``prepare``: the whole ``prepare(path, "gpt2", tmp, num_threads=threads)`` call into a fresh temporary folder,
-  default ``Cleaning`` (NFC check, control characters, SHA-1 dedup), i.e. reading, cleaning, dedup, encoding,
+  default ``Cleaning`` (control characters, SHA-1 dedup; NFC is opt-in), i.e. reading, cleaning, dedup, encoding,
   the uint16 conversion, the tail split and writing the shards and ``meta.json``.
 
 Each measurement runs ``--repeat`` times, each in its own fresh subprocess; the best time is reported, and the
@@ -204,7 +204,8 @@ def main() -> None:
     print(row(f"tiktoken `encode_ordinary_batch`, ~256 Ki-char chunks ({chunks['pieces']})", chunks))
     print(row(f"tiktoken `encode_ordinary_batch`, lines ({lines['pieces']:,})", lines))
     print(row("`lit_gpt.prepare.prepare` (whole call)", prep))
-    print(f"times: raw {raw['all_seconds']}, chunks {chunks['all_seconds']}, lines {lines['all_seconds']}, prepare {prep['all_seconds']}")
+    print(f"times: raw {raw['all_seconds']}, chunks {chunks['all_seconds']}, lines {lines['all_seconds']}, "
+          f"prepare {prep['all_seconds']}")  # fmt: skip
     print(f"prepare / tiktoken (pieces), MB/s: {raw['seconds'] / prep['seconds']:.1%}; "
           f"prepare tokens {prep['tokens']:,} = tiktoken tokens {raw['tokens']:,} + {prep['tokens'] - raw['tokens']} "
           f"(end-of-text tokens between documents of each split); documents {prep['documents']}")  # fmt: skip
