@@ -303,6 +303,7 @@ def prepare(
     dtype = token_dtype(tok.vocab_size)
     out_dir = Path(out_dir)
     suffix = f".{os.getpid()}.tmp"
+    writers: dict[str, _ShardWriter] = {}
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "meta.json").unlink(missing_ok=True)  # from here on the folder is not trusted until rewritten
@@ -323,10 +324,16 @@ def prepare(
                     "use more text, another val_fraction, or --data.split_by tail"
                 )
         shards = {split: writers[split].publish() for split in SPLITS}
-    except OSError as err:
-        raise ConfigError(
-            f"cannot write the token cache to {out_dir} ({err.strerror}); pass --data.cache_dir"
-        ) from None
+    except BaseException as err:  # a bad input, a full disk, Ctrl-C: leave no temporary files behind
+        for writer in writers.values():
+            writer.close()
+        for leftover in out_dir.glob(f"*{suffix}"):
+            leftover.unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise ConfigError(
+                f"cannot write the token cache to {out_dir} ({err.strerror}); pass --data.cache_dir"
+            ) from None
+        raise
     meta = {
         "format": FORMAT_VERSION,
         "tokenizer_name": tokenizer,

@@ -277,6 +277,7 @@ def test_interrupted_preparation_is_not_trusted(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         prepare(tmp_path / "a.txt", "char", tmp_path / "out")
     assert read_meta(tmp_path / "out") is None  # nothing a later run would trust
+    assert not list((tmp_path / "out").glob("*.tmp"))  # and no temporary files left behind
     monkeypatch.undo()
     assert prepare(tmp_path / "a.txt", "char", tmp_path / "out")["tokens"]["train"] > 0
 
