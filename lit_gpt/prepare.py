@@ -25,6 +25,7 @@ No Lightning here: ``lit_gpt.data`` calls this from ``prepare_data``, and ``lit-
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import hashlib
@@ -41,6 +42,11 @@ from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 from lit_gpt.config import ConfigError
 from lit_gpt.corpus import Cleaning, CorpusStats, iter_documents
@@ -225,6 +231,25 @@ def _move_tail(train: _ShardWriter, val: _ShardWriter, n_val: int) -> None:
         train.shards.pop()
 
 
+@contextlib.contextmanager
+def _exclusive(out_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``out_dir/.lock`` (POSIX ``flock``), so that processes of one machine (the ranks
+    of a multi-process run) prepare a folder once: the others wait, then find it fresh. Without ``fcntl`` (Windows)
+    or a writable folder, there is no lock."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(out_dir / ".lock", "a")
+    except OSError:
+        yield
+        return
+    try:
+        if fcntl is not None:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        handle.close()  # releases the lock
+
+
 def prepare(
     path: str | os.PathLike,
     tokenizer: str,
@@ -242,6 +267,9 @@ def prepare(
     progress: bool = False,
 ) -> dict:
     """Tokenize the corpus at ``path`` into ``out_dir`` unless a fresh preparation is already there.
+
+    Processes on one machine (the ranks of a multi-process run) take turns on ``out_dir``: one prepares, the
+    others wait and then find it fresh.
 
     Args:
         path: a file, a folder of ``.txt``/``.jsonl`` files (and ``.gz`` forms), or a glob.
@@ -262,99 +290,100 @@ def prepare(
         ConfigError: for missing or unreadable sources (see ``lit_gpt.corpus``), a corpus with no text, a split
             left empty, an unknown tokenizer, a bad option, or an ``out_dir`` that cannot be written.
     """
-    cleaning = cleaning or Cleaning()
-    if val_path is None and not 0.0 < val_fraction < 1.0:
-        raise ConfigError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
-    if split_by not in ("auto", "document", "tail"):
-        raise ConfigError(f"split_by must be 'auto', 'document' or 'tail', got {split_by!r}")
-    if shard_tokens < 1:
-        raise ConfigError(f"shard_tokens must be positive, got {shard_tokens}")
-    sources = resolve_sources(path)
-    val_sources = resolve_sources(val_path) if val_path is not None else []
-    if split_by == "auto":
-        one_document = len(sources) == 1 and sources[0].name.endswith(".txt") and separator is None
-        split_by = "tail" if one_document else "document"
-    options = {
-        "val_fraction": val_fraction, "val_path": val_path is not None, "cleaning": dataclasses.asdict(cleaning),
-        "separator": separator, "text_field": text_field, "split_by": split_by, "seed": seed,
-        "shard_tokens": shard_tokens,
-    }  # fmt: skip
-    meta = read_meta(out_dir)
-    tok = None if tokenizer == "char" else Tokenizer.from_name(tokenizer)
-    if (
-        meta
-        and meta.get("format") == FORMAT_VERSION
-        and meta.get("tokenizer_name") == tokenizer
-        and meta.get("options") == options
-        and (tok is None or meta.get("tokenizer") == tok.spec)  # a BPE folder may be retrained in place
-        and _sources_unchanged(meta.get("sources", []), sources)
-        and _sources_unchanged(meta.get("val_sources", []), val_sources)
-    ):
-        return meta
+    with _exclusive(Path(out_dir)):
+        cleaning = cleaning or Cleaning()
+        if val_path is None and not 0.0 < val_fraction < 1.0:
+            raise ConfigError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
+        if split_by not in ("auto", "document", "tail"):
+            raise ConfigError(f"split_by must be 'auto', 'document' or 'tail', got {split_by!r}")
+        if shard_tokens < 1:
+            raise ConfigError(f"shard_tokens must be positive, got {shard_tokens}")
+        sources = resolve_sources(path)
+        val_sources = resolve_sources(val_path) if val_path is not None else []
+        if split_by == "auto":
+            one_document = len(sources) == 1 and sources[0].name.endswith(".txt") and separator is None
+            split_by = "tail" if one_document else "document"
+        options = {
+            "val_fraction": val_fraction, "val_path": val_path is not None, "cleaning": dataclasses.asdict(cleaning),
+            "separator": separator, "text_field": text_field, "split_by": split_by, "seed": seed,
+            "shard_tokens": shard_tokens,
+        }  # fmt: skip
+        meta = read_meta(out_dir)
+        tok = None if tokenizer == "char" else Tokenizer.from_name(tokenizer)
+        if (
+            meta
+            and meta.get("format") == FORMAT_VERSION
+            and meta.get("tokenizer_name") == tokenizer
+            and meta.get("options") == options
+            and (tok is None or meta.get("tokenizer") == tok.spec)  # a BPE folder may be retrained in place
+            and _sources_unchanged(meta.get("sources", []), sources)
+            and _sources_unchanged(meta.get("val_sources", []), val_sources)
+        ):
+            return meta
 
-    def documents(which: list[Path], stats: CorpusStats) -> Iterator[str]:
-        return iter_documents(which, cleaning, separator, text_field, stats)
+        def documents(which: list[Path], stats: CorpusStats) -> Iterator[str]:
+            return iter_documents(which, cleaning, separator, text_field, stats)
 
-    if tok is None:  # a first pass for the character vocabulary
-        chars: set[str] = set()
-        for text in documents(sources + val_sources, CorpusStats()):
-            chars.update(text)
-        tok = Tokenizer.char([chars])
-    dtype = token_dtype(tok.vocab_size)
-    out_dir = Path(out_dir)
-    suffix = f".{os.getpid()}.tmp"
-    writers: dict[str, _ShardWriter] = {}
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "meta.json").unlink(missing_ok=True)  # from here on the folder is not trusted until rewritten
-        for old in out_dir.glob("*.bin"):
-            old.unlink()
-        # the validation split stays one file, so its windows cover it exactly once
-        writers = {split: _ShardWriter(out_dir, split, dtype, shard_tokens if split == "train" else 1 << 62, suffix)
-                   for split in SPLITS}  # fmt: skip
-        stats = {"train": CorpusStats(), "val": CorpusStats()}
-        _encode_into(tok, documents, sources, val_sources, split_by, val_fraction, seed, writers, stats,
-                     num_threads, progress)  # fmt: skip
-        if split_by == "tail" and not val_sources:
-            _move_tail(writers["train"], writers["val"], max(1, int(round(writers["train"].tokens * val_fraction))))
-        for split in SPLITS:
-            if writers[split].tokens == 0:
+        if tok is None:  # a first pass for the character vocabulary
+            chars: set[str] = set()
+            for text in documents(sources + val_sources, CorpusStats()):
+                chars.update(text)
+            tok = Tokenizer.char([chars])
+        dtype = token_dtype(tok.vocab_size)
+        out_dir = Path(out_dir)
+        suffix = f".{os.getpid()}.tmp"
+        writers: dict[str, _ShardWriter] = {}
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "meta.json").unlink(missing_ok=True)  # from here on the folder is not trusted until rewritten
+            for old in out_dir.glob("*.bin"):
+                old.unlink()
+            # the validation split stays one file, so its windows cover it exactly once
+            writers = {split: _ShardWriter(out_dir, split, dtype, shard_tokens if split == "train" else 1 << 62, suffix)
+                       for split in SPLITS}  # fmt: skip
+            stats = {"train": CorpusStats(), "val": CorpusStats()}
+            _encode_into(tok, documents, sources, val_sources, split_by, val_fraction, seed, writers, stats,
+                         num_threads, progress)  # fmt: skip
+            if split_by == "tail" and not val_sources:
+                _move_tail(writers["train"], writers["val"], max(1, int(round(writers["train"].tokens * val_fraction))))
+            for split in SPLITS:
+                if writers[split].tokens == 0:
+                    raise ConfigError(
+                        f"the {split} split of {path} is empty ({stats['train'].documents_kept} documents kept); "
+                        "use more text, another val_fraction, or --data.split_by tail"
+                    )
+            shards = {split: writers[split].publish() for split in SPLITS}
+        except BaseException as err:  # a bad input, a full disk, Ctrl-C: leave no temporary files behind
+            for writer in writers.values():
+                writer.close()
+            for leftover in out_dir.glob(f"*{suffix}"):
+                leftover.unlink(missing_ok=True)
+            if isinstance(err, OSError):
                 raise ConfigError(
-                    f"the {split} split of {path} is empty ({stats['train'].documents_kept} documents kept); "
-                    "use more text, another val_fraction, or --data.split_by tail"
-                )
-        shards = {split: writers[split].publish() for split in SPLITS}
-    except BaseException as err:  # a bad input, a full disk, Ctrl-C: leave no temporary files behind
-        for writer in writers.values():
-            writer.close()
-        for leftover in out_dir.glob(f"*{suffix}"):
-            leftover.unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise ConfigError(
-                f"cannot write the token cache to {out_dir} ({err.strerror}); pass --data.cache_dir"
-            ) from None
-        raise
-    meta = {
-        "format": FORMAT_VERSION,
-        "tokenizer_name": tokenizer,
-        "tokenizer": tok.spec,
-        "vocab_size": tok.vocab_size,
-        "dtype": dtype.name,
-        "options": options,
-        "tokens": {split: writers[split].tokens for split in SPLITS},
-        "shards": {split: dict(zip(shards[split], writers[split].shards)) for split in SPLITS},
-        "documents": {split: writers[split].documents for split in SPLITS},
-        "corpus": {split: stats[split].as_dict() for split in SPLITS} if val_sources else stats["train"].as_dict(),
-        "sources": [_source_record(p) for p in sources],
-        "val_sources": [_source_record(p) for p in val_sources],
-    }
-    try:
-        with open(out_dir / f"meta.json{suffix}", "w") as f:
-            json.dump(meta, f, indent=1)
-        os.replace(out_dir / f"meta.json{suffix}", out_dir / "meta.json")
-    except OSError as err:
-        raise ConfigError(f"cannot write {out_dir / 'meta.json'} ({err.strerror}); pass --data.cache_dir") from None
-    return meta
+                    f"cannot write the token cache to {out_dir} ({err.strerror}); pass --data.cache_dir"
+                ) from None
+            raise
+        meta = {
+            "format": FORMAT_VERSION,
+            "tokenizer_name": tokenizer,
+            "tokenizer": tok.spec,
+            "vocab_size": tok.vocab_size,
+            "dtype": dtype.name,
+            "options": options,
+            "tokens": {split: writers[split].tokens for split in SPLITS},
+            "shards": {split: dict(zip(shards[split], writers[split].shards)) for split in SPLITS},
+            "documents": {split: writers[split].documents for split in SPLITS},
+            "corpus": {split: stats[split].as_dict() for split in SPLITS} if val_sources else stats["train"].as_dict(),
+            "sources": [_source_record(p) for p in sources],
+            "val_sources": [_source_record(p) for p in val_sources],
+        }
+        try:
+            with open(out_dir / f"meta.json{suffix}", "w") as f:
+                json.dump(meta, f, indent=1)
+            os.replace(out_dir / f"meta.json{suffix}", out_dir / "meta.json")
+        except OSError as err:
+            raise ConfigError(f"cannot write {out_dir / 'meta.json'} ({err.strerror}); pass --data.cache_dir") from None
+        return meta
 
 
 def _encode_into(tok, documents, sources, val_sources, split_by, val_fraction, seed, writers, stats, num_threads,

@@ -296,3 +296,24 @@ def test_pieces_are_cut_where_tokens_do_not_change(shared_data, monkeypatch, enc
         pieces = list(prep._pieces(text))
         assert len(pieces) >= at_least and "".join(pieces) == text
         assert [t for p in pieces for t in tok.encode(p)] == tok.encode(text)
+
+
+def test_processes_preparing_one_folder_take_turns(shared_data, tmp_path):
+    """Ranks of a multi-process run all call prepare(); the folder is built once and every rank can read it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, json; from lit_gpt.prepare import prepare, load_split; "
+        "meta = prepare(sys.argv[1], 'gpt2', sys.argv[2], split_by='tail'); load_split(sys.argv[2], 'train', meta); "
+        "print(json.dumps(meta['tokens']))"
+    )
+    corpus = shared_data / "wikitext-2" / "valid.txt"
+    ranks = [
+        subprocess.Popen([sys.executable, "-c", code, str(corpus), str(tmp_path / "out")], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]  # fmt: skip
+    results = [rank.communicate(timeout=120) for rank in ranks]
+    assert all(rank.returncode == 0 for rank in ranks), [err for _, err in results]
+    assert len({out for out, _ in results}) == 1 and '"val": 25866' in results[0][0]
