@@ -38,7 +38,7 @@ import tiktoken
 
 from lit_gpt.config import ConfigError
 from lit_gpt.prepare import resolve_sources
-from lit_gpt.tokenizer import EOT_TEXT, Tokenizer
+from lit_gpt.tokenizer import EOT_TEXT, Tokenizer, gpt2_byte_to_char
 
 GPT2_PAT_STR = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 """GPT-2's pre-tokenization regex (``encoder.py`` of openai/gpt-2). tiktoken (fancy-regex) and ``tokenizers``
@@ -53,20 +53,6 @@ FORMAT, VERSION = "lit_gpt-bpe", 1
 # whitespace is not: "\n\nB" splits as "\n", "\n", "B" but a text ending in "\n\n" keeps them together), so
 # splitting after it gives the trainer the same pre-tokens as the whole text (and lets it use threads).
 _CHUNK_BOUNDARY = re.compile(r"(?<=\S\n)(?=\S)")
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte -> printable character table, which ``tokenizers``' ByteLevel uses for its vocab."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-    printable += list(range(ord("®"), ord("ÿ") + 1))
-    table, extra = {}, 0
-    for b in range(256):
-        if b in printable:
-            table[b] = chr(b)
-        else:
-            table[b] = chr(256 + extra)
-            extra += 1
-    return table
 
 
 def _validate_vocab_size(vocab_size: int) -> None:
@@ -131,7 +117,7 @@ def encoding_from_hf(hf, name: str = "bpe") -> tiktoken.Encoding:
     Raises:
         ValueError: if the tokenizer is not such a BPE (ids not contiguous, a single byte missing).
     """
-    unicode_to_byte = {c: b for b, c in _bytes_to_unicode().items()}
+    unicode_to_byte = {c: b for b, c in gpt2_byte_to_char().items()}
     vocab = hf.get_vocab(with_added_tokens=False)
     ranks = {bytes(unicode_to_byte[c] for c in token): rank for token, rank in vocab.items()}
     if sorted(ranks.values()) != list(range(len(ranks))) or any(bytes([b]) not in ranks for b in range(256)):

@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from lit_gpt.config import Config, ConfigError
 from lit_gpt.model import GPT
-from lit_gpt.tokenizer import EOT_TEXT, Tokenizer
+from lit_gpt.tokenizer import EOT_TEXT, Tokenizer, gpt2_byte_to_char
 
 FORMAT, VERSION = "lit_gpt", 1
 HF_TOKENIZERS = ("gpt2", "r50k_base")
@@ -377,7 +377,7 @@ def tokenizer_spec_from_hf(folder: str | Path) -> dict | None:
     if not isinstance(vocab, dict) or len(vocab) != 50257:
         return None
     gpt2 = Tokenizer.from_name("gpt2").encoding
-    char_byte = {c: b for b, c in _byte_to_char().items()}
+    char_byte = {c: b for b, c in gpt2_byte_to_char().items()}
     try:
         same = all(
             (i == gpt2.eot_token) if text == EOT_TEXT
@@ -408,16 +408,6 @@ def _read_hf_weights(folder: Path) -> dict[str, torch.Tensor]:
 # GPT-2 byte-level BPE files
 
 
-def _byte_to_char() -> dict[int, str]:
-    """GPT-2's reversible map from the 256 byte values to printable characters (openai/gpt-2 ``bytes_to_unicode``)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    chars = {b: chr(b) for b in printable}
-    for b in range(256):
-        if b not in chars:
-            chars[b] = chr(256 + len(chars) - len(printable))
-    return chars
-
-
 def _merge_pair(ranks: dict[bytes, int], token: bytes) -> tuple[bytes, bytes]:
     """The two tokens whose merge made ``token``: BPE on its bytes with only the merges ranked before it."""
     parts = [bytes([b]) for b in token]
@@ -438,7 +428,7 @@ def _write_gpt2_tokenizer(tokenizer: Tokenizer, block_size: int, out: Path) -> N
     tiktoken's rank of a token is its GPT-2 id, the 256 single bytes come first and the merges follow in rank
     order, so the merge list is rebuilt from the ranks alone (``_merge_pair``).
     """
-    encoding, to_char = tokenizer.encoding, _byte_to_char()
+    encoding, to_char = tokenizer.encoding, gpt2_byte_to_char()
     ranks = {encoding.decode_single_token_bytes(i): i for i in range(encoding.n_vocab) if i != encoding.eot_token}
 
     def text(token: bytes) -> str:

@@ -174,3 +174,16 @@ class Tokenizer:
         if self.encoding is not None:
             return self.encoding.decode(ids)
         return "".join(self.chars[i] if i != self.eot_id else EOT_TEXT for i in ids)
+
+
+def gpt2_byte_to_char() -> dict[int, str]:
+    """GPT-2's reversible map from the 256 byte values to printable characters (openai/gpt-2 ``bytes_to_unicode``).
+
+    Hugging Face byte-level BPE files (``vocab.json``, ``merges.txt``, ``tokenizers``' ByteLevel) spell tokens in it.
+    """
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars = {b: chr(b) for b in printable}
+    for b in range(256):
+        if b not in chars:
+            chars[b] = chr(256 + len(chars) - len(printable))
+    return chars
