@@ -3,8 +3,9 @@
 ``lit-gpt fit|validate|test`` is LightningCLI over ``LitGPT`` and ``TextDataModule``, configured by YAML
 (``--config configs/...yaml``) and flags. ``lit-gpt generate`` samples from a checkpoint (see
 ``lit_gpt.generate``), ``lit-gpt export`` writes a Hugging Face or safetensors folder (see ``lit_gpt.export``),
-``lit-gpt train-tokenizer`` trains a byte-level BPE on a corpus (see ``lit_gpt.bpe``) and ``lit-gpt presets``
-lists the model presets with their parameter counts.
+``lit-gpt train-tokenizer`` trains a byte-level BPE on a corpus (see ``lit_gpt.bpe``), ``lit-gpt lr-find`` runs a
+learning-rate range test (see ``lit_gpt.lr_find``) and ``lit-gpt presets`` lists the model presets with their
+parameter counts.
 
 Facts live in one place and the parser copies them: ``model.config.block_size`` into ``data.block_size`` when
 parsing, and the data module's ``vocab_size`` and tokenizer spec into the model when instantiating.
@@ -22,6 +23,7 @@ from lit_gpt.config import PRESETS, Config, ConfigError
 USAGE = """\
 usage: lit-gpt {fit,validate,test} --config CONFIG.yaml [--section.key VALUE ...]
        lit-gpt prepare --config CONFIG.yaml [--data.key VALUE ...]
+       lit-gpt lr-find --config CONFIG.yaml [--section.key VALUE ...] [--lr_find.num_training N --lr_find.plot PNG ...]
        lit-gpt generate --checkpoint PATH --prompt TEXT [--max_new_tokens N --temperature T --top_k K --top_p P ...]
        lit-gpt export --checkpoint PATH --out DIR [--format hf|lit_gpt]
        lit-gpt presets [--vocab_size N]
@@ -39,9 +41,12 @@ def lightning_cli(args: list[str] | None = None, run: bool = True):
     """
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+    from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
+    from lit_gpt.callbacks import HParams, TextSamples, ThroughputMonitor
     from lit_gpt.data import TextDataModule
     from lit_gpt.lit_module import LitGPT
+    from lit_gpt.stability import LossGuard
 
     class LitGPTCLI(LightningCLI):
         @staticmethod
@@ -62,6 +67,12 @@ def lightning_cli(args: list[str] | None = None, run: bool = True):
             )
             parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
             parser.set_defaults({"lr_monitor.logging_interval": "step"})
+            # tokens/s, FLOP/s and MFU (--throughput.peak_flops where Lightning knows no peak, e.g. on CPU),
+            # a text sample at every validation, and the run in TensorBoard's HParams tab
+            parser.add_lightning_class_args(ThroughputMonitor, "throughput")
+            parser.add_lightning_class_args(TextSamples, "samples")
+            parser.add_lightning_class_args(HParams, "hparams")
+            parser.add_lightning_class_args(LossGuard, "stability")  # non-finite / spiking steps: stop or skip
             parser.link_arguments("model.config.block_size", "data.block_size")
             parser.link_arguments("data.vocab_size", "model.config.vocab_size", apply_on="instantiate")
             parser.link_arguments("data.tokenizer_spec", "model.tokenizer", apply_on="instantiate")
@@ -83,16 +94,19 @@ def lightning_cli(args: list[str] | None = None, run: bool = True):
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     # main() hands LightningCLI the arguments after the subcommand it dispatched on, by design
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-    return LitGPTCLI(
-        LitGPT,
-        TextDataModule,
-        trainer_defaults=trainer_defaults,
-        save_config_kwargs={"overwrite": True},
-        args=args,
-        run=run,
-        auto_configure_optimizers=False,  # LitGPT.configure_optimizers owns AdamW and the schedule
-        parser_kwargs={"description": USAGE, "exit_on_error": False},  # main() prints parse errors as one line
-    )
+    try:
+        return LitGPTCLI(
+            LitGPT,
+            TextDataModule,
+            trainer_defaults=trainer_defaults,
+            save_config_kwargs={"overwrite": True},
+            args=args,
+            run=run,
+            auto_configure_optimizers=False,  # LitGPT.configure_optimizers owns AdamW and the schedule
+            parser_kwargs={"description": USAGE, "exit_on_error": False},  # main() prints parse errors as one line
+        )
+    except MisconfigurationException as err:  # Lightning's setting errors, e.g. a strategy whose package is missing
+        raise ConfigError(" ".join(str(err).split())) from err
 
 
 def prepare(args: list[str]) -> None:
@@ -132,6 +146,21 @@ def presets(args: list[str]) -> None:
         )
 
 
+def destroy_process_group() -> None:
+    """Leave torch.distributed's default process group, if this process joined one (a multi-device run).
+
+    Lightning destroys the group at exit only for NCCL. A Gloo group (DDP on CPU) left alive can abort the
+    interpreter at exit (SIGABRT, status 134) when Gloo's threads free tensors during finalization
+    (pytorch/pytorch#179291), so every ``lit-gpt`` command ends by destroying it while Python is intact.
+    """
+    if "torch" not in sys.modules:  # nothing distributed happened; keep `lit-gpt --help` light
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``lit-gpt`` console script. Bad input exits with status 2 and one ``error:`` line."""
     args = sys.argv[1:] if argv is None else list(argv)
@@ -150,19 +179,31 @@ def main(argv: list[str] | None = None) -> None:
             presets(args[1:])
         elif args[0] == "prepare":
             prepare(args[1:])
+        elif args[0] == "lr-find":
+            from lit_gpt.lr_find import main as lr_find_main
+
+            lr_find_main(args[1:])
         elif args[0] == "train-tokenizer":
             from lit_gpt.bpe import main as train_tokenizer_main
 
             train_tokenizer_main(args[1:])
         else:
-            lightning_cli(None if argv is None else args)  # None: LightningCLI reads sys.argv
+            from lit_gpt.stability import TrainingStopped
+
+            try:
+                lightning_cli(None if argv is None else args)  # None: LightningCLI reads sys.argv
+            except TrainingStopped as err:  # a non-finite or spiking step; the message names the saved state
+                print(f"error: {err}", file=sys.stderr)
+                sys.exit(1)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     except ArgumentError as err:  # jsonargparse: an unknown key, a wrong type, a missing value
-        command = f"lit-gpt {args[0]} --help" if args[0] in ("fit", "validate", "test") else "lit-gpt --help"
+        command = f"lit-gpt {args[0]} --help" if args[0] in ("fit", "validate", "test", "lr-find") else "lit-gpt --help"
         print(f"error: {' '.join(str(err).split())} (see `{command}`)", file=sys.stderr)
         sys.exit(2)
+    finally:
+        destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -11,6 +11,10 @@ Architecture (each choice is a ``Config`` field):
 - optional sliding-window attention and per-block activation checkpointing;
 - a preallocated key/value cache for generation (``GPT.setup_kv_cache``), with left-padded batches.
 
+Speed: q/k/v and gate/up run as one matmul each over concatenated weights (``_fused_linear``); on CPU, attention
+runs in float32 even under bf16 autocast (``CausalSelfAttention._attend``). ``flops_per_token`` gives the model
+FLOPs that MFU is measured against.
+
 Module names follow Hugging Face ``LlamaForCausalLM`` (``q_proj``, ``gate_proj``, ``input_layernorm``, ``norm``,
 ``lm_head`` ...), so converting a state dict is a rename.
 
@@ -84,6 +88,17 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
 
 
+def _fused_linear(x: torch.Tensor, linears: tuple[nn.Linear, ...]) -> tuple[torch.Tensor, ...]:
+    """``tuple(linear(x) for linear in linears)`` as one matmul over the concatenated weights.
+
+    One larger matmul runs faster than several small ones (q/k/v, gate/up), and the modules (and their
+    Hugging Face names) stay separate. Outputs are views of one (..., sum of out_features) tensor.
+    """
+    weight = torch.cat([linear.weight for linear in linears])
+    bias = None if linears[0].bias is None else torch.cat([linear.bias for linear in linears])
+    return F.linear(x, weight, bias).split([linear.out_features for linear in linears], dim=-1)
+
+
 class KVCache(nn.Module):
     """Preallocated keys and values of one attention layer, each (B, nkv, max_seq_length, hs).
 
@@ -134,26 +149,41 @@ class CausalSelfAttention(nn.Module):
             to these T keys only (a prefill from position 0), which are still written to the cache.
         """
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
-        k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_size).transpose(1, 2)  # (B, nkv, T, hs)
-        v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_size).transpose(1, 2)  # (B, nkv, T, hs)
+        q, k, v = _fused_linear(x, (self.q_proj, self.k_proj, self.v_proj))
+        q = q.view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_kv_head, self.head_size).transpose(1, 2)  # (B, nkv, T, hs)
+        v = v.view(B, T, self.n_kv_head, self.head_size).transpose(1, 2)  # (B, nkv, T, hs)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if input_pos is not None:
             cached_k, cached_v = self.kv_cache.update(input_pos, k, v)
             if kv_length is not None:
                 k, v = cached_k[:, :, :kv_length], cached_v[:, :, :kv_length]  # (B, nkv, S, hs)
-        y = F.scaled_dot_product_attention(
-            q,
-            k.to(q.dtype),
-            v.to(q.dtype),
-            attn_mask=mask,
-            dropout_p=self.dropout if self.training else 0.0,
-            is_causal=mask is None and kv_length is None,  # a decode step without a mask sees every key
-            enable_gqa=self.n_kv_head != self.n_head,
-        )  # (B, nh, T, hs)
+        y = self._attend(q, k, v, mask, is_causal=mask is None and kv_length is None)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, self.n_head * self.head_size)  # (B, T, nh*hs)
         return self.o_proj(y)
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                is_causal: bool) -> torch.Tensor:
+        """SDPA of q (B, nh, T, hs) over k, v (B, nkv, S, hs), in q's dtype; returns (B, nh, T, hs).
+
+        On CPU, attention in bfloat16/float16 (autocast included) runs in float32 instead: PyTorch's CPU
+        flash-attention backward is ~4x slower in bfloat16 than in float32 at these sizes (bench/attention_cpu.py),
+        and float32 is the more accurate of the two.
+        """
+        dropout_p = self.dropout if self.training else 0.0
+        enable_gqa = self.n_kv_head != self.n_head
+        if q.device.type != "cpu" or (q.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")):
+            return F.scaled_dot_product_attention(
+                q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal,
+                enable_gqa=enable_gqa,
+            )  # fmt: skip
+        with torch.autocast("cpu", enabled=False):
+            y = F.scaled_dot_product_attention(
+                q.float(), k.float(), v.float(), attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal,
+                enable_gqa=enable_gqa,
+            )  # fmt: skip
+        return y.to(q.dtype)
 
 
 class MLP(nn.Module):
@@ -172,7 +202,8 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.swiglu:
-            return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+            gate, up = _fused_linear(x, (self.gate_proj, self.up_proj))
+            return self.down_proj(F.silu(gate) * up)
         return self.down_proj(F.gelu(self.up_proj(x), approximate="tanh"))  # GPT-2's GELU approximation
 
 
@@ -378,3 +409,38 @@ class GPT(nn.Module):
             else:
                 x = block(x, rope, mask, input_pos, kv_length)
         return self.norm(x)  # (B, T, C)
+
+
+def flops_per_token(config: Config, seq_len: int | None = None, training: bool = True) -> int:
+    """Matmul FLOPs per token of ``GPT(config)`` on sequences of ``seq_len`` tokens (default ``block_size``).
+
+    Counts 2 FLOPs per multiply-add, over every matmul of the forward pass (Kaplan et al. 2020, "Scaling laws",
+    section 2.1; PaLM, Chowdhery et al. 2022, appendix B). With C = n_embd, hs = head_size, nh = n_head,
+    nkv = n_kv_head, F = intermediate_size, V = padded_vocab_size, T = seq_len, per layer:
+    q/k/v projections ``2*C*(nh + 2*nkv)*hs``, output projection ``2*nh*hs*C``, MLP ``2*C*F`` per matrix (3 for
+    SwiGLU, 2 for GELU), attention scores QK^T and the weighted sum AV ``2 * 2*nh*hs*T``; plus ``lm_head``
+    ``2*C*V`` once. Attention counts the full T x T score matrix, as ``torch.utils.flop_counter`` counts
+    scaled_dot_product_attention and as PaLM's and nanoGPT's MFU do; a causal kernel skips about half of it
+    (a sliding window more), so that part overstates the work such kernels do.
+    Not counted (not matmuls, a few percent at most): embedding lookups, norms, activations, softmax, RoPE,
+    bias additions, the loss.
+
+    ``training=True`` gives forward + backward = 3 x forward: the backward pass does two matmuls (input and
+    weight gradients) per forward matmul. Recomputation is not counted (``gradient_checkpointing``'s second
+    forward, FlashAttention's recomputed scores), so FLOPs / time / peak is model FLOPs utilisation (MFU, PaLM),
+    not hardware FLOPs utilisation.
+
+    A batch of B sequences of T tokens costs ``B * T * flops_per_token(config, T, training)``.
+
+    Raises:
+        ValueError: if ``seq_len`` is not in [1, block_size].
+    """
+    T = config.block_size if seq_len is None else seq_len
+    if not 1 <= T <= config.block_size:
+        raise ValueError(f"seq_len must be in [1, block_size={config.block_size}], got {seq_len}")
+    C, hs, nh, nkv, F = config.n_embd, config.head_size, config.n_head, config.n_kv_head, config.intermediate_size
+    projections = C * (nh + 2 * nkv) * hs + nh * hs * C  # q/k/v and o_proj, multiply-adds
+    mlp = (3 if config.mlp == "swiglu" else 2) * C * F
+    attention = 2 * nh * hs * T  # QK^T and AV over T keys
+    forward = 2 * (config.n_layer * (projections + mlp + attention) + C * config.padded_vocab_size)
+    return 3 * forward if training else forward

@@ -256,6 +256,7 @@ def test_a_model_trains_and_samples_with_a_trained_bpe(folder, shared_data, tmp_
         "--data.cache_dir", str(tmp_path / "cache"), "--model.config.n_layer", "1", "--model.config.n_embd", "32",
         "--model.config.n_head", "2", "--trainer.max_steps", "10", "--trainer.val_check_interval", "10",
         "--trainer.limit_val_batches", "5", "--trainer.enable_progress_bar", "false",
+        "--trainer.precision", "32-true", "--model.compile", "false",
         "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"), "--checkpoint.dirpath", str(tmp_path / "ckpt"),
     ])  # fmt: skip
     shutil.rmtree(bpe_dir)  # the checkpoint carries the whole vocabulary

@@ -23,7 +23,8 @@ def run_cli(*args, cwd=REPO, timeout=300):
 
 
 def tiny_fit_args(shakespeare, tmp_path, *extra):
-    """Flags that shrink configs/shakespeare-char.yaml to seconds and keep every file under tmp_path."""
+    """Flags that shrink configs/shakespeare-char.yaml to seconds (float32, not compiled) and keep every file under
+    tmp_path."""
     return [
         "fit", "--config", REPO / "configs" / "shakespeare-char.yaml",
         "--data.path", shakespeare, "--data.cache_dir", tmp_path / "cache",
@@ -31,6 +32,7 @@ def tiny_fit_args(shakespeare, tmp_path, *extra):
         "--trainer.max_steps", "20", "--trainer.val_check_interval", "10", "--model.warmup_steps", "5",
         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
         "--trainer.logger.init_args.save_dir", tmp_path / "runs", "--checkpoint.dirpath", tmp_path / "ckpt",
+        "--trainer.precision", "32-true", "--model.compile", "false",  # exact float32, no compile time
         *extra,
     ]  # fmt: skip
 

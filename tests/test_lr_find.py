@@ -1,0 +1,126 @@
+"""`lit-gpt lr-find`: Lightning's range test on a tiny config of real Tiny Shakespeare."""
+
+import math
+import re
+from types import SimpleNamespace
+
+import pytest
+import torch
+from lightning.pytorch.tuner.lr_finder import _LRCallback
+
+from lit_gpt import lr_find
+from lit_gpt.cli import main
+from lit_gpt.lit_module import LitGPT
+from tests.test_cli import tiny_fit_args
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def lr_find_args(shakespeare, tmp_path, *extra):
+    """tiny_fit_args for `lr-find`, with no validation during the search (Lightning would run it)."""
+    args = tiny_fit_args(shakespeare, tmp_path, "--trainer.val_check_interval", "1000", *extra)
+    return ["lr-find", *map(str, args[1:])]
+
+
+def test_lr_find_sweeps_the_learning_rate_and_prints_a_suggestion(shakespeare, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # Lightning's temporary checkpoint goes to the working directory
+    seen = []  # (the module, its hparams.learning_rate, each parameter group's lr) at every optimizer step
+    optimizer_step = LitGPT.optimizer_step
+
+    def recording_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
+        seen.append((self, self.hparams.learning_rate, [group["lr"] for group in optimizer.param_groups]))
+        return optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure)
+
+    monkeypatch.setattr(LitGPT, "optimizer_step", recording_step)
+    plotted, save_plot = [], lr_find.save_plot
+    monkeypatch.setattr(lr_find, "save_plot", lambda f, *a: (plotted.append(f.results), save_plot(f, *a)))
+    # a warmup longer than the search: if LitGPT's schedule were still active it would scale every rate down
+    flags = ["--model.warmup_steps", "1000", "--lr_find.min_lr", "1e-5", "--lr_find.max_lr", "0.1",
+             "--lr_find.num_training", "20", "--lr_find.early_stop_threshold", "0"]  # fmt: skip
+    main(lr_find_args(shakespeare, tmp_path, *flags))
+    out = capsys.readouterr().out
+
+    match = re.search(r"^suggested learning rate: (\S+) .*--model\.learning_rate (\S+)$", out, re.MULTILINE)
+    assert match, out
+    suggestion = float(match.group(2))
+    assert float(match.group(1)) == suggestion and 1e-5 < suggestion < 0.1
+
+    # Lightning's exponential schedule drove both AdamW groups from min_lr to max_lr, one rate per step
+    assert len(seen) == 20
+    rates = [groups for _, _, groups in seen]
+    assert all(len(set(groups)) == 1 for groups in rates)  # decay and no-decay groups alike
+    rates = [groups[0] for groups in rates]
+    assert rates[0] == pytest.approx(1e-5) and rates[-1] == pytest.approx(0.1)
+    assert all(a < b for a, b in zip(rates, rates[1:]))
+    assert {hp for _, hp, _ in seen} == {1e-3}  # the configured rate stays as it was
+    assert len({id(module) for module, _, _ in seen}) == 1
+
+    # the curve starts at the loss of the initial model, about ln(65) for 65 characters, not half of it
+    (results,) = plotted
+    assert results["lr"] == pytest.approx(rates)
+    assert abs(results["loss"][0] - math.log(65)) < 0.3
+
+    # the plot in the logger's folder, with nothing else written: no run, no checkpoint, no config
+    plot = tmp_path / "runs" / "shakespeare-char" / "lr_find.png"
+    assert f"plot: {plot}" in out
+    assert plot.read_bytes().startswith(PNG_MAGIC)
+    written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if "cache" not in p.parts)
+    assert written == ["runs", "runs/shakespeare-char", "runs/shakespeare-char/lr_find.png"]
+
+
+def test_lr_find_writes_the_plot_where_asked(shakespeare, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    plot = tmp_path / "plots" / "sweep.png"
+    main(lr_find_args(shakespeare, tmp_path, "--lr_find.num_training", "15", "--lr_find.plot", plot))
+    assert plot.read_bytes().startswith(PNG_MAGIC)
+    assert "--model.learning_rate " in capsys.readouterr().out
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "ckpt").exists()
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (
+            ["--lr_find.num_training", "8", "--lr_find.early_stop_threshold", "0"],
+            "no learning-rate suggestion from 8 steps: it needs at least 13 finite losses; "
+            "raise --lr_find.num_training (e.g. 100)",
+        ),
+        (["--lr_find.min_lr", "0"], "need 0 < --lr_find.min_lr < --lr_find.max_lr, got 0.0 and 1.0"),
+        (["--lr_find.num_training", "many"], "argument --lr_find.num_training: invalid int value: 'many'"),
+        (["--lr_find.max", "2"], "unrecognized arguments: --lr_find.max 2"),
+        (["--model.config.n_layr", "2"], "unrecognized arguments: --model.config.n_layr"),
+    ],
+)
+def test_bad_lr_find_input_is_one_error_line(shakespeare, tmp_path, monkeypatch, capsys, flags, message):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(lr_find_args(shakespeare, tmp_path, *flags))
+    assert exit_info.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], errors
+    assert not list(tmp_path.glob(".lr_find*.ckpt"))  # Lightning removed its temporary checkpoint
+
+
+def test_lr_find_help(capsys):
+    main(["lr-find", "--help"])
+    out = capsys.readouterr().out
+    assert "--lr_find.num_training" in out and "--lr_find.plot" in out and "lit-gpt fit --help" in out
+
+
+def test_unbias_recovers_a_constant_loss_from_lightnings_smoothing():
+    callback = _LRCallback(num_training=30, early_stop_threshold=None)  # Lightning's own smoothing, fed by hand
+    for step in range(1, 31):
+        trainer = SimpleNamespace(fit_loop=SimpleNamespace(batch_idx=step - 1), accumulate_grad_batches=1,
+                                  global_step=step, should_stop=False, strategy=SimpleNamespace(broadcast=lambda x: x))
+        callback.on_train_batch_end(trainer, None, torch.tensor(3.0), None, step - 1)
+    losses = lr_find.unbias(callback.losses) if lr_find.smoothing_is_off_by_one() else callback.losses
+    assert losses == pytest.approx([3.0] * 30)
+
+
+def test_steepest_descent_is_measured_per_factor_of_learning_rate():
+    """A flat curve with a little noise at tiny rates, then the real descent around 1e-2 (as on real runs)."""
+    lrs = torch.logspace(-6, 0, 60, dtype=torch.float64).tolist()
+    losses = [4.2 - 0.4 / (1 + math.exp(-3 * (math.log10(lr) + 2))) + 0.002 * (-1) ** i for i, lr in enumerate(lrs)]
+    best = lr_find.steepest(lrs, losses)
+    assert 3e-3 < lrs[best] < 3e-2  # per unit of lr itself, the noise between the closest rates (1e-5) would win
+    assert lr_find.steepest(lrs[:12], losses[:12]) is None  # 10 left out at the start, 1 at the end: one point

@@ -1,0 +1,129 @@
+"""What a fit shows in TensorBoard beyond the losses: throughput, FLOPs and MFU, text samples, the HParams tab."""
+
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch import Callback, Trainer
+from lightning.pytorch.loggers import CSVLogger
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+from test_cli import scalars, tiny_fit_args
+
+from lit_gpt.callbacks import TextSamples, ThroughputMonitor
+from lit_gpt.cli import lightning_cli, main
+from lit_gpt.config import Config, ConfigError
+from lit_gpt.lit_module import LitGPT
+from lit_gpt.model import flops_per_token
+from lit_gpt.tokenizer import Tokenizer
+
+
+class ClockJump(Callback):
+    """Moves ``time.perf_counter`` 1000 s ahead after every validation: a stand-in for slow work there (samples,
+    checkpoints) that must not count as training time."""
+
+    def __init__(self, monkeypatch):
+        self.offset, real = 0.0, time.perf_counter
+        monkeypatch.setattr(time, "perf_counter", lambda: real() + self.offset)
+
+    def on_validation_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            self.offset += 1000.0
+
+
+def tensorboard_run(tmp_path: Path) -> EventAccumulator:
+    events = EventAccumulator(str(tmp_path / "runs" / "shakespeare-char" / "version_0"), size_guidance={"tensors": 0})
+    events.Reload()
+    return events
+
+
+def test_fit_logs_throughput_mfu_samples_and_hparams(shakespeare, tmp_path, monkeypatch):
+    peak = 1e11
+    args = tiny_fit_args(
+        shakespeare, tmp_path, "--trainer.limit_val_batches", "10",
+        "--throughput.peak_flops", str(peak), "--throughput.window_size", "5",
+        "--samples.prompt", "ROMEO:", "--samples.max_new_tokens", "30",
+    )  # fmt: skip
+    cli = lightning_cli([str(a) for a in args[1:]], run=False)
+    cli.trainer.callbacks.append(ClockJump(monkeypatch))
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert "tokens/s" in cli.trainer.progress_bar_metrics
+
+    logged = scalars(tmp_path / "runs" / "shakespeare-char" / "version_0")
+    config, T = cli.model.config, cli.model.config.block_size
+    for stage, training in (("train", True), ("validate", False)):
+        tokens_per_sec = dict(logged[f"{stage}/device/items_per_sec"])
+        flops_per_sec, mfu = dict(logged[f"{stage}/device/flops_per_sec"]), dict(logged[f"{stage}/device/mfu"])
+        assert tokens_per_sec and tokens_per_sec.keys() == flops_per_sec.keys() == mfu.keys()
+        for step in tokens_per_sec:  # FLOPs per token from LitGPT.flops_per_batch; MFU against the given peak
+            assert flops_per_sec[step] / tokens_per_sec[step] == pytest.approx(flops_per_token(config, T, training))
+            assert mfu[step] == pytest.approx(flops_per_sec[step] / peak)
+    assert [step for step, _ in logged["train/device/mfu"]] == [9, 19]  # every log_every_n_steps once 5 batches in
+    assert logged["train/time"][-1][1] < 1000  # the clock jumps after validation were not training time
+
+    events = tensorboard_run(tmp_path)
+    samples = [(e.step, e.tensor_proto.string_val[0].decode()) for e in events.Tensors("samples/text_summary")]
+    assert [step for step, _ in samples] == [10, 20]  # after each validation, at the optimizer step reached
+    for _, text in samples:
+        assert text.startswith("    ROMEO:") and len(text) > len("    ROMEO:")
+
+    hparams = {tag: HParamsPluginData.FromString(c) for tag, c in events.PluginTagToContent("hparams").items()}
+    experiment = hparams["_hparams_/experiment"].experiment
+    assert [m.name.tag for m in experiment.metric_infos] == ["val/loss", "val/ppl", "train/loss"]
+    values = hparams["_hparams_/session_start_info"].session_start_info.hparams
+    assert values["model/config/n_layer"].number_value == 1
+    assert values["model/learning_rate"].number_value == pytest.approx(1e-3)
+    assert values["model/tokenizer/kind"].string_value == "char" and "model/tokenizer/chars" not in values
+    assert values["data/batch_size"].number_value == 12 and values["trainer/precision"].string_value == "32-true"
+    assert values["seed_everything"].number_value == 1337
+
+
+def test_samples_are_reproducible_and_leave_the_model_and_rng_alone(tiny_config):
+    tokenizer = Tokenizer.char("abcdefgh \n")
+    config = Config(**{**tiny_config.to_dict(), "vocab_size": tokenizer.vocab_size})
+    module = LitGPT(config, tokenizer=tokenizer.spec)
+    samples = TextSamples(prompt="ab", max_new_tokens=12, temperature=1.0, top_k=5)
+    samples.setup(Trainer(accelerator="cpu", logger=False), module, "fit")
+    rng = torch.get_rng_state()
+    first, second = samples.sample(module.model), samples.sample(module.model)
+    assert first == second and first.startswith("ab") and len(first) > 2
+    assert module.model.training and torch.equal(torch.get_rng_state(), rng)
+    assert set(first) <= set("abcdefgh \n")
+
+
+def test_samples_are_skipped_without_tensorboard_or_tokenizer(tiny_config, tmp_path, monkeypatch):
+    def never(model):
+        raise AssertionError("no sample expected")
+
+    monkeypatch.setattr(TextSamples, "sample", staticmethod(never))
+    spec = Tokenizer.char("abcdefgh \n").spec
+    for logger, tokenizer in ((CSVLogger(tmp_path), spec), (False, spec), (None, None)):
+        trainer = Trainer(accelerator="cpu", logger=logger, default_root_dir=tmp_path)
+        module = LitGPT(Config(**{**tiny_config.to_dict(), "vocab_size": 11}), tokenizer=tokenizer)
+        samples = TextSamples()
+        samples.setup(trainer, module, "fit")
+        samples.on_validation_end(trainer, module)  # no TensorBoardLogger, or no tokenizer: nothing happens
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: ThroughputMonitor(peak_flops=0.0), "throughput.peak_flops must be a positive"),
+        (lambda: ThroughputMonitor(window_size=1), "throughput.window_size must be at least 2"),
+        (lambda: TextSamples(temperature=-1.0), "samples.temperature must be >= 0"),
+        (lambda: TextSamples(top_k=0), "samples.top_k must be >= 1"),
+        (lambda: TextSamples(max_new_tokens=-1), "samples.max_new_tokens must be >= 0"),
+    ],
+)
+def test_bad_callback_settings_raise_config_errors(make, message):
+    with pytest.raises(ConfigError, match=message):
+        make()
+
+
+def test_prompt_outside_the_vocabulary_is_one_error_line(shakespeare, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in tiny_fit_args(shakespeare, tmp_path, "--samples.prompt", "ROMÉO:")])
+    assert exit_info.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert errors == ["error: samples.prompt: character 'É' is not in this character-level vocabulary of 65 characters"]

@@ -1,0 +1,83 @@
+"""Exact resumption and gradient accumulation, on CPU in fp32, through the real Trainer."""
+
+import torch
+from lightning.pytorch import Callback, Trainer
+from torch.utils.data import DataLoader
+
+from lit_gpt.cli import main
+from lit_gpt.config import Config
+from lit_gpt.lit_module import LitGPT
+from tests.test_cli import scalars, tiny_fit_args
+
+
+def test_resumed_run_repeats_the_uninterrupted_one_bitwise(shakespeare, tmp_path):
+    """12 steps in one go == 6 steps, stop, resume for 6 (--ckpt_path last): the same train/loss at every step.
+
+    Dropout is on, so this needs the RNG state in the checkpoint; the runs validate on different schedules, so it
+    also shows that validation leaves the training random stream alone.
+    """
+
+    def fit(name, max_steps, val_every, *extra):
+        flags = ["--trainer.max_steps", max_steps, "--trainer.val_check_interval", val_every,
+                 "--trainer.log_every_n_steps", "1", "--model.config.dropout", "0.1", "--model.lr_decay_steps", "12",
+                 "--data.val_fraction", "0.01", "--data.cache_dir", tmp_path / "cache", "--samples.max_new_tokens", "0",
+                 "--trainer.logger.init_args.save_dir", tmp_path / name,
+                 "--checkpoint.dirpath", tmp_path / name / "ckpt"]
+        main([str(a) for a in tiny_fit_args(shakespeare, tmp_path, *flags, *extra)])  # fmt: skip
+        runs = sorted((tmp_path / name / "shakespeare-char").glob("version_*"))
+        return dict(scalars(runs[-1])["train/loss"])
+
+    whole = fit("whole", 12, 4)  # validates after steps 4, 8 and 12
+    first = fit("parts", 6, 6)  # validates after step 6 only, and saves last.ckpt there
+    second = fit("parts", 12, 6, "--ckpt_path", "last")  # validates after step 12 only
+    assert torch.load(tmp_path / "parts" / "ckpt" / "last.ckpt", weights_only=False)["global_step"] == 12
+    assert sorted(whole) == list(range(12))
+    assert first == {step: whole[step] for step in range(6)}  # bitwise: TensorBoard stores the fp32 losses
+    assert second == {step: whole[step] for step in range(6, 12)}
+
+
+class Gradients(Callback):
+    """Records the gradients that reach the optimizer (summed over micro-batches and normalized by Lightning)."""
+
+    def __init__(self):
+        self.steps = []
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.steps.append({n: p.grad.clone() for n, p in pl_module.named_parameters() if p.grad is not None})
+
+
+def test_accumulated_micro_batches_give_the_full_batch_update(shakespeare):
+    """accumulate_grad_batches=4 over micro-batches of 2 windows == one batch of the same 8 windows, per step.
+
+    The data module draws micro-batch i of step s as batch s * 4 + i of its stream (different windows from one
+    batch of 8), so the windows here are fixed. Lightning divides each micro-batch loss by 4: with equal-sized
+    micro-batches and a mean cross-entropy over windows without ignored targets, the sum is the full-batch mean.
+    """
+    text = shakespeare.read_text()[:20_000]
+    vocab = {c: i for i, c in enumerate(sorted(set(text)))}
+    tokens = torch.tensor([vocab[c] for c in text])
+    config = Config(vocab_size=len(vocab), block_size=32, n_layer=2, n_head=2, n_embd=32)
+    steps = 2
+    starts = torch.randint(0, len(tokens) - config.block_size - 1, (steps, 8))
+    windows = tokens[starts[..., None] + torch.arange(config.block_size + 1)]  # (steps, 8, T + 1)
+
+    def train(batches, accumulate):
+        torch.manual_seed(0)
+        model = LitGPT(config, warmup_steps=0)
+        gradients = Gradients()
+        trainer = Trainer(accelerator="cpu", max_steps=steps, accumulate_grad_batches=accumulate,
+                          gradient_clip_val=1.0, limit_val_batches=0, logger=False, enable_checkpointing=False,
+                          enable_progress_bar=False, enable_model_summary=False, callbacks=[gradients])  # fmt: skip
+        loader = DataLoader([(w[:, :-1], w[:, 1:]) for w in batches], batch_size=None)
+        trainer.fit(model, train_dataloaders=loader)
+        return model, gradients.steps
+
+    full, full_grads = train(list(windows), accumulate=1)
+    accumulated, accumulated_grads = train(list(windows.reshape(steps * 4, 2, -1)), accumulate=4)
+    assert len(full_grads) == len(accumulated_grads) == steps
+    for ours, theirs in zip(accumulated_grads, full_grads):
+        assert ours.keys() == theirs.keys()
+        for name in ours:
+            torch.testing.assert_close(ours[name], theirs[name], rtol=1e-5, atol=1e-7, msg=name)
+    for (name, ours), theirs in zip(accumulated.named_parameters(), full.parameters()):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6, msg=name)
