@@ -89,11 +89,14 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 def _fused_linear(x: torch.Tensor, linears: tuple[nn.Linear, ...]) -> tuple[torch.Tensor, ...]:
-    """``tuple(linear(x) for linear in linears)`` as one matmul over the concatenated weights.
+    """``tuple(linear(x) for linear in linears)``, as one matmul over the concatenated weights when training.
 
-    One larger matmul runs faster than several small ones (q/k/v, gate/up), and the modules (and their
-    Hugging Face names) stay separate. Outputs are views of one (..., sum of out_features) tensor.
+    In training one larger matmul runs faster than several small ones (q/k/v, gate/up; forward and backward), and
+    the modules (and their Hugging Face names) stay separate. Without autograd (evaluation, generation) each linear
+    runs on its own: concatenating the weights would re-read them every call, the bottleneck of KV-cache decoding.
     """
+    if not torch.is_grad_enabled():
+        return tuple(linear(x) for linear in linears)
     weight = torch.cat([linear.weight for linear in linears])
     bias = None if linears[0].bias is None else torch.cat([linear.bias for linear in linears])
     return F.linear(x, weight, bias).split([linear.out_features for linear in linears], dim=-1)
