@@ -13,6 +13,7 @@ parsing, and the data module's ``vocab_size`` and tokenizer spec into the model 
 
 from __future__ import annotations
 
+import importlib
 import sys
 import warnings
 
@@ -161,32 +162,27 @@ def destroy_process_group() -> None:
         dist.destroy_process_group()
 
 
+# Subcommands whose module has its own ``main(args)``.
+MODULE_COMMANDS = {
+    "generate": "lit_gpt.generate",
+    "export": "lit_gpt.export",
+    "lr-find": "lit_gpt.lr_find",
+    "train-tokenizer": "lit_gpt.bpe",
+}
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``lit-gpt`` console script. Bad input exits with status 2 and one ``error:`` line."""
     args = sys.argv[1:] if argv is None else list(argv)
     try:
         if not args or args[0] in ("-h", "--help"):
             print(USAGE)
-        elif args[0] == "generate":
-            from lit_gpt.generate import main as generate_main
-
-            generate_main(args[1:])
-        elif args[0] == "export":
-            from lit_gpt.export import main as export_main
-
-            export_main(args[1:])
+        elif args[0] in MODULE_COMMANDS:  # imported on use, so `lit-gpt generate` never loads Lightning's trainer
+            importlib.import_module(MODULE_COMMANDS[args[0]]).main(args[1:])
         elif args[0] == "presets":
             presets(args[1:])
         elif args[0] == "prepare":
             prepare(args[1:])
-        elif args[0] == "lr-find":
-            from lit_gpt.lr_find import main as lr_find_main
-
-            lr_find_main(args[1:])
-        elif args[0] == "train-tokenizer":
-            from lit_gpt.bpe import main as train_tokenizer_main
-
-            train_tokenizer_main(args[1:])
         else:
             from lit_gpt.stability import TrainingStopped
 
