@@ -4,7 +4,7 @@ lit_gpt with the KV cache, lit_gpt without it, and Hugging Face transformers' ``
     python bench/generate_throughput.py --preset llama-124m --new_tokens 256
     python bench/generate_throughput.py --checkpoint runs/shakespeare-char/checkpoints/last.ckpt --prompt_length 32
 
-The model (a preset with random weights, or a checkpoint) is exported once with ``lit_gpt.export.to_hf``; every
+The model (a preset with random weights, or a checkpoint) is exported once with ``lit_gpt.checkpoint.save_hf``; every
 contender loads that same folder, in its own process, so the peak resident memory of each is its own. Decoding
 is greedy, with a random prompt of ``--prompt_length`` tokens; each contender is warmed up first. Prefill time is
 the median time to the first new token over 5 runs; decode tokens/s counts the remaining ``new_tokens - 1`` per
@@ -79,9 +79,8 @@ def run_contender(
 
 
 def export_model(args: argparse.Namespace, out_dir: str) -> str:
-    from lit_gpt.checkpoint import load_checkpoint
+    from lit_gpt.checkpoint import load_checkpoint, save_hf
     from lit_gpt.config import Config
-    from lit_gpt.export import to_hf
     from lit_gpt.model import GPT
     from lit_gpt.tokenizer import Tokenizer
 
@@ -93,7 +92,7 @@ def export_model(args: argparse.Namespace, out_dir: str) -> str:
         tokenizer = Tokenizer.from_name("gpt2")
         model = GPT(Config.from_name(args.preset, vocab_size=tokenizer.vocab_size))
         description = f"preset {args.preset} (random weights)"
-    architecture = to_hf(model, tokenizer, out_dir)
+    architecture = save_hf(model, tokenizer, out_dir)
     print(f"model: {description}, {model.num_params():,} parameters, exported as {architecture}")
     return out_dir, tokenizer.vocab_size
 

@@ -1,4 +1,4 @@
-"""Corpus preparation throughput: ``lit_gpt.prepare.prepare`` against tiktoken's own batch encoder, and its memory.
+"""Corpus preparation throughput: ``lit_gpt.data.prepare.prepare`` against tiktoken's own batch encoder, and its memory.
 
     TIKTOKEN_CACHE_DIR=../shared/data/tiktoken_cache python bench/prepare_throughput.py [--threads 2 --repeat 3]
     TIKTOKEN_CACHE_DIR=../shared/data/tiktoken_cache python bench/prepare_throughput.py --large_mb 300
@@ -6,7 +6,7 @@
 Default mode, on WikiText-2 train (``--path``, 10.8 MB) with the GPT-2 BPE and ``--threads`` threads for both:
 
 - ``tiktoken batch (prepare's pieces)``: the file is read and cut into the same pieces that ``prepare`` encodes
-  (``lit_gpt.prepare._pieces``: ~256 Ki characters, cut at newlines between two non-space characters, so the
+  (``lit_gpt.data.prepare._pieces``: ~256 Ki characters, cut at newlines between two non-space characters, so the
   tokens equal those of the whole text); only ``encoding.encode_ordinary_batch(pieces, num_threads=threads)`` is
   timed. This is the ceiling for ``prepare``: the same encoder on the same pieces, with nothing around it.
   (WikiText lines end with " \n" and start with " ", so prepare's boundary never matches: one piece, one thread.)
@@ -64,7 +64,7 @@ _WIDER_BOUNDARY = re.compile(r"(?<=\S\n)(?=\S)|(?<=\n)(?= \S)")
 def _chunks(text: str) -> list[str]:
     """Pieces of about ``PIECE_CHARS`` characters cut at prepare's boundary or at a newline followed by one space
     and a non-space (token-neutral for the GPT-2 and cl100k patterns: checked on every corpus in shared/data)."""
-    from lit_gpt.prepare import PIECE_CHARS
+    from lit_gpt.data.prepare import PIECE_CHARS
 
     pieces, start = [], 0
     while len(text) - start > PIECE_CHARS:
@@ -81,7 +81,8 @@ def worker(kind: str, path: str, threads: int, tokenizer: str, separator: str | 
     """One measurement in this (fresh) process; returns a JSON-able result."""
     import tiktoken
 
-    from lit_gpt.prepare import _pieces, prepare, resolve_sources
+    from lit_gpt.data.corpus import resolve_sources
+    from lit_gpt.data.prepare import _pieces, prepare
 
     encoding = tiktoken.get_encoding(tokenizer)
     encoding.encode_ordinary("warm up")  # load the ranks before the clock starts (prepare loads them itself too)
@@ -203,7 +204,7 @@ def main() -> None:
     print(row(f"tiktoken `encode_ordinary_batch`, prepare's pieces ({raw['pieces']})", raw))
     print(row(f"tiktoken `encode_ordinary_batch`, ~256 Ki-char chunks ({chunks['pieces']})", chunks))
     print(row(f"tiktoken `encode_ordinary_batch`, lines ({lines['pieces']:,})", lines))
-    print(row("`lit_gpt.prepare.prepare` (whole call)", prep))
+    print(row("`lit_gpt.data.prepare.prepare` (whole call)", prep))
     print(f"times: raw {raw['all_seconds']}, chunks {chunks['all_seconds']}, lines {lines['all_seconds']}, "
           f"prepare {prep['all_seconds']}")  # fmt: skip
     print(f"prepare / tiktoken (pieces), MB/s: {raw['seconds'] / prep['seconds']:.1%}; "

@@ -30,8 +30,8 @@ import torch
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from lit_gpt.cli import lightning_cli
 from lit_gpt.model import flops_per_token
+from lit_gpt.train.lightning_cli import build_cli
 
 
 class StepTimer(Callback):
@@ -61,7 +61,7 @@ def measure(config: str, setting: str, steps: int, warmup: int, extra: list[str]
     if compile_flag not in ("", "compile"):
         raise SystemExit(f"error: setting {setting!r}: write PRECISION or PRECISION+compile, e.g. bf16-mixed+compile")
     with tempfile.TemporaryDirectory() as tmp:
-        cli = lightning_cli(
+        cli = build_cli(
             [
                 "--config", config,
                 "--trainer.precision", precision,

@@ -1,12 +1,38 @@
 """lit_gpt: train LLaMA- and GPT-2-style language models from scratch with PyTorch Lightning.
 
-Importing the package imports the pure-PyTorch model only; the Lightning glue lives in ``lit_gpt.data``,
-``lit_gpt.lit_module`` and ``lit_gpt.cli``.
+The package has three layers, and imports only point down:
+
+- ``lit_gpt`` (this folder): ``config``, ``model``, ``tokenizer``, ``hf`` (Hugging Face name and shape maps),
+  ``checkpoint`` (every file the models are read from and written to) and ``generate``; torch, numpy and tiktoken
+  only.
+- ``lit_gpt.data``: reading, cleaning and tokenizing corpora, training windows, BPE training; no Lightning.
+- ``lit_gpt.train``: the LightningModule, DataModule, callbacks and the LightningCLI builder: the only code that
+  imports Lightning.
+- ``lit_gpt.cli``: one module per ``lit-gpt`` subcommand; argument parsing and ``error:`` lines live there only.
+
+Names are exported lazily, so ``import lit_gpt.config`` stays free of torch and tiktoken.
 """
 
-from lit_gpt.config import Config, ConfigError
-from lit_gpt.model import GPT
-from lit_gpt.tokenizer import Tokenizer
+from __future__ import annotations
 
-__all__ = ["GPT", "Config", "ConfigError", "Tokenizer"]
+import importlib
+
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "Config": "lit_gpt.config",
+    "ConfigError": "lit_gpt.errors",
+    "GPT": "lit_gpt.model",
+    "Tokenizer": "lit_gpt.tokenizer",
+    "load_checkpoint": "lit_gpt.checkpoint",
+    "load_model": "lit_gpt.checkpoint",
+    "load_tokenizer": "lit_gpt.checkpoint",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    """``lit_gpt.GPT`` etc., imported on first use (PEP 562)."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'lit_gpt' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

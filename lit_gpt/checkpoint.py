@@ -1,36 +1,237 @@
-"""Load a trained model and its tokenizer from any of the places lit_gpt writes them, without Lightning.
+"""Every file a model is read from or written to, without Lightning.
 
-``path`` may be:
+Read by ``load_checkpoint`` / ``load_model`` / ``load_tokenizer`` (``path`` may be any of these):
+
 - a Lightning ``.ckpt`` written by ``lit-gpt fit``: the ``lit_gpt`` record (written by
-  ``LitGPT.on_save_checkpoint``) holds the config and tokenizer spec, the weights sit under ``state_dict`` with a
-  ``model.`` prefix; read with ``torch.load(weights_only=True)``, which unpickles no code;
-- a folder written by ``lit-gpt export --format lit_gpt`` (``lit_gpt.export.save_folder``);
-- a Hugging Face ``LlamaForCausalLM`` or ``GPT2LMHeadModel`` folder (``lit_gpt.export.from_hf``), ours or not.
-A path to a folder's ``config.json`` or ``model.safetensors`` means the folder.
+  ``lit_gpt.train.module.LitGPT.on_save_checkpoint``) holds the config and tokenizer spec, the weights sit under
+  ``state_dict`` with a ``model.`` prefix; read with ``torch.load(weights_only=True)``, which unpickles no code;
+- our folder (``save_folder``, ``lit-gpt export --format lit_gpt``): ``config.json``
+  (``{"format": "lit_gpt", "version": 1, "config": ..., "tokenizer": ...}``) and ``model.safetensors`` with the
+  state dict under our module names. A tied output head is stored once, as ``embed_tokens.weight`` (safetensors
+  refuses tensors that share memory), and re-tied on load;
+- a Hugging Face ``LlamaForCausalLM`` or ``GPT2LMHeadModel`` folder (``save_hf``, ``lit-gpt export --format hf``),
+  ours or not: ``config.json``, ``model.safetensors`` (or sharded, or ``pytorch_model.bin``),
+  ``generation_config.json``, and for the GPT-2 BPE ``vocab.json``, ``merges.txt`` and ``tokenizer_config.json``.
+
+A path to a folder's ``config.json`` or ``model.safetensors`` means the folder. ``read_training_checkpoint``
+checks a ``.ckpt`` before a run resumes from it. The name and shape maps are in ``lit_gpt.hf``.
 """
 
 from __future__ import annotations
 
+import json
 from functools import partial
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
-from lit_gpt import export
-from lit_gpt.config import Config, ConfigError
+from lit_gpt import hf
+from lit_gpt.config import Config
+from lit_gpt.errors import ConfigError
 from lit_gpt.model import GPT
 from lit_gpt.tokenizer import Tokenizer
 
+FORMAT, VERSION = "lit_gpt", 1
+"""The ``format`` and ``version`` of our folder's ``config.json``."""
+CHECKPOINT_FORMAT = 1
+"""The ``format`` of the ``lit_gpt`` record in a training ``.ckpt``."""
 WHAT_TO_PASS = "pass a .ckpt written by `lit-gpt fit` or a folder written by `lit-gpt export`"
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[GPT, Tokenizer]:
-    """The model (in eval mode, on ``device``, float32 parameters) and its tokenizer.
+# ---------------------------------------------------------------------------------------------------------------
+# Our own folder format
+
+
+def save_folder(model: GPT, tokenizer: Tokenizer, out_dir: str | Path) -> None:
+    """Write ``model`` and ``tokenizer`` to ``out_dir`` in our format: ``config.json`` and ``model.safetensors``.
+
+    Tensors keep their dtype and are moved to the CPU. ``load_folder`` (or ``load_checkpoint``) reads the folder
+    back.
 
     Raises:
-        ConfigError: if ``path`` is missing, is not one of the forms above, lacks a file, holds weights that do
-            not fit its config, or (for a foreign Hugging Face folder) has no tokenizer lit_gpt can use; the message
-            says what to pass instead.
+        ConfigError: if ``out_dir`` exists and is not a folder.
+    """
+    out = _make_dir(out_dir)
+    state = _cpu_state(model)
+    if model.config.tie_embeddings:
+        del state["lm_head.weight"]  # the same tensor as embed_tokens.weight
+    save_file(state, out / "model.safetensors", metadata={"format": "pt"})
+    meta = {"format": FORMAT, "version": VERSION, "config": model.config.to_dict(), "tokenizer": tokenizer.spec}
+    _write_json(out / "config.json", meta)
+
+
+def load_folder(folder: str | Path) -> GPT:
+    """Rebuild the model (float32, CPU, train mode) from a folder written by ``save_folder``.
+
+    Raises:
+        ConfigError: if ``config.json`` is missing or not ours, a file is missing, or the weights do not fit the config.
+    """
+    folder = Path(folder)
+    meta = _read_json(folder / "config.json")
+    if meta.get("format") != FORMAT or not isinstance(meta.get("config"), dict):
+        raise ConfigError(f"{folder} is not a lit_gpt export folder: write one with `lit-gpt export --format lit_gpt`")
+    if meta.get("version") != VERSION:
+        raise ConfigError(f"{folder} has lit_gpt export version {meta.get('version')!r}; this lit_gpt reads {VERSION}")
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        raise ConfigError(f"{folder} has no model.safetensors: export the checkpoint again with `lit-gpt export`")
+    return build_model(Config(**meta["config"]), load_file(weights), weights)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hugging Face folders (the maps are lit_gpt.hf's)
+
+
+
+def save_hf(model: GPT, tokenizer: Tokenizer, out_dir: str | Path) -> str:
+    """Write ``model`` as a Hugging Face folder loadable by ``transformers.AutoModelForCausalLM.from_pretrained``.
+
+    Writes ``config.json`` (see ``lit_gpt.hf.config_to_hf``), ``model.safetensors`` (tensors in the model's dtype,
+    on the CPU) and ``generation_config.json`` (bos/eos = ``tokenizer.eot_id``). For the ``gpt2`` / ``r50k_base``
+    BPE it also writes ``vocab.json``, ``merges.txt`` and ``tokenizer_config.json`` for
+    ``transformers.AutoTokenizer``; other tokenizers (character-level, ``cl100k_base`` ...) have no Hugging Face
+    equivalent here and get no tokenizer files (the ``lit_gpt`` record in ``config.json`` still names them).
+
+    Returns:
+        the architecture written: ``"LlamaForCausalLM"`` or ``"GPT2LMHeadModel"``.
+    Raises:
+        ConfigError: if the config cannot be expressed by the chosen class (nothing is written then), or
+            ``out_dir`` exists and is not a folder.
+    """
+    config = model.config
+    hf_config = hf.config_to_hf(config, tokenizer)
+    hf_config["dtype"] = str(model.embed_tokens.weight.dtype).removeprefix("torch.")
+    out = _make_dir(out_dir)
+    save_file(hf.state_to_hf(_cpu_state(model), config), out / "model.safetensors", metadata={"format": "pt"})
+    _write_json(out / "config.json", hf_config)
+    _write_json(out / "generation_config.json", {"bos_token_id": tokenizer.eot_id, "eos_token_id": tokenizer.eot_id})
+    if tokenizer.encoding is not None and tokenizer.name in hf.HF_TOKENIZERS:
+        for name, text in hf.gpt2_tokenizer_files(tokenizer, config.block_size).items():
+            (out / name).write_text(text, encoding="utf-8")
+    return hf_config["architectures"][0]
+
+
+def load_hf(folder: str | Path) -> GPT:
+    """Build our ``GPT`` (float32, CPU, train mode) from a Hugging Face Llama or GPT-2 folder.
+
+    Reads ``config.json`` (see ``lit_gpt.hf.config_from_hf``) and the weights from ``model.safetensors``, a sharded
+    ``model.safetensors.index.json`` or ``pytorch_model.bin`` (read with ``weights_only=True``).
+
+    Raises:
+        ConfigError: if a file is missing, the model has features lit_gpt lacks, or the weights do not fit.
+    """
+    folder = Path(folder)
+    config = hf.config_from_hf(_read_json(folder / "config.json"))
+    return build_model(config, hf.state_from_hf(_read_hf_weights(folder), config), folder)
+
+
+def tokenizer_spec_from_hf(folder: str | Path) -> dict | None:
+    """The lit_gpt tokenizer spec for a Hugging Face folder, or None if it has none lit_gpt can use.
+
+    The ``lit_gpt`` record of ``config.json`` wins; otherwise a byte-level BPE vocabulary (``vocab.json``, or the
+    ``model.vocab`` of ``tokenizer.json``) identical to tiktoken's ``gpt2`` is recognised as ``gpt2``.
+    """
+    folder = Path(folder)
+    record = _read_json(folder / "config.json").get("lit_gpt")
+    if isinstance(record, dict) and isinstance(record.get("tokenizer"), dict):
+        return record["tokenizer"]
+    if (folder / "vocab.json").is_file():
+        return hf.tokenizer_spec_from_vocab(_read_json(folder / "vocab.json"))
+    if (folder / "tokenizer.json").is_file():
+        return hf.tokenizer_spec_from_vocab(_read_json(folder / "tokenizer.json").get("model", {}).get("vocab"))
+    return None
+
+
+def _read_hf_weights(folder: Path) -> dict[str, torch.Tensor]:
+    if (folder / "model.safetensors").is_file():
+        return load_file(folder / "model.safetensors")
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(_read_json(index).get("weight_map", {}).values()))
+        missing = [shard for shard in shards if not (folder / shard).is_file()]
+        if missing:
+            raise ConfigError(f"{folder} lacks the weight shards {missing} that model.safetensors.index.json lists")
+        return {k: v for shard in shards for k, v in load_file(folder / shard).items()}
+    if (folder / "pytorch_model.bin").is_file():
+        return torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    raise ConfigError(f"{folder} has no model.safetensors, model.safetensors.index.json or pytorch_model.bin")
+
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Building a model from tensors, and small file helpers
+
+
+def _cpu_state(model: GPT) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+
+
+def build_model(config: Config, state: dict[str, torch.Tensor], source: str | Path) -> GPT:
+    """``GPT(config)`` holding the tensors of ``state`` (our names), strictly; a head stored once is re-tied.
+
+    The model is built on the meta device and the tensors are assigned, not copied (unless they must become
+    float32), so loading neither computes a random initialisation nor holds the weights twice.
+
+    Raises:
+        ConfigError: if ``state`` lacks a weight, has an extra one, or a shape disagrees with ``config``.
+    """
+    # float32 master weights (Hub files are often bf16); GPT-2's transposed Conv1D weights become row-major
+    state = {k: (v.float() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
+    if config.tie_embeddings and "lm_head.weight" not in state and "embed_tokens.weight" in state:
+        state["lm_head.weight"] = state["embed_tokens.weight"]
+    with torch.device("meta"):
+        model = GPT(config)
+    try:
+        model.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as err:
+        first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
+        raise ConfigError(f"the weights in {source} do not fit its config: {first}") from None
+    if config.tie_embeddings:
+        model.lm_head.weight = model.embed_tokens.weight  # assign=True made two Parameters of one tensor
+    if config.position_embedding == "rope":
+        model.reset_rope_cache()
+    return model
+
+
+def _make_dir(out_dir: str | Path) -> Path:
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder (it is created if missing)")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"{path} not found: pass a .ckpt from `lit-gpt fit` or a folder from `lit-gpt export`")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path} is not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} is not a JSON object")
+    return data
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loading a model and tokenizer from any of the above
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[GPT, Tokenizer]:
+    """The model (in eval mode, on ``device``, float32 parameters) and its tokenizer, from any form in the module
+    docstring.
+
+    Raises:
+        ConfigError: if ``path`` is missing, is not one of those forms, lacks a file, holds weights that do not fit
+            its config, or (for a foreign Hugging Face folder) has no tokenizer lit_gpt can use; the message says
+            what to pass instead.
     """
     model, tokenizer = _load(path, model=True, tokenizer=True)
     return model.to(device).eval(), tokenizer
@@ -54,47 +255,100 @@ def _load(path: str | Path, model: bool, tokenizer: bool) -> tuple[GPT | None, T
     if not path.exists():
         raise ConfigError(f"checkpoint not found: {path}; {WHAT_TO_PASS}")
     if path.is_file():
-        checkpoint = _read_lightning(path)
+        checkpoint = read_training_checkpoint(path)
         spec = checkpoint["lit_gpt"].get("tokenizer")  # None when LitGPT was built without one
         build = partial(_model_from_lightning, checkpoint, path)
     else:
-        meta = export._read_json(path / "config.json")
-        if meta.get("format") == export.FORMAT:
-            spec, build = meta.get("tokenizer"), partial(export.load_folder, path)
+        meta = _read_json(path / "config.json")
+        if meta.get("format") == FORMAT:
+            spec, build = meta.get("tokenizer"), partial(load_folder, path)
         elif "model_type" in meta:
-            spec = export.tokenizer_spec_from_hf(path) if tokenizer else None
-            build = partial(export.from_hf, path)
+            spec = tokenizer_spec_from_hf(path) if tokenizer else None
+            build = partial(load_hf, path)
         else:
             raise ConfigError(f"{path}/config.json is not from lit_gpt or Hugging Face; {WHAT_TO_PASS}")
     if tokenizer and spec is None:
         raise ConfigError(
             f"{path} has no tokenizer lit_gpt can use (it reads its own records and GPT-2's BPE files); "
-            "load the model alone with lit_gpt.checkpoint.load_model"
+            "load the model alone with lit_gpt.load_model"
         )
     return (build() if model else None), (Tokenizer.from_spec(spec) if tokenizer else None)
 
 
 def _model_from_lightning(checkpoint: dict, path: Path) -> GPT:
     state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
-    return export.build_model(Config(**checkpoint["lit_gpt"]["config"]), state, path)
+    return build_model(Config(**checkpoint["lit_gpt"]["config"]), state, path)
 
 
-def _read_lightning(path: Path) -> dict:
-    """The checkpoint dict of a ``LitGPT`` ``.ckpt``, checked to hold our record and a state dict."""
+# ---------------------------------------------------------------------------------------------------------------
+# Training checkpoints: checked before a run resumes from one
+
+
+def read_training_checkpoint(path: str | Path) -> dict:
+    """The checkpoint dict of a ``.ckpt`` written by ``lit-gpt fit``, checked to hold our record and a state dict.
+
+    Read with ``torch.load(weights_only=True)`` (memory-mapped): a pickle that would run code, a truncated or
+    corrupted file, or any other file is refused without executing anything from it.
+
+    Raises:
+        ConfigError: naming ``path`` and why: unreadable (with the exception's type), not from lit_gpt, or from a
+            newer lit_gpt checkpoint format.
+    """
+    path = Path(path)
     try:
         with torch.serialization.safe_globals([Config]):  # hyper_parameters hold a Config when built from Python
             checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # unpickling raises many types for a file that is not a checkpoint
-        raise ConfigError(f"{path} is not a lit_gpt checkpoint ({type(err).__name__}); {WHAT_TO_PASS}") from None
+        why = type(err).__name__
+        raise ConfigError(f"{path} is not a readable lit_gpt checkpoint ({why}); {WHAT_TO_PASS}") from None
     record = checkpoint.get("lit_gpt") if isinstance(checkpoint, dict) else None
     if (
         not isinstance(record, dict)
         or not isinstance(record.get("config"), dict)
         or not isinstance(checkpoint.get("state_dict"), dict)
     ):
+        raise ConfigError(f"{path} is not a lit_gpt training checkpoint (no model config or weights); {WHAT_TO_PASS}")
+    if record.get("format") != CHECKPOINT_FORMAT:
         raise ConfigError(
-            f"{path} is not a lit_gpt training checkpoint (no model config or weights); {WHAT_TO_PASS}"
+            f"{path} has lit_gpt checkpoint format {record.get('format')!r}; this lit_gpt reads {CHECKPOINT_FORMAT}"
         )
-    if record.get("format") != 1:
-        raise ConfigError(f"{path} has lit_gpt checkpoint format {record.get('format')!r}; this lit_gpt reads format 1")
     return checkpoint
+
+
+def check_resumable(path: str | Path) -> None:
+    """Raise ``ConfigError`` unless ``path`` is a readable ``lit-gpt fit`` checkpoint to resume training from.
+
+    The message names the newest readable checkpoint in the same folder, if there is one, so a run whose
+    ``last.ckpt`` was cut short (a full disk, a kill during the write) can resume from the one before.
+    """
+    path = Path(path)
+    try:
+        checkpoint = read_training_checkpoint(path)
+    except ConfigError as err:
+        fallback = newest_readable_checkpoint(path.parent, exclude=path)
+        hint = (f"; the newest readable checkpoint in {path.parent} is {fallback}: resume with --ckpt_path {fallback}"
+                if fallback else f"; {path.parent} holds no other readable checkpoint")  # fmt: skip
+        raise ConfigError(f"cannot resume: {err}{hint}") from None
+    if "optimizer_states" not in checkpoint or "loops" not in checkpoint:
+        raise ConfigError(
+            f"cannot resume from {path}: it holds weights only (no optimizer or loop state); to start a new run from "
+            f"its weights use --model.init_weights {path}"
+        )
+
+
+def newest_readable_checkpoint(folder: str | Path, exclude: str | Path | None = None) -> Path | None:
+    """The most recently modified ``*.ckpt`` in ``folder`` that ``read_training_checkpoint`` accepts, or None."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    skip = Path(exclude).resolve() if exclude is not None else None
+    candidates = sorted(folder.glob("*.ckpt"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    for candidate in candidates:
+        if candidate.resolve() == skip:
+            continue
+        try:
+            read_training_checkpoint(candidate)
+        except ConfigError:
+            continue
+        return candidate
+    return None

@@ -1,6 +1,8 @@
 """Model configuration: one validated dataclass, a few named presets, and the parameter-count formula.
 
-Standard library only, so that building or inspecting a config never imports torch or Lightning.
+Standard library only, so that building or inspecting a config never imports torch, tiktoken or Lightning
+(``tests/test_layout.py`` checks it in a fresh interpreter). ``ConfigError`` lives in ``lit_gpt.errors`` and is
+re-exported here.
 """
 
 from __future__ import annotations
@@ -9,13 +11,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
+from lit_gpt.errors import ConfigError
 
-class ConfigError(ValueError):
-    """Bad user input (a config value, a data path, a sampling option).
-
-    The command line prints its message as one line and exits non-zero, without a traceback, so every
-    message says what was wrong and what to do instead.
-    """
+__all__ = ["PRESETS", "Config", "ConfigError"]
 
 
 @dataclass

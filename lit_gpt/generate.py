@@ -1,20 +1,18 @@
-"""Sampling from a trained checkpoint: ``lit-gpt generate --checkpoint PATH --prompt TEXT``.
+"""Sampling from a ``GPT``: temperature, top-k and top-p (nucleus) sampling, KV-cache decoding, left-padded batches.
 
-The checkpoint carries the model config and the tokenizer spec, so no YAML is needed. Decoding uses the
-model's KV cache (prefill, then one token per step), batches prompts of different lengths with left padding,
-stops at end-of-text or at stop strings, and streams text as it comes. No Lightning is imported here.
+``stream`` yields one token per row per step: the prompt is processed once into the model's KV cache (prefill),
+then each new token costs one single-token forward pass; a row that produced end-of-text keeps producing it.
+``generate`` collects the stream. The command around it is ``lit_gpt.cli.generate``. Torch only: no Lightning, no
+file I/O (``lit_gpt.load_checkpoint`` reads models).
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Iterator
 
 import torch
 
-from lit_gpt.checkpoint import load_checkpoint
-from lit_gpt.config import ConfigError
+from lit_gpt.errors import ConfigError
 from lit_gpt.model import GPT
 
 
@@ -107,24 +105,14 @@ def stream(
     check_sampling(temperature, top_k, top_p)
     if pad is not None and not use_cache:
         raise ValueError("left-padded batches need the KV cache (use_cache=True)")
-    B, block_size = idx.size(0), model.config.block_size
-    cache_length = min(idx.size(1) + max_new_tokens, block_size)
+    B = idx.size(0)
+    cache_length = min(idx.size(1) + max_new_tokens, model.config.block_size)
     finished = torch.zeros(B, dtype=torch.bool, device=idx.device)
     tokens = idx
     try:
         for step in range(max_new_tokens):
-            length = tokens.size(1)
-            if not use_cache:
-                hidden = model.hidden_states(tokens[:, -block_size:])
-            elif step == 0 or length > cache_length:  # prefill the prompt, or the window after an overflow
-                window = tokens[:, -cache_length:]
-                shift = length - window.size(1)
-                model.setup_kv_cache(B, cache_length, None if pad is None else (pad - shift).clamp(min=0))
-                hidden = model.hidden_states(window, input_pos=torch.arange(window.size(1), device=idx.device))
-            else:  # one new token at cache index length - 1
-                input_pos = torch.tensor([length - 1], device=idx.device)
-                hidden = model.hidden_states(tokens[:, -1:], input_pos=input_pos)
-            logits = model.lm_head(hidden[:, -1])  # (B, V): the head on the last position only
+            hidden = _last_hidden(model, tokens, step, cache_length, pad, use_cache)  # (B, C)
+            logits = model.lm_head(hidden)  # (B, V): the head on the last position only
             if vocab_size is not None:
                 logits[:, vocab_size:] = float("-inf")
             next_token = sample_next(logits, temperature, top_k, top_p, generator)  # (B, 1)
@@ -140,85 +128,26 @@ def stream(
             model.clear_kv_cache()
 
 
+def _last_hidden(model: GPT, tokens: torch.Tensor, step: int, cache_length: int, pad: torch.Tensor | None,
+                 use_cache: bool) -> torch.Tensor:  # fmt: skip
+    """Final hidden state (B, C) of the last position of ``tokens`` (B, L), through the KV cache when ``use_cache``:
+    at step 0, or once the sequence outgrew the cache, the last ``cache_length`` tokens are prefilled afresh;
+    otherwise only the newest token runs, at cache index L - 1."""
+    length = tokens.size(1)
+    if not use_cache:
+        return model.hidden_states(tokens[:, -model.config.block_size :])[:, -1]
+    if step == 0 or length > cache_length:
+        window = tokens[:, -cache_length:]
+        shift = length - window.size(1)
+        model.setup_kv_cache(tokens.size(0), cache_length, None if pad is None else (pad - shift).clamp(min=0))
+        return model.hidden_states(window, input_pos=torch.arange(window.size(1), device=tokens.device))[:, -1]
+    input_pos = torch.tensor([length - 1], device=tokens.device)
+    return model.hidden_states(tokens[:, -1:], input_pos=input_pos)[:, -1]
+
+
 def generate(model: GPT, idx: torch.Tensor, max_new_tokens: int, **kwargs) -> torch.Tensor:
     """``idx`` (B, T) extended by up to ``max_new_tokens`` tokens: (B, T + n), n < max_new_tokens only when every
     row reached ``eos_id``. Keyword arguments and errors as for ``stream``.
     """
     new = list(stream(model, idx, max_new_tokens, **kwargs))
     return torch.cat([idx, torch.stack(new, dim=1)], dim=1) if new else idx
-
-
-def _cut(text: str, stops: list[str]) -> tuple[str, bool]:
-    """``text`` up to the first stop string in it, and whether one was found."""
-    cuts = [text.find(s) for s in stops if s in text]
-    return (text[: min(cuts)], True) if cuts else (text, False)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``lit-gpt generate``: print continuations of ``--prompt``, streaming them when there is one."""
-    parser = argparse.ArgumentParser(prog="lit-gpt generate", description="Sample text from a lit_gpt checkpoint.")
-    parser.add_argument("--checkpoint", required=True,
-                        help="a .ckpt written by `lit-gpt fit`, or a folder written by `lit-gpt export`")  # fmt: skip
-    parser.add_argument("--prompt", action="append", help="text to continue (repeat for a batch); none starts "
-                        "from end-of-text")  # fmt: skip
-    parser.add_argument("--max_new_tokens", type=int, default=500, help="tokens to generate per sample")
-    parser.add_argument("--temperature", type=float, default=0.8, help="softmax temperature; 0 is greedy")
-    parser.add_argument("--top_k", type=int, default=None, help="sample among the k most likely tokens only")
-    parser.add_argument("--top_p", type=float, default=None, help="nucleus sampling mass, in (0, 1]")
-    parser.add_argument("--seed", type=int, default=None, help="seed for reproducible samples")
-    parser.add_argument("--num_samples", type=int, default=1, help="samples per prompt, generated as one batch")
-    parser.add_argument("--stop", action="append", default=[], help="stop a sample at this string (repeatable)")
-    parser.add_argument("--no_cache", action="store_true", help="recompute the context every step (slow)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args(argv)
-    check_sampling(args.temperature, args.top_k, args.top_p)
-    if args.max_new_tokens < 0 or args.num_samples < 1:
-        raise ConfigError("--max_new_tokens must be >= 0 and --num_samples >= 1")
-
-    model, tokenizer = load_checkpoint(args.checkpoint, args.device)
-    block_size = model.config.block_size
-    prompts = [p for p in (args.prompt or [""]) for _ in range(args.num_samples)]
-    encoded = []
-    for text in prompts:
-        ids = tokenizer.encode(text) if text else [tokenizer.eot_id]
-        if len(ids) > block_size:
-            print(f"warning: the prompt has {len(ids)} tokens, more than block_size {block_size}; keeping the last "
-                  f"{block_size}", file=sys.stderr)  # fmt: skip
-            ids = ids[-block_size:]
-        encoded.append(ids)
-    if len(set(map(len, encoded))) > 1 and args.no_cache:
-        raise ConfigError("prompts of different lengths are batched with the KV cache; drop --no_cache")
-    idx, pad = left_pad(encoded, tokenizer.eot_id)
-    generator = torch.Generator(args.device)
-    if args.seed is not None:
-        generator.manual_seed(args.seed)
-    else:
-        generator.seed()
-    tokens = stream(
-        model, idx.to(args.device), args.max_new_tokens, args.temperature, args.top_k, args.top_p,
-        tokenizer.vocab_size, generator, pad.to(args.device) if pad.any() else None, tokenizer.eot_id,
-        use_cache=not args.no_cache,
-    )  # fmt: skip
-    if len(prompts) == 1:  # stream: print text as it comes, holding back what could start a stop string
-        hold = max((len(s) for s in args.stop), default=1) - 1
-        print(prompts[0], end="", flush=True)
-        new: list[int] = []
-        shown = 0
-        for token in tokens:
-            if token.item() == tokenizer.eot_id:
-                break
-            new.append(token.item())
-            text, stopped = _cut(tokenizer.decode(new), args.stop)
-            if stopped:
-                break
-            if not text.endswith("\ufffd"):  # not in the middle of a multi-byte character
-                print(text[shown : len(text) - hold], end="", flush=True)
-                shown = max(shown, len(text) - hold)
-        print(text[shown:] if new else "", flush=True)
-        return
-    rows = torch.stack(list(tokens), dim=1).tolist() if args.max_new_tokens else [[] for _ in prompts]
-    for i, (head, row) in enumerate(zip(prompts, rows)):
-        row = row[: row.index(tokenizer.eot_id)] if tokenizer.eot_id in row else row
-        if i:
-            print("\n" + "-" * 40)
-        print(head + _cut(tokenizer.decode(row), args.stop)[0])

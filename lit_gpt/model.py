@@ -21,7 +21,9 @@ Module names follow Hugging Face ``LlamaForCausalLM`` (``q_proj``, ``gate_proj``
 Notation in shape comments: B batch size, T sequence length, C n_embd, nh n_head, nkv n_kv_head, hs head_size,
 V padded_vocab_size, S key length (T without a cache, the cache length with one).
 
-This file imports torch and the config only: no Lightning, no training policy (loss, optimizer) and no I/O.
+This file imports torch and the config only: no Lightning, no training policy (loss, optimizer), no parallelism
+(FSDP and tensor parallelism are applied from ``lit_gpt.train``) and no file I/O (``lit_gpt.checkpoint`` loads
+models: ``lit_gpt.load_model(path)``).
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.utils.checkpoint
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from lit_gpt.config import Config
@@ -88,14 +90,18 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
 
 
-def _fused_linear(x: torch.Tensor, linears: tuple[nn.Linear, ...]) -> tuple[torch.Tensor, ...]:
-    """``tuple(linear(x) for linear in linears)``, as one matmul over the concatenated weights when training.
+def _fused_linear(x: torch.Tensor, linears: tuple[nn.Module, ...]) -> tuple[torch.Tensor, ...]:
+    """``tuple(linear(x) for linear in linears)``, as one matmul over the concatenated weights when that is exact.
 
     In training one larger matmul runs faster than several small ones (q/k/v, gate/up; forward and backward), and
-    the modules (and their Hugging Face names) stay separate. Without autograd (evaluation, generation) each linear
-    runs on its own: concatenating the weights would re-read them every call, the bottleneck of KV-cache decoding.
+    the modules (and their Hugging Face names) stay separate. Fused only when every module is a plain
+    ``nn.Linear`` holding plain parameters: a wrapped or replaced layer (a LoRA adapter, a quantized layer) or a
+    tensor-subclass weight (a tensor-parallel ``DTensor``, a quantized tensor) runs its own ``forward``, which
+    fusing would silently bypass. Without autograd (evaluation, generation) each linear runs on its own:
+    concatenating the weights would re-read them every call, the bottleneck of KV-cache decoding.
     """
-    if not torch.is_grad_enabled():
+    plain = all(type(linear) is nn.Linear and type(linear.weight) is nn.Parameter for linear in linears)
+    if not (plain and torch.is_grad_enabled()):
         return tuple(linear(x) for linear in linears)
     weight = torch.cat([linear.weight for linear in linears])
     bias = None if linears[0].bias is None else torch.cat([linear.bias for linear in linears])
@@ -294,14 +300,6 @@ class GPT(nn.Module):
         device = self.embed_tokens.weight.device
         cos, sin = rope_cache(self.config.block_size, self.config.head_size, self.config.rope_theta)
         self.rope_cos, self.rope_sin = cos.to(device), sin.to(device)
-
-    @classmethod
-    def from_checkpoint(cls, path: str, device: str | torch.device = "cpu") -> "GPT":
-        """The trained model (eval mode) from a ``.ckpt`` of ``lit-gpt fit``, a ``lit-gpt export`` folder or a
-        Hugging Face Llama / GPT-2 folder; see ``lit_gpt.checkpoint.load_model`` for the errors it raises."""
-        from lit_gpt.checkpoint import load_model  # lit_gpt.checkpoint imports this module
-
-        return load_model(path, device)
 
     def num_params(self) -> int:
         """Number of distinct trainable parameters (a tied matrix counts once); equals ``config.num_params()``."""

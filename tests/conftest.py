@@ -1,8 +1,12 @@
-"""Shared fixtures: tiny configs, an in-process byte-level tokenizer, and the real corpora in ../shared/data."""
+"""Shared fixtures and helpers: tiny configs, an in-process byte-level tokenizer, the real corpora in ../shared/data,
+and the flags that run ``configs/tiny.yaml`` with every file under a temporary folder."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,6 +17,7 @@ from lit_gpt.config import Config
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("LIT_GPT_SHARED_DATA", REPO.parent / "shared" / "data"))
+TINY_CONFIG = REPO / "configs" / "tiny.yaml"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -28,13 +33,19 @@ def _seed_and_dtype():
     torch.set_default_dtype(torch.float32)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    """The repository root (configs/, lit_gpt/, tests/)."""
+    return REPO
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The shared data folder (Tiny Shakespeare, WikiText-2, TinyStories, the tiktoken cache)."""
     return SHARED_DATA
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shakespeare() -> Path:
     path = SHARED_DATA / "tinyshakespeare" / "input.txt"
     assert path.is_file(), f"Tiny Shakespeare not found at {path}; set LIT_GPT_SHARED_DATA to the shared data folder"
@@ -55,3 +66,84 @@ def byte_encoding() -> tiktoken.Encoding:
         mergeable_ranks={bytes([i]): i for i in range(256)},
         special_tokens={"<|endoftext|>": 256},
     )
+
+
+def tiny_args(shakespeare: Path, folder: Path, *extra, command: str = "fit") -> list[str]:
+    """``lit-gpt COMMAND`` arguments for configs/tiny.yaml on Tiny Shakespeare, with the token cache under
+    ``folder/cache``, TensorBoard runs under ``folder/runs`` and checkpoints under ``folder/ckpt``."""
+    return [
+        command, "--config", str(TINY_CONFIG), "--data.path", str(shakespeare),
+        "--data.cache_dir", str(folder / "cache"), "--trainer.logger.init_args.save_dir", str(folder / "runs"),
+        "--checkpoint.dirpath", str(folder / "ckpt"), *map(str, extra),
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def tiny(shakespeare: Path) -> Callable[..., list[str]]:
+    """``tiny(folder, *extra, command="fit")``: the arguments of a configs/tiny.yaml run with every file under
+    ``folder`` (for module-scoped runs; ``fit_args`` is the same under ``tmp_path``)."""
+    return lambda folder, *extra, command="fit": tiny_args(shakespeare, folder, *extra, command=command)
+
+
+@pytest.fixture
+def fit_args(shakespeare: Path, tmp_path: Path) -> Callable[..., list[str]]:
+    """``fit_args(*extra, command="fit")``: the arguments of a configs/tiny.yaml run (20 steps, seconds on a CPU)
+    with every file under ``tmp_path``; ``extra`` flags override the config."""
+    return lambda *extra, command="fit": tiny_args(shakespeare, tmp_path, *extra, command=command)
+
+
+def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar TensorBoard holds for a run folder: tag -> [(step, value), ...]."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+@pytest.fixture(scope="session")
+def scalars() -> Callable[[Path], dict[str, list[tuple[int, float]]]]:
+    """``scalars(run_dir)``: tag -> [(step, value), ...] from a TensorBoard run folder."""
+    return read_scalars
+
+
+def run_lit_gpt(*args, cwd: Path = REPO, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -m lit_gpt.cli ARGS`` in a fresh process; its output as text."""
+    command = [sys.executable, "-m", "lit_gpt.cli", *map(str, args)]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def run_cli() -> Callable[..., subprocess.CompletedProcess]:
+    """``run_cli(*args, cwd=REPO, timeout=300)``: ``python -m lit_gpt.cli ARGS`` in a fresh process."""
+    return run_lit_gpt
+
+
+@pytest.fixture
+def run_main(capsys) -> Callable[..., tuple[int, str, str]]:
+    """``run_main(*args)``: ``lit-gpt ARGS`` in this process (``lit_gpt.cli.main``); returns (exit status,
+    standard output, standard error). Faster than ``run_cli`` where a fresh process is not the point."""
+    from lit_gpt.cli import main
+
+    def run(*args) -> tuple[int, str, str]:
+        capsys.readouterr()  # start from empty buffers
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exit_info:
+            code = exit_info.code
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The lines of ``stderr`` that start with ``error:``."""
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+@pytest.fixture(scope="session")
+def errors() -> Callable[[str], list[str]]:
+    """``errors(stderr)``: the ``error:`` lines of a command's standard error."""
+    return error_lines

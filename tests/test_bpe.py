@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 import tiktoken
 
-from lit_gpt import bpe
-from lit_gpt.config import ConfigError
-from lit_gpt.prepare import load_split, prepare
+from lit_gpt import tokenizer as bpe_files
+from lit_gpt.cli.train_tokenizer import main as train_tokenizer
+from lit_gpt.data import bpe
+from lit_gpt.data.prepare import load_split, prepare
+from lit_gpt.errors import ConfigError
 from lit_gpt.tokenizer import Tokenizer
 
 # as in conftest.py, which holds no TinyStories fixture
@@ -47,7 +49,7 @@ def encoding(train_text) -> tiktoken.Encoding:
 
 @pytest.fixture
 def folder(encoding, tmp_path):
-    return bpe.save_bpe(encoding, tmp_path / "bpe")
+    return bpe_files.save_bpe(encoding, tmp_path / "bpe")
 
 
 def test_trained_vocabulary(encoding):
@@ -90,7 +92,7 @@ def test_saved_folder_loads_in_tiktoken_and_lit_gpt(encoding, folder, valid_text
         "format": "lit_gpt-bpe",
         "version": 1,
         "name": "tinystories-2k",
-        "pat_str": bpe.GPT2_PAT_STR,
+        "pat_str": bpe_files.GPT2_PAT_STR,
         "special_tokens": {"<|endoftext|>": VOCAB_SIZE - 1},
     }
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")  # tiktoken would otherwise cache the file by its path
@@ -147,7 +149,7 @@ def test_empty_corpus():
 
 def test_folder_without_files(folder, tmp_path):
     with pytest.raises(ConfigError, match="not found; train one"):
-        bpe.load_bpe(tmp_path / "missing")
+        bpe_files.load_bpe(tmp_path / "missing")
     (folder / "tokenizer.json").unlink()
     with pytest.raises(ConfigError, match="has no tokenizer.json.*train-tokenizer"):
         Tokenizer.from_name(str(folder))
@@ -171,7 +173,7 @@ def test_corrupt_tiktoken_file(folder, corrupt, message):
     file = folder / "tokenizer.tiktoken"
     file.write_text(corrupt(file.read_text()))
     with pytest.raises(ConfigError, match=message):
-        bpe.load_bpe(folder)
+        bpe_files.load_bpe(folder)
 
 
 def test_corrupt_tokenizer_json(folder):
@@ -179,13 +181,13 @@ def test_corrupt_tokenizer_json(folder):
     meta = json.loads(meta_file.read_text())
     meta_file.write_text("{not json")
     with pytest.raises(ConfigError, match="not valid JSON"):
-        bpe.load_bpe(folder)
+        bpe_files.load_bpe(folder)
     meta_file.write_text(json.dumps({**meta, "format": "other"}))
     with pytest.raises(ConfigError, match="not a lit_gpt-bpe version 1 file"):
-        bpe.load_bpe(folder)
+        bpe_files.load_bpe(folder)
     meta_file.write_text(json.dumps({**meta, "special_tokens": {"<|endoftext|>": 5}}))
     with pytest.raises(ConfigError, match="special token ids must be 1999 onwards"):
-        bpe.load_bpe(folder)
+        bpe_files.load_bpe(folder)
 
 
 def test_corrupt_spec(folder):
@@ -202,7 +204,8 @@ def test_main_trains_saves_and_prints_compression(tmp_path, train_text, capsys):
     (corpus / "a.txt").write_text(train_text[:200_000], encoding="utf-8")
     (corpus / "b.txt").write_bytes(train_text[200_000:300_000].encode("utf-8") + b"\xff bad byte\n")
     out = tmp_path / "tok"
-    bpe.main(["--data.path", str(corpus), "--vocab_size", "500", "--out", str(out), "--name", "mine"])
+    train_tokenizer(["train-tokenizer", "--data.path", str(corpus), "--vocab_size", "500", "--out", str(out),
+                     "--name", "mine"])  # fmt: skip
     printed = capsys.readouterr().out
     assert "trained a byte-level BPE of 500 tokens" in printed
     lines = printed.splitlines()
@@ -215,7 +218,8 @@ def test_main_trains_saves_and_prints_compression(tmp_path, train_text, capsys):
     assert tok.decode(tok.encode("Once upon a time \ufffd")) == "Once upon a time \ufffd"
 
     valid = TINYSTORIES / "valid.txt"
-    bpe.main(["--data.path", str(corpus / "a.txt"), "--vocab_size", "300", "--out", str(out), "--val_path", str(valid)])
+    train_tokenizer(["train-tokenizer", "--data.path", str(corpus / "a.txt"), "--vocab_size", "300", "--out", str(out),
+                     "--val_path", str(valid)])  # fmt: skip
     assert "compression on 794,375 bytes" in capsys.readouterr().out
     assert Tokenizer.from_name(str(out)).vocab_size == 300  # retrained in place, and not served from a cache
 
@@ -234,36 +238,26 @@ def test_main_bad_arguments(args, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "a.txt").write_text("hello world\n")
     with pytest.raises(ConfigError, match=message):
-        bpe.main(args)
+        train_tokenizer(["train-tokenizer", *args])
     assert not (tmp_path / "x").exists()
 
 
 def test_import_needs_neither_lightning_nor_tokenizers():
-    code = "import sys, lit_gpt.bpe; print(sorted({'lightning', 'tokenizers'} & set(sys.modules)))"
+    code = "import sys, lit_gpt.data.bpe; print(sorted({'lightning', 'tokenizers'} & set(sys.modules)))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
 
 
-def test_a_model_trains_and_samples_with_a_trained_bpe(folder, shared_data, tmp_path):
+@pytest.mark.slow
+def test_a_model_trains_and_samples_with_a_trained_bpe(folder, shared_data, fit_args, run_cli, tmp_path):
     """The whole path: `lit-gpt fit` on TinyStories with the BPE folder, then `lit-gpt generate` without it."""
     from lit_gpt.cli import main
 
-    repo = Path(__file__).resolve().parents[1]
     bpe_dir = tmp_path / "bpe-copy"
     shutil.copytree(folder, bpe_dir)
-    main([
-        "fit", "--config", str(repo / "configs" / "shakespeare-char.yaml"),
-        "--data.path", str(shared_data / "tinystories" / "valid.txt"), "--data.tokenizer", str(bpe_dir),
-        "--data.cache_dir", str(tmp_path / "cache"), "--model.config.n_layer", "1", "--model.config.n_embd", "32",
-        "--model.config.n_head", "2", "--trainer.max_steps", "10", "--trainer.val_check_interval", "10",
-        "--trainer.limit_val_batches", "5", "--trainer.enable_progress_bar", "false",
-        "--trainer.precision", "32-true", "--model.compile", "false",
-        "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"), "--checkpoint.dirpath", str(tmp_path / "ckpt"),
-    ])  # fmt: skip
+    main(fit_args("--data.path", shared_data / "tinystories" / "valid.txt", "--data.tokenizer", bpe_dir,
+                  "--trainer.max_steps", "10", "--trainer.limit_val_batches", "5"))  # fmt: skip
     shutil.rmtree(bpe_dir)  # the checkpoint carries the whole vocabulary
-    result = subprocess.run(
-        [sys.executable, "-m", "lit_gpt.cli", "generate", "--checkpoint", str(tmp_path / "ckpt" / "last.ckpt"),
-         "--prompt", "Once upon a time", "--max_new_tokens", "20", "--seed", "0"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    result = run_cli("generate", "--checkpoint", tmp_path / "ckpt" / "last.ckpt", "--prompt", "Once upon a time",
+                     "--max_new_tokens", "20", "--seed", "0", timeout=120)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("Once upon a time") and len(result.stdout) > len("Once upon a time") + 5

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lit_gpt.cli import main
 
@@ -16,31 +15,22 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 
 
-def run_cli(*args, cwd=REPO, timeout=300):
-    return subprocess.run(
-        [sys.executable, "-m", "lit_gpt.cli", *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=timeout
-    )
+@pytest.fixture(scope="module")
+def trained(tiny, tmp_path_factory):
+    """One configs/tiny.yaml run (20 steps, validations after 10 and 20) shared by the tests of this module; returns
+    its folder (cache/, runs/tiny/version_0, ckpt/)."""
+    folder = tmp_path_factory.mktemp("trained")
+    main(tiny(folder))
+    return folder
 
 
-def tiny_fit_args(shakespeare, tmp_path, *extra):
-    """Flags that shrink configs/shakespeare-char.yaml to seconds (float32, not compiled) and keep every file under
-    tmp_path."""
-    return [
-        "fit", "--config", REPO / "configs" / "shakespeare-char.yaml",
-        "--data.path", shakespeare, "--data.cache_dir", tmp_path / "cache",
-        "--model.config.n_layer", "1", "--model.config.n_embd", "32", "--model.config.n_head", "2",
-        "--trainer.max_steps", "20", "--trainer.val_check_interval", "10", "--model.warmup_steps", "5",
-        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-        "--trainer.logger.init_args.save_dir", tmp_path / "runs", "--checkpoint.dirpath", tmp_path / "ckpt",
-        "--trainer.precision", "32-true", "--model.compile", "false",  # exact float32, no compile time
-        *extra,
-    ]  # fmt: skip
-
-
-def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    events = EventAccumulator(str(run_dir))
-    events.Reload()
-    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+@pytest.fixture
+def sample(trained, run_main):
+    """A seeded 40-token sample from the trained checkpoint, and the arguments that made it."""
+    args = ["generate", "--checkpoint", trained / "ckpt" / "last.ckpt", "--prompt", "ROMEO:", "--max_new_tokens", "40"]
+    code, out, err = run_main(*args, "--seed", "7")
+    assert code == 0, err
+    return args, out
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.name for c in CONFIGS])
@@ -53,82 +43,114 @@ def test_every_config_parses(config, capsys):
     assert "model:" in printed and "data:" in printed and "checkpoint:" in printed
 
 
-def test_fit_writes_checkpoints_tensorboard_and_config_then_resumes(shakespeare, tmp_path, capsys):
-    main([str(a) for a in tiny_fit_args(shakespeare, tmp_path)])
-    ckpt_dir = tmp_path / "ckpt"
-    assert (ckpt_dir / "last.ckpt").is_file()
-    assert len(list(ckpt_dir.glob("step*-val_loss*.ckpt"))) == 1  # the best val/loss
-    run = tmp_path / "runs" / "shakespeare-char" / "version_0"
+def test_fit_writes_last_and_best_checkpoints(trained):
+    assert (trained / "ckpt" / "last.ckpt").is_file()
+    assert len(list((trained / "ckpt").glob("step*-val_loss*.ckpt"))) == 1  # the best val/loss
+    checkpoint = torch.load(trained / "ckpt" / "last.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == 20
+    assert checkpoint["lit_gpt"]["tokenizer"]["kind"] == "char"
+
+
+def test_fit_logs_losses_and_saves_its_config(trained, scalars):
+    run = trained / "runs" / "tiny" / "version_0"
     assert (run / "config.yaml").is_file()
     logged = scalars(run)
     assert {"train/loss", "val/loss", "val/ppl", "lr-AdamW/pg1"} <= set(logged)
     assert [step for step, _ in logged["val/loss"]] == [9, 19]
     assert logged["val/loss"][-1][1] < logged["val/loss"][0][1]
-    checkpoint = torch.load(ckpt_dir / "last.ckpt", weights_only=False)
-    assert checkpoint["global_step"] == 20
-    assert checkpoint["lit_gpt"]["tokenizer"]["kind"] == "char"
 
-    # resume from the last checkpoint and train 10 more steps
-    main([str(a) for a in tiny_fit_args(shakespeare, tmp_path, "--trainer.max_steps", "30", "--ckpt_path", "last")])
-    assert torch.load(ckpt_dir / "last.ckpt", weights_only=False)["global_step"] == 30
-    resumed = scalars(tmp_path / "runs" / "shakespeare-char" / "version_1")
+
+def test_resume_continues_from_the_last_step(fit_args, scalars, tmp_path):
+    main(fit_args())
+    main(fit_args("--trainer.max_steps", "30", "--ckpt_path", "last"))
+    assert torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)["global_step"] == 30
+    resumed = scalars(tmp_path / "runs" / "tiny" / "version_1")
     assert min(step for step, _ in resumed["train/loss"]) >= 20
     assert [step for step, _ in resumed["val/loss"]] == [29]
 
-    # evaluate it: `validate` and `test` both read the whole validation split
-    for subcommand, metric in (("validate", "val/loss"), ("test", "test/loss")):
-        args = [str(a) for a in tiny_fit_args(shakespeare, tmp_path, "--ckpt_path", ckpt_dir / "last.ckpt")]
-        main([subcommand, *args[1:]])
-        assert metric in capsys.readouterr().out
 
-    # sample from it: deterministic under a seed, and starting with the prompt
-    gen = ["generate", "--checkpoint", ckpt_dir / "last.ckpt", "--prompt", "ROMEO:", "--max_new_tokens", "40"]
-    first, second = run_cli(*gen, "--seed", "7"), run_cli(*gen, "--seed", "7")
-    other = run_cli(*gen, "--seed", "8", "--top_k", "5", "--top_p", "0.9")
-    assert first.returncode == 0, first.stderr
-    assert first.stdout == second.stdout and first.stdout.startswith("ROMEO:")
-    assert len(first.stdout.rstrip("\n")) == len("ROMEO:") + 40  # character-level: one token per character
-    assert other.returncode == 0 and other.stdout != first.stdout
-
-    # a stop string ends the sample before it; repeated prompts are decoded as one left-padded batch
-    stop = first.stdout[20:22]  # two characters from the middle of the sample
-    stopped = run_cli(*gen, "--seed", "7", "--stop", stop)
-    assert stopped.returncode == 0, stopped.stderr
-    assert stopped.stdout == first.stdout[: first.stdout.index(stop, len("ROMEO:"))] + "\n"
-    batch = run_cli(*gen, "--seed", "7", "--temperature", "0", "--prompt", "JULIET:\nO Romeo")
-    greedy = run_cli(*gen, "--seed", "7", "--temperature", "0")
-    assert batch.returncode == 0, batch.stderr
-    assert batch.stdout.startswith(greedy.stdout.rstrip("\n"))  # row 1 of the batch equals the prompt alone
-    assert "JULIET:\nO Romeo" in batch.stdout
-
-    # export to Hugging Face and to our format: sampling from either folder gives the same text
-    for fmt in ("hf", "lit_gpt"):
-        main(["export", "--checkpoint", str(ckpt_dir / "last.ckpt"), "--out", str(tmp_path / fmt), "--format", fmt])
-        exported = run_cli("generate", "--checkpoint", tmp_path / fmt, *gen[3:], "--seed", "7")
-        assert exported.returncode == 0, exported.stderr
-        assert exported.stdout == first.stdout
+@pytest.mark.parametrize("subcommand, metric", [("validate", "val/loss"), ("test", "test/loss")])
+def test_validate_and_test_read_the_whole_validation_split(trained, tiny, subcommand, metric, capsys):
+    main(tiny(trained, "--ckpt_path", trained / "ckpt" / "last.ckpt", command=subcommand))
+    assert metric in capsys.readouterr().out
 
 
-def test_killed_run_resumes_from_the_step_it_reached(shakespeare, tmp_path):
-    args = tiny_fit_args(shakespeare, tmp_path, "--trainer.max_steps", "100000", "--trainer.val_check_interval", "5")
-    process = subprocess.Popen([sys.executable, "-m", "lit_gpt.cli", *map(str, args)], cwd=REPO,
+def test_generate_is_deterministic_under_a_seed(sample, run_main):
+    args, text = sample
+    again, other = run_main(*args, "--seed", "7"), run_main(*args, "--seed", "8", "--top_k", "5", "--top_p", "0.9")
+    assert again[1] == text and text.startswith("ROMEO:")
+    assert len(text.rstrip("\n")) == len("ROMEO:") + 40  # character-level: one token per character
+    assert other[0] == 0 and other[1] != text
+
+
+def test_generate_stops_before_a_stop_string(sample, run_main):
+    args, text = sample
+    stop = text[20:22]  # two characters from the middle of the sample
+    code, out, err = run_main(*args, "--seed", "7", "--stop", stop)
+    assert code == 0, err
+    assert out == text[: text.index(stop, len("ROMEO:"))] + "\n"
+
+
+def test_generate_batches_prompts_of_different_lengths(sample, run_main):
+    args, _ = sample
+    code, batch, err = run_main(*args, "--temperature", "0", "--prompt", "JULIET:\nO Romeo")
+    greedy = run_main(*args, "--temperature", "0")[1]
+    assert code == 0, err
+    assert batch.startswith(greedy.rstrip("\n"))  # row 1 of the batch equals the prompt alone
+    assert "JULIET:\nO Romeo" in batch
+
+
+@pytest.mark.parametrize("fmt", ["hf", "lit_gpt"])
+def test_sampling_an_exported_folder_gives_the_same_text(trained, sample, run_main, fmt, tmp_path):
+    args, text = sample
+    assert run_main("export", "--checkpoint", trained / "ckpt" / "last.ckpt", "--out", tmp_path / fmt,
+                    "--format", fmt)[0] == 0  # fmt: skip
+    code, out, err = run_main("generate", "--checkpoint", tmp_path / fmt, *args[3:], "--seed", "7")
+    assert code == 0, err
+    assert out == text
+
+
+def test_generate_in_a_fresh_process_prints_the_same_sample(sample, run_cli):
+    """The console path: the `python -m lit_gpt.cli` process prints what lit_gpt.cli.main printed in-process."""
+    args, text = sample
+    result = run_cli(*args, "--seed", "7")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == text
+
+
+def test_long_prompt_is_cropped_with_a_warning(trained, shakespeare, run_main):
+    prompt = shakespeare.read_text()[:500]
+    code, out, err = run_main("generate", "--checkpoint", trained / "ckpt" / "last.ckpt", "--prompt", prompt,
+                              "--max_new_tokens", "5", "--seed", "0")  # fmt: skip
+    assert code == 0, err
+    assert "warning: the prompt has 500 tokens, more than block_size 64; keeping the last 64" in err
+    assert out.startswith(prompt) and len(out.rstrip("\n")) == 500 + 5  # the whole prompt echoed
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_the_step_it_reached(fit_args, scalars, tmp_path):
+    args = fit_args("--trainer.max_steps", "100000", "--trainer.val_check_interval", "5")
+    process = subprocess.Popen([sys.executable, "-m", "lit_gpt.cli", *args], cwd=REPO,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     last = tmp_path / "ckpt" / "last.ckpt"
     deadline = time.monotonic() + 240
+    # kill it without warning once it has written a second checkpoint (read it: the write is complete)
     while time.monotonic() < deadline and process.poll() is None:
         if last.exists() and len(list(last.parent.glob("*.ckpt"))) >= 2:
-            time.sleep(1.5)  # let it train past the checkpoint, then kill it without warning
-            break
-        time.sleep(0.2)
+            try:
+                if torch.load(last, weights_only=False)["global_step"] >= 10:
+                    break
+            except Exception:  # caught in the middle of a rename
+                pass
+        time.sleep(0.1)
     process.send_signal(signal.SIGKILL)
     process.wait()
     reached = torch.load(last, weights_only=False)["global_step"]
-    assert reached >= 5 and reached % 5 == 0
+    assert reached >= 10 and reached % 5 == 0
 
-    main([str(a) for a in tiny_fit_args(shakespeare, tmp_path, "--trainer.max_steps", str(reached + 10),
-                                        "--trainer.val_check_interval", "5", "--ckpt_path", "last")])  # fmt: skip
+    main(fit_args("--trainer.max_steps", str(reached + 10), "--trainer.val_check_interval", "5", "--ckpt_path", "last"))
     assert torch.load(last, weights_only=False)["global_step"] == reached + 10  # ten steps: train/loss is logged
-    versions = sorted((tmp_path / "runs" / "shakespeare-char").glob("version_*"))
+    versions = sorted((tmp_path / "runs" / "tiny").glob("version_*"))
     resumed = scalars(versions[-1])
     assert min(step for step, _ in resumed["train/loss"]) >= reached
 
@@ -147,18 +169,17 @@ def test_killed_run_resumes_from_the_step_it_reached(shakespeare, tmp_path):
         (["--data.path", "{tmp}/nothing-here"], "has no .txt or .jsonl files"),
     ],
 )
-def test_bad_training_input_is_one_error_line(shakespeare, tmp_path, capsys, flags, message):
+def test_bad_training_input_is_one_error_line(fit_args, errors, tmp_path, capsys, flags, message):
     (tmp_path / "empty.txt").write_text("")
     (tmp_path / "short.txt").write_text("Too short to hold one window of 65 characters.")
     (tmp_path / "bad.jsonl").write_text('{"text": "fine"}\n{"text": broken\n')
     (tmp_path / "utf16.txt").write_bytes("hello".encode("utf-16"))
     (tmp_path / "nothing-here").mkdir()
-    flags = [f.replace("{tmp}", str(tmp_path)) for f in flags]
     with pytest.raises(SystemExit) as exit_info:
-        main([str(a) for a in tiny_fit_args(shakespeare, tmp_path)] + flags)
+        main(fit_args(*[f.replace("{tmp}", str(tmp_path)) for f in flags]))
     assert exit_info.value.code == 2
-    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and message in errors[0]
+    lines = errors(capsys.readouterr().err)
+    assert len(lines) == 1 and message in lines[0]
 
 
 def test_unknown_key_in_yaml(tmp_path, capsys):
@@ -170,37 +191,20 @@ def test_unknown_key_in_yaml(tmp_path, capsys):
     assert "model.config.n_layers" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(
-    "flags, message",
-    [
-        (["--top_p", "1.5"], "--top_p must be in (0, 1]"),
-        (["--top_p", "0"], "--top_p must be in (0, 1]"),
-        (["--temperature", "-1"], "--temperature must be >= 0"),
-        (["--checkpoint", "pyproject.toml"], "is not a lit_gpt checkpoint"),
-        (["--checkpoint", "nowhere.ckpt"], "checkpoint not found"),
-    ],
-)
-def test_bad_generation_input_exits_with_one_line(flags, message):
-    result = run_cli("generate", "--checkpoint", "nowhere.ckpt", "--prompt", "hi", *flags)
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [result.stderr.strip()]  # one line
-    assert message in result.stderr and "Traceback" not in result.stderr
+def test_unknown_command_is_one_error_line(capsys, errors):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fitt", "--config", "x.yaml"])
+    assert exit_info.value.code == 2
+    assert errors(capsys.readouterr().err) == [
+        "error: unknown command 'fitt'; choose one of fit, validate, test, prepare, lr-find, generate, export, "
+        "presets, train-tokenizer (see `lit-gpt --help`)"
+    ]
 
 
-def test_long_prompt_is_cropped_with_a_warning(shakespeare, tmp_path):
-    main([str(a) for a in tiny_fit_args(shakespeare, tmp_path, "--trainer.max_steps", "2")])
-    prompt = shakespeare.read_text()[:500]
-    result = run_cli("generate", "--checkpoint", tmp_path / "ckpt" / "last.ckpt", "--prompt", prompt,
-                     "--max_new_tokens", "5", "--seed", "0")  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert "warning: the prompt has 500 tokens, more than block_size 64; keeping the last 64" in result.stderr
-    assert result.stdout.startswith(prompt) and len(result.stdout.rstrip("\n")) == 500 + 5  # the whole prompt echoed
-
-
-def test_console_script_reports_bad_input_without_traceback(tmp_path):
+def test_console_script_reports_bad_input_without_traceback(run_cli, tmp_path):
     result = run_cli("fit", "--config", REPO / "configs" / "shakespeare-char.yaml",
-                     "--data.path", tmp_path / "none.txt", "--data.download_url", "null",
-                     "--checkpoint.dirpath", tmp_path)  # fmt: skip
+                         "--data.path", tmp_path / "none.txt", "--data.download_url", "null",
+                         "--checkpoint.dirpath", tmp_path)  # fmt: skip
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: corpus not found")
@@ -208,14 +212,84 @@ def test_console_script_reports_bad_input_without_traceback(tmp_path):
 
 def test_prepare_ahead_of_training(shakespeare, tmp_path, capsys):
     main(["prepare", "--config", str(REPO / "configs" / "shakespeare-char.yaml"), "--data.path", str(shakespeare),
-          "--data.cache_dir", str(tmp_path / "cache")])  # fmt: skip
+          "--data.cache_dir", str(tmp_path / "cache"), "--trainer.max_steps", "5",
+          "--data.batch_size", "4"])  # fmt: skip
     out = capsys.readouterr().out
     assert f"in {tmp_path / 'cache'}" in out
     assert "train: 1,003,855 tokens, 1 documents, 1 shard(s)" in out  # 90% of the 1,115,394 characters
     assert (tmp_path / "cache" / "meta.json").is_file()
 
 
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--data.pth", "x"], "unrecognized arguments: --data.pth x"),
+        (["--data.val_fraction", "two"], "data.val_fraction"),
+        (["--data.path", "{tmp}/missing.txt", "--data.download_url", "null"], "corpus not found"),
+        (["--config", "{tmp}/nowhere.yaml"], "cannot read --config"),
+        (["stray"], "unexpected argument 'stray'"),
+    ],
+)
+def test_bad_prepare_input_is_one_error_line(shakespeare, tmp_path, capsys, errors, flags, message):
+    flags = [f.replace("{tmp}", str(tmp_path)) for f in flags]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["prepare", "--config", str(REPO / "configs" / "shakespeare-char.yaml"), "--data.path", str(shakespeare),
+              "--data.cache_dir", str(tmp_path / "cache"), *flags])  # fmt: skip
+    assert exit_info.value.code == 2
+    lines = errors(capsys.readouterr().err)
+    assert len(lines) == 1 and message in lines[0], lines
+
+
 def test_presets_listing(capsys):
     main(["presets"])
     out = capsys.readouterr().out
     assert "124,439,808" in out and "40,541,952" in out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["presets", "--vocab_size", "many"], "argument --vocab_size: invalid int value: 'many'"),
+        (["presets", "--vocab_size", "0"], "Config.vocab_size must be a positive integer"),
+        (["export", "--checkpoint", "x.ckpt"], "the following arguments are required: --out"),
+        (["export", "--checkpoint", "nowhere.ckpt", "--out", "{tmp}/out"], "checkpoint not found"),
+        (["train-tokenizer", "--data.path", "{shakespeare}", "--vocab_size", "100", "--out", "{tmp}/t"],
+         "vocab_size must be an integer from 257"),
+        (["lr-find", "--lr_find.min_lr", "2", "--lr_find.max_lr", "1"], "need 0 < --lr_find.min_lr"),
+    ],
+)
+def test_every_command_reports_bad_input_as_one_error_line(shakespeare, tmp_path, capsys, errors, args, message):
+    args = [a.replace("{tmp}", str(tmp_path)).replace("{shakespeare}", str(shakespeare)) for a in args]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    lines = errors(captured.err)
+    assert len(lines) == 1 and message in lines[0], captured.err
+    assert "usage:" not in captured.err
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--top_p", "1.5"], "--top_p must be in (0, 1]"),
+        (["--top_p", "0"], "--top_p must be in (0, 1]"),
+        (["--temperature", "-1"], "--temperature must be >= 0"),
+        (["--checkpoint", "pyproject.toml"], "is not a readable lit_gpt checkpoint"),
+        (["--checkpoint", "nowhere.ckpt"], "checkpoint not found"),
+        (["--max_new_tokens", "many"], "argument --max_new_tokens: invalid int value"),
+    ],
+)
+def test_bad_generation_input_exits_with_one_line(run_main, monkeypatch, flags, message):
+    monkeypatch.chdir(REPO)
+    code, _, err = run_main("generate", "--checkpoint", "nowhere.ckpt", "--prompt", "hi", *flags)
+    assert code == 2
+    assert err.strip().splitlines() == [err.strip()]  # one line
+    assert message in err and "Traceback" not in err
+
+
+def test_bad_generation_input_in_a_fresh_process_is_one_line(run_cli):
+    result = run_cli("generate", "--checkpoint", "pyproject.toml", "--prompt", "hi")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert "is not a readable lit_gpt checkpoint" in result.stderr

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from lit_gpt import corpus
-from lit_gpt.config import ConfigError
-from lit_gpt.corpus import Cleaning, CorpusStats, clean, iter_documents
+from lit_gpt.data import corpus
+from lit_gpt.data.corpus import Cleaning, CorpusStats, clean, iter_documents
+from lit_gpt.errors import ConfigError
 
 SHARED_DATA = Path(os.environ.get("LIT_GPT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 TINYSTORIES_HEAD = SHARED_DATA / "tinystories" / "TinyStoriesV2-GPT4-train.head.txt"

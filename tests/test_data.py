@@ -4,11 +4,12 @@ import os
 import numpy as np
 import pytest
 
-from lit_gpt.config import ConfigError
-from lit_gpt.corpus import Cleaning
-from lit_gpt.data import IGNORE_INDEX, RandomWindowBatches, TextDataModule, TrainWindows, ValidationWindows
-from lit_gpt.prepare import load_split, prepare, read_meta
+from lit_gpt.data.corpus import Cleaning
+from lit_gpt.data.prepare import load_split, prepare, read_meta
+from lit_gpt.data.windows import IGNORE_INDEX, RandomWindowBatches, TrainWindows, ValidationWindows
+from lit_gpt.errors import ConfigError
 from lit_gpt.tokenizer import Tokenizer
+from lit_gpt.train.datamodule import TextDataModule
 
 
 def load_tokens(out_dir, split, meta):
@@ -264,7 +265,7 @@ def test_corrupt_token_ids_are_refused(tmp_path):
 
 
 def test_interrupted_preparation_is_not_trusted(tmp_path, monkeypatch):
-    import lit_gpt.prepare as prep
+    import lit_gpt.data.prepare as prep
 
     (tmp_path / "a.txt").write_text("hello world " * 100)
     prepare(tmp_path / "a.txt", "char", tmp_path / "out")
@@ -284,7 +285,7 @@ def test_interrupted_preparation_is_not_trusted(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("encoding", ["gpt2", "cl100k_base"])
 def test_pieces_are_cut_where_tokens_do_not_change(shared_data, monkeypatch, encoding):
-    import lit_gpt.prepare as prep
+    import lit_gpt.data.prepare as prep
 
     monkeypatch.setattr(prep, "PIECE_CHARS", 64)  # cut at nearly every allowed newline
     tok = Tokenizer.from_name(encoding)
@@ -304,7 +305,7 @@ def test_processes_preparing_one_folder_take_turns(shared_data, tmp_path):
     import sys
 
     code = (
-        "import sys, json; from lit_gpt.prepare import prepare, load_split; "
+        "import sys, json; from lit_gpt.data.prepare import prepare, load_split; "
         "meta = prepare(sys.argv[1], 'gpt2', sys.argv[2], split_by='tail'); load_split(sys.argv[2], 'train', meta); "
         "print(json.dumps(meta['tokens']))"
     )

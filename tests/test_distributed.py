@@ -14,9 +14,10 @@ from torch.utils.data import DataLoader
 
 from lit_gpt.checkpoint import load_model
 from lit_gpt.cli import main
-from lit_gpt.data import IGNORE_INDEX, RandomWindowBatches, TextDataModule, TrainWindows, ValidationWindows
-from tests.test_cli import REPO, scalars, tiny_fit_args
+from lit_gpt.data.windows import IGNORE_INDEX, RandomWindowBatches, TrainWindows, ValidationWindows
+from lit_gpt.train.datamodule import TextDataModule
 
+REPO = Path(__file__).resolve().parents[1]
 CONSOLE_SCRIPT = Path(sys.executable).parent / "lit-gpt"
 
 
@@ -35,7 +36,7 @@ class RecordBatches(Callback):
 
 
 def token_mean_loss(model, windows) -> float:
-    """Cross-entropy over every target of ``windows`` (the exact val/loss of lit_gpt.lit_module)."""
+    """Cross-entropy over every target of ``windows`` (the exact val/loss of lit_gpt.train.module.LitGPT)."""
     total, count = 0.0, 0
     with torch.no_grad():
         for x, y in DataLoader(windows, batch_size=64):
@@ -47,18 +48,17 @@ def token_mean_loss(model, windows) -> float:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["python -m lit_gpt.cli", "lit-gpt"])
-def test_ddp_on_cpu_trains_two_ranks_on_different_batches(shakespeare, tmp_path, launcher):
+def test_ddp_on_cpu_trains_two_ranks_on_different_batches(shakespeare, fit_args, scalars, tmp_path, launcher):
     if launcher == "lit-gpt" and not CONSOLE_SCRIPT.is_file():
         pytest.skip(f"no console script at {CONSOLE_SCRIPT}")
     command = [sys.executable, "-m", "lit_gpt.cli"] if launcher != "lit-gpt" else [str(CONSOLE_SCRIPT)]
     probe = '{"class_path": "tests.test_distributed.RecordBatches", "init_args": {"out": "%s"}}' % tmp_path
-    args = tiny_fit_args(shakespeare, tmp_path, "--trainer.max_steps", "6", "--trainer.val_check_interval", "3",
-                         "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
-                         "--trainer.callbacks", probe)  # fmt: skip
+    args = fit_args("--trainer.max_steps", "6", "--trainer.val_check_interval", "3", "--trainer.devices", "2",
+                    "--trainer.strategy", "ddp", "--trainer.callbacks", probe)  # fmt: skip
     # Lightning starts rank 1 by running this same command line again (its subprocess launcher).
     env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_PORT")}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])  # the probe's module, for both ranks
-    result = subprocess.run([*command, *map(str, args)], cwd=REPO, env=env, capture_output=True, text=True,
+    result = subprocess.run([*command, *args], cwd=REPO, env=env, capture_output=True, text=True,
                             timeout=600)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]  # 134 when a gloo process group outlives the interpreter
     assert "distributed_backend=gloo" in result.stderr and "Starting with 2 processes" in result.stderr
@@ -78,7 +78,7 @@ def test_ddp_on_cpu_trains_two_ranks_on_different_batches(shakespeare, tmp_path,
     # one optimizer step per batch pair; val/loss is the mean over the whole split, reduced across the two ranks
     checkpoint = tmp_path / "ckpt" / "last.ckpt"
     assert torch.load(checkpoint, weights_only=False)["global_step"] == 6
-    logged = scalars(tmp_path / "runs" / "shakespeare-char" / "version_0")
+    logged = scalars(tmp_path / "runs" / "tiny" / "version_0")
     assert [step for step, _ in logged["val/loss"]] == [2, 5]
     model = load_model(checkpoint)
     full = token_mean_loss(model, ValidationWindows(data.val_tokens, 64))
@@ -97,9 +97,9 @@ def test_fsdp_and_deepspeed_are_strategy_names(capsys):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("deepspeed") is not None, reason="DeepSpeed is installed")
-def test_deepspeed_without_the_package_is_one_error_line(shakespeare, tmp_path, capsys):
+def test_deepspeed_without_the_package_is_one_error_line(fit_args, errors, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main([str(a) for a in tiny_fit_args(shakespeare, tmp_path, "--trainer.strategy", "deepspeed")])
+        main(fit_args("--trainer.strategy", "deepspeed"))
     assert exit_info.value.code == 2
-    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "pip install -U deepspeed" in errors[0]
+    lines = errors(capsys.readouterr().err)
+    assert len(lines) == 1 and "pip install -U deepspeed" in lines[0]

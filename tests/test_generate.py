@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lit_gpt.config import ConfigError
+from lit_gpt.errors import ConfigError
 from lit_gpt.generate import generate, sample_next
 from lit_gpt.model import GPT
 

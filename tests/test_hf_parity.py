@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch.testing import assert_close
 
+from lit_gpt.checkpoint import load_hf, save_hf
 from lit_gpt.config import Config
-from lit_gpt.export import from_hf, to_hf
 from lit_gpt.generate import generate
 from lit_gpt.model import GPT, RMSNorm, apply_rope, rope_cache
 from lit_gpt.tokenizer import Tokenizer
@@ -73,7 +73,7 @@ def load_hf_quietly(folder) -> tuple[torch.nn.Module, list[str]]:
 def test_exported_model_matches_transformers(name, tmp_path):
     config = CONFIGS[name]
     model = randomize(GPT(config))
-    arch = to_hf(model, char_tokenizer(), tmp_path)
+    arch = save_hf(model, char_tokenizer(), tmp_path)
     hf, messages = load_hf_quietly(tmp_path)
     assert messages == []  # no missing, unexpected or newly initialised weights, no config complaints
     llama = config.position_embedding == "rope"
@@ -118,7 +118,7 @@ def test_transformers_model_imports(name, tmp_path):
         )
         hf = transformers.GPT2LMHeadModel(hf_config)
     randomize(hf).save_pretrained(tmp_path)
-    model = from_hf(tmp_path).eval()
+    model = load_hf(tmp_path).eval()
     assert model.config.tie_embeddings == hf_config.tie_word_embeddings
     idx = torch.randint(0, 99, (2, 32))
     with torch.no_grad():

@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from lightning.pytorch import Trainer
 
 from lit_gpt.config import Config, ConfigError
-from lit_gpt.data import TextDataModule
-from lit_gpt.lit_module import LitGPT, lr_at
+from lit_gpt.train.datamodule import TextDataModule
+from lit_gpt.train.module import LitGPT, lr_at
 
 
 def test_lr_schedule_values():
@@ -80,12 +80,12 @@ def test_trainer_fits_a_few_steps(shakespeare, tmp_path):
 
 
 def test_init_weights_from_a_hugging_face_folder(tiny_config, byte_encoding, tmp_path):
-    from lit_gpt.export import to_hf
+    from lit_gpt.checkpoint import save_hf
     from lit_gpt.tokenizer import Tokenizer
 
     config = Config(**{**tiny_config.to_dict(), "vocab_size": 257})
     source = LitGPT(config).model
-    to_hf(source, Tokenizer(encoding=byte_encoding), tmp_path / "hf")
+    save_hf(source, Tokenizer(encoding=byte_encoding), tmp_path / "hf")
     module = LitGPT(Config(**{**config.to_dict(), "dropout": 0.1}), init_weights=str(tmp_path / "hf"))
     for (name, a), b in zip(source.state_dict().items(), module.model.state_dict().values()):
         assert torch.equal(a, b), name

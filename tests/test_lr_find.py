@@ -2,27 +2,25 @@
 
 import math
 import re
-from types import SimpleNamespace
 
 import pytest
 import torch
-from lightning.pytorch.tuner.lr_finder import _LRCallback
 
-from lit_gpt import lr_find
 from lit_gpt.cli import main
-from lit_gpt.lit_module import LitGPT
-from tests.test_cli import tiny_fit_args
+from lit_gpt.train import lr_find
+from lit_gpt.train.module import LitGPT
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def lr_find_args(shakespeare, tmp_path, *extra):
-    """tiny_fit_args for `lr-find`, with no validation during the search (Lightning would run it)."""
-    args = tiny_fit_args(shakespeare, tmp_path, "--trainer.val_check_interval", "1000", *extra)
-    return ["lr-find", *map(str, args[1:])]
+@pytest.fixture
+def lr_find_args(fit_args):
+    """``lr_find_args(*extra)``: configs/tiny.yaml for `lr-find`, with no validation during the search (Lightning
+    would run it)."""
+    return lambda *extra: fit_args("--trainer.val_check_interval", "1000", *extra, command="lr-find")
 
 
-def test_lr_find_sweeps_the_learning_rate_and_prints_a_suggestion(shakespeare, tmp_path, monkeypatch, capsys):
+def test_lr_find_sweeps_the_learning_rate_and_prints_a_suggestion(lr_find_args, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # Lightning's temporary checkpoint goes to the working directory
     seen = []  # (the module, its hparams.learning_rate, each parameter group's lr) at every optimizer step
     optimizer_step = LitGPT.optimizer_step
@@ -33,11 +31,11 @@ def test_lr_find_sweeps_the_learning_rate_and_prints_a_suggestion(shakespeare, t
 
     monkeypatch.setattr(LitGPT, "optimizer_step", recording_step)
     plotted, save_plot = [], lr_find.save_plot
-    monkeypatch.setattr(lr_find, "save_plot", lambda f, *a: (plotted.append(f.results), save_plot(f, *a)))
+    monkeypatch.setattr(lr_find, "save_plot", lambda test, *a: (plotted.append(test), save_plot(test, *a)))
     # a warmup longer than the search: if LitGPT's schedule were still active it would scale every rate down
     flags = ["--model.warmup_steps", "1000", "--lr_find.min_lr", "1e-5", "--lr_find.max_lr", "0.1",
              "--lr_find.num_training", "20", "--lr_find.early_stop_threshold", "0"]  # fmt: skip
-    main(lr_find_args(shakespeare, tmp_path, *flags))
+    main(lr_find_args(*flags))
     out = capsys.readouterr().out
 
     match = re.search(r"^suggested learning rate: (\S+) .*--model\.learning_rate (\S+)$", out, re.MULTILINE)
@@ -56,22 +54,22 @@ def test_lr_find_sweeps_the_learning_rate_and_prints_a_suggestion(shakespeare, t
     assert len({id(module) for module, _, _ in seen}) == 1
 
     # the curve starts at the loss of the initial model, about ln(65) for 65 characters, not half of it
-    (results,) = plotted
-    assert results["lr"] == pytest.approx(rates)
-    assert abs(results["loss"][0] - math.log(65)) < 0.3
+    (test,) = plotted
+    assert test.lrs == pytest.approx(rates)
+    assert abs(test.losses[0] - math.log(65)) < 0.3
 
     # the plot in the logger's folder, with nothing else written: no run, no checkpoint, no config
-    plot = tmp_path / "runs" / "shakespeare-char" / "lr_find.png"
+    plot = tmp_path / "runs" / "tiny" / "lr_find.png"
     assert f"plot: {plot}" in out
     assert plot.read_bytes().startswith(PNG_MAGIC)
     written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if "cache" not in p.parts)
-    assert written == ["runs", "runs/shakespeare-char", "runs/shakespeare-char/lr_find.png"]
+    assert written == ["runs", "runs/tiny", "runs/tiny/lr_find.png"]
 
 
-def test_lr_find_writes_the_plot_where_asked(shakespeare, tmp_path, monkeypatch, capsys):
+def test_lr_find_writes_the_plot_where_asked(lr_find_args, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     plot = tmp_path / "plots" / "sweep.png"
-    main(lr_find_args(shakespeare, tmp_path, "--lr_find.num_training", "15", "--lr_find.plot", plot))
+    main(lr_find_args("--lr_find.num_training", "15", "--lr_find.plot", plot))
     assert plot.read_bytes().startswith(PNG_MAGIC)
     assert "--model.learning_rate " in capsys.readouterr().out
     assert not (tmp_path / "runs").exists() and not (tmp_path / "ckpt").exists()
@@ -91,10 +89,10 @@ def test_lr_find_writes_the_plot_where_asked(shakespeare, tmp_path, monkeypatch,
         (["--model.config.n_layr", "2"], "unrecognized arguments: --model.config.n_layr"),
     ],
 )
-def test_bad_lr_find_input_is_one_error_line(shakespeare, tmp_path, monkeypatch, capsys, flags, message):
+def test_bad_lr_find_input_is_one_error_line(lr_find_args, tmp_path, monkeypatch, capsys, errors, flags, message):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_info:
-        main(lr_find_args(shakespeare, tmp_path, *flags))
+        main(lr_find_args(*flags))
     assert exit_info.value.code == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0], errors
@@ -107,14 +105,10 @@ def test_lr_find_help(capsys):
     assert "--lr_find.num_training" in out and "--lr_find.plot" in out and "lit-gpt fit --help" in out
 
 
-def test_unbias_recovers_a_constant_loss_from_lightnings_smoothing():
-    callback = _LRCallback(num_training=30, early_stop_threshold=None)  # Lightning's own smoothing, fed by hand
-    for step in range(1, 31):
-        trainer = SimpleNamespace(fit_loop=SimpleNamespace(batch_idx=step - 1), accumulate_grad_batches=1,
-                                  global_step=step, should_stop=False, strategy=SimpleNamespace(broadcast=lambda x: x))
-        callback.on_train_batch_end(trainer, None, torch.tensor(3.0), None, step - 1)
-    losses = lr_find.unbias(callback.losses) if lr_find.smoothing_is_off_by_one() else callback.losses
-    assert losses == pytest.approx([3.0] * 30)
+def test_unbias_divides_by_the_adam_correction_of_k_losses():
+    beta = lr_find.BETA
+    biased = [3.0 * (1 - beta ** (k + 1)) / (1 - beta ** (k + 2)) for k in range(30)]  # Lightning 2.6's curve
+    assert lr_find.unbias(biased) == pytest.approx([3.0] * 30)
 
 
 def test_steepest_descent_is_measured_per_factor_of_learning_rate():

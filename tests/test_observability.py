@@ -9,14 +9,15 @@ from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.loggers import CSVLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
-from test_cli import scalars, tiny_fit_args
 
-from lit_gpt.callbacks import TextSamples, ThroughputMonitor
-from lit_gpt.cli import lightning_cli, main
-from lit_gpt.config import Config, ConfigError
-from lit_gpt.lit_module import LitGPT
+from lit_gpt.cli import main
+from lit_gpt.config import Config
+from lit_gpt.errors import ConfigError
 from lit_gpt.model import flops_per_token
 from lit_gpt.tokenizer import Tokenizer
+from lit_gpt.train.callbacks import TextSamples, ThroughputMonitor
+from lit_gpt.train.lightning_cli import build_cli
+from lit_gpt.train.module import LitGPT
 
 
 class ClockJump(Callback):
@@ -27,47 +28,73 @@ class ClockJump(Callback):
         self.offset, real = 0.0, time.perf_counter
         monkeypatch.setattr(time, "perf_counter", lambda: real() + self.offset)
 
+
     def on_validation_end(self, trainer, pl_module):
         if not trainer.sanity_checking:
             self.offset += 1000.0
 
 
-def tensorboard_run(tmp_path: Path) -> EventAccumulator:
-    events = EventAccumulator(str(tmp_path / "runs" / "shakespeare-char" / "version_0"), size_guidance={"tensors": 0})
+PEAK = 1e11
+
+
+@pytest.fixture(scope="module")
+def observed(tiny, tmp_path_factory):
+    """A configs/tiny.yaml run with throughput (window 5, a given peak), samples of "ROMEO:" and the clock jumping
+    1000 s after each validation; returns (the CLI after fit, its TensorBoard run folder)."""
+    folder = tmp_path_factory.mktemp("observed")
+    args = tiny(folder, "--trainer.limit_val_batches", "10", "--throughput.peak_flops", str(PEAK),
+                "--throughput.window_size", "5", "--samples.prompt", "ROMEO:", "--samples.max_new_tokens", "30")
+    cli = build_cli(args[1:], run=False)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        cli.trainer.callbacks.append(ClockJump(monkeypatch))
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    return cli, folder / "runs" / "tiny" / "version_0"
+
+
+def tensorboard_run(run: Path) -> EventAccumulator:
+    events = EventAccumulator(str(run), size_guidance={"tensors": 0})
     events.Reload()
     return events
 
 
-def test_fit_logs_throughput_mfu_samples_and_hparams(shakespeare, tmp_path, monkeypatch):
-    peak = 1e11
-    args = tiny_fit_args(
-        shakespeare, tmp_path, "--trainer.limit_val_batches", "10",
-        "--throughput.peak_flops", str(peak), "--throughput.window_size", "5",
-        "--samples.prompt", "ROMEO:", "--samples.max_new_tokens", "30",
-    )  # fmt: skip
-    cli = lightning_cli([str(a) for a in args[1:]], run=False)
-    cli.trainer.callbacks.append(ClockJump(monkeypatch))
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    assert "tokens/s" in cli.trainer.progress_bar_metrics
-
-    logged = scalars(tmp_path / "runs" / "shakespeare-char" / "version_0")
+@pytest.mark.parametrize("stage, training", [("train", True), ("validate", False)])
+def test_throughput_flops_and_mfu_follow_the_flop_formula(observed, scalars, stage, training):
+    cli, run = observed
+    logged = scalars(run)
     config, T = cli.model.config, cli.model.config.block_size
-    for stage, training in (("train", True), ("validate", False)):
-        tokens_per_sec = dict(logged[f"{stage}/device/items_per_sec"])
-        flops_per_sec, mfu = dict(logged[f"{stage}/device/flops_per_sec"]), dict(logged[f"{stage}/device/mfu"])
-        assert tokens_per_sec and tokens_per_sec.keys() == flops_per_sec.keys() == mfu.keys()
-        for step in tokens_per_sec:  # FLOPs per token from LitGPT.flops_per_batch; MFU against the given peak
-            assert flops_per_sec[step] / tokens_per_sec[step] == pytest.approx(flops_per_token(config, T, training))
-            assert mfu[step] == pytest.approx(flops_per_sec[step] / peak)
-    assert [step for step, _ in logged["train/device/mfu"]] == [9, 19]  # every log_every_n_steps once 5 batches in
-    assert logged["train/time"][-1][1] < 1000  # the clock jumps after validation were not training time
+    tokens_per_sec = dict(logged[f"{stage}/device/items_per_sec"])
+    flops_per_sec, mfu = dict(logged[f"{stage}/device/flops_per_sec"]), dict(logged[f"{stage}/device/mfu"])
+    assert tokens_per_sec and tokens_per_sec.keys() == flops_per_sec.keys() == mfu.keys()
+    for step in tokens_per_sec:  # FLOPs per token from LitGPT.flops_per_batch; MFU against the given peak
+        assert flops_per_sec[step] / tokens_per_sec[step] == pytest.approx(flops_per_token(config, T, training))
+        assert mfu[step] == pytest.approx(flops_per_sec[step] / PEAK)
 
-    events = tensorboard_run(tmp_path)
+
+def test_throughput_is_logged_with_the_loss_and_shown_in_the_progress_bar(observed, scalars):
+    cli, run = observed
+    logged = scalars(run)
+    assert "tokens/s" in cli.trainer.progress_bar_metrics
+    assert [step for step, _ in logged["train/device/mfu"]] == [9, 19]  # every log_every_n_steps once 5 batches in
+    assert [step for step, _ in logged["train/loss"]] == [9, 19]
+
+
+def test_time_after_validation_is_not_training_time(observed, scalars):
+    _, run = observed
+    assert scalars(run)["train/time"][-1][1] < 1000  # the clock jumps after validation were not training time
+
+
+def test_samples_are_written_after_each_validation(observed):
+    _, run = observed
+    events = tensorboard_run(run)
     samples = [(e.step, e.tensor_proto.string_val[0].decode()) for e in events.Tensors("samples/text_summary")]
     assert [step for step, _ in samples] == [10, 20]  # after each validation, at the optimizer step reached
     for _, text in samples:
         assert text.startswith("    ROMEO:") and len(text) > len("    ROMEO:")
 
+
+def test_hparams_tab_lists_the_settings_and_metrics(observed):
+    _, run = observed
+    events = tensorboard_run(run)
     hparams = {tag: HParamsPluginData.FromString(c) for tag, c in events.PluginTagToContent("hparams").items()}
     experiment = hparams["_hparams_/experiment"].experiment
     assert [m.name.tag for m in experiment.metric_infos] == ["val/loss", "val/ppl", "train/loss"]
@@ -121,9 +148,9 @@ def test_bad_callback_settings_raise_config_errors(make, message):
         make()
 
 
-def test_prompt_outside_the_vocabulary_is_one_error_line(shakespeare, tmp_path, capsys):
+def test_prompt_outside_the_vocabulary_is_one_error_line(fit_args, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main([str(a) for a in tiny_fit_args(shakespeare, tmp_path, "--samples.prompt", "ROMÉO:")])
+        main(fit_args("--samples.prompt", "ROMÉO:"))
     assert exit_info.value.code == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert errors == ["error: samples.prompt: character 'É' is not in this character-level vocabulary of 65 characters"]

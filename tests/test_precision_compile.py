@@ -10,14 +10,13 @@ from torch.utils.data import DataLoader
 
 from lit_gpt.cli import main
 from lit_gpt.config import Config
-from lit_gpt.lit_module import LitGPT
 from lit_gpt.model import GPT, CausalSelfAttention
-from tests.test_cli import scalars, tiny_fit_args
+from lit_gpt.train.module import LitGPT
 
 
-def test_bf16_mixed_trains_on_cpu(shakespeare, tmp_path):
-    main([str(a) for a in tiny_fit_args(shakespeare, tmp_path, "--trainer.precision", "bf16-mixed")])
-    logged = scalars(tmp_path / "runs" / "shakespeare-char" / "version_0")
+def test_bf16_mixed_trains_on_cpu(fit_args, scalars, tmp_path):
+    main(fit_args("--trainer.precision", "bf16-mixed"))
+    logged = scalars(tmp_path / "runs" / "tiny" / "version_0")
     losses = [v for _, v in logged["train/loss"]]
     assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]  # it learns
     assert all(math.isfinite(v) for _, v in logged["val/loss"])

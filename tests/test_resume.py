@@ -1,16 +1,23 @@
-"""Exact resumption and gradient accumulation, on CPU in fp32, through the real Trainer."""
+"""Exact resumption, gradient accumulation, and refusing checkpoints that cannot be resumed from, through the real
+Trainer on CPU in float32."""
 
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+
+import pytest
 import torch
 from lightning.pytorch import Callback, Trainer
 from torch.utils.data import DataLoader
 
 from lit_gpt.cli import main
 from lit_gpt.config import Config
-from lit_gpt.lit_module import LitGPT
-from tests.test_cli import scalars, tiny_fit_args
+from lit_gpt.train.module import LitGPT
 
 
-def test_resumed_run_repeats_the_uninterrupted_one_bitwise(shakespeare, tmp_path):
+def test_resumed_run_repeats_the_uninterrupted_one_bitwise(tiny, scalars, tmp_path):
     """12 steps in one go == 6 steps, stop, resume for 6 (--ckpt_path last): the same train/loss at every step.
 
     Dropout is on, so this needs the RNG state in the checkpoint; the runs validate on different schedules, so it
@@ -20,11 +27,9 @@ def test_resumed_run_repeats_the_uninterrupted_one_bitwise(shakespeare, tmp_path
     def fit(name, max_steps, val_every, *extra):
         flags = ["--trainer.max_steps", max_steps, "--trainer.val_check_interval", val_every,
                  "--trainer.log_every_n_steps", "1", "--model.config.dropout", "0.1", "--model.lr_decay_steps", "12",
-                 "--data.val_fraction", "0.01", "--data.cache_dir", tmp_path / "cache", "--samples.max_new_tokens", "0",
-                 "--trainer.logger.init_args.save_dir", tmp_path / name,
-                 "--checkpoint.dirpath", tmp_path / name / "ckpt"]
-        main([str(a) for a in tiny_fit_args(shakespeare, tmp_path, *flags, *extra)])  # fmt: skip
-        runs = sorted((tmp_path / name / "shakespeare-char").glob("version_*"))
+                 "--data.val_fraction", "0.01", "--data.cache_dir", tmp_path / "cache", "--samples.max_new_tokens", "0"]
+        main(tiny(tmp_path / name, *flags, *extra))  # fmt: skip
+        runs = sorted((tmp_path / name / "runs" / "tiny").glob("version_*"))
         return dict(scalars(runs[-1])["train/loss"])
 
     whole = fit("whole", 12, 4)  # validates after steps 4, 8 and 12
@@ -81,3 +86,92 @@ def test_accumulated_micro_batches_give_the_full_batch_update(shakespeare):
             torch.testing.assert_close(ours[name], theirs[name], rtol=1e-5, atol=1e-7, msg=name)
     for (name, ours), theirs in zip(accumulated.named_parameters(), full.parameters()):
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6, msg=name)
+
+
+class Malicious:
+    """Unpickling this runs a shell command: what a checkpoint from an untrusted source may hold."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tiny, tmp_path_factory):
+    """A configs/tiny.yaml run's checkpoint folder: last.ckpt and the best step's checkpoint (both at step 20)."""
+    folder = tmp_path_factory.mktemp("run")
+    main(tiny(folder, "--samples.max_new_tokens", "0"))
+    return folder
+
+
+@pytest.fixture
+def broken_last(checkpoints, tmp_path):
+    """A copy of the run whose last.ckpt the test then breaks; returns (copy of ckpt/, path of the best one)."""
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(checkpoints / "ckpt", ckpt)
+    (best,) = ckpt.glob("step*.ckpt")
+    os.utime(ckpt / "last.ckpt", (time.time() + 10, time.time() + 10))  # last.ckpt stays the newest file
+    return ckpt, best
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def scramble(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[100:2000] = bytes(random.Random(0).randrange(256) for _ in range(1900))
+    path.write_bytes(bytes(data))
+
+
+def foreign(path: Path) -> None:
+    torch.save({"state_dict": {"weight": torch.zeros(2)}, "epoch": 3}, path)
+
+
+def malicious(path: Path) -> None:
+    torch.save({"lit_gpt": Malicious(str(path.parent / "pwned"))}, path)
+
+
+@pytest.mark.parametrize("break_it, why", [
+    (truncate, "is not a readable lit_gpt checkpoint"), (scramble, "is not a readable lit_gpt checkpoint"),
+    (foreign, "is not a lit_gpt training checkpoint"), (malicious, "is not a readable lit_gpt checkpoint"),
+])  # fmt: skip
+@pytest.mark.parametrize("ckpt_path", ["last", "path"])
+def test_unreadable_checkpoint_is_one_error_line_naming_the_newest_readable(
+    broken_last, tiny, capsys, errors, break_it, why, ckpt_path
+):  # fmt: skip
+    ckpt, best = broken_last
+    last = ckpt / "last.ckpt"
+    break_it(last)
+    os.utime(last, (time.time() + 10, time.time() + 10))
+    with pytest.raises(SystemExit) as exit_info:
+        main(tiny(ckpt.parent, "--trainer.max_steps", "30", "--ckpt_path", last if ckpt_path == "path" else "last"))
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    (line,) = errors(captured.err)
+    assert line.startswith(f"error: cannot resume: {last} {why}")
+    assert line.endswith(f"the newest readable checkpoint in {ckpt} is {best}: resume with --ckpt_path {best}")
+    assert not (ckpt / "pwned").exists()  # nothing from the file was executed
+    assert not list(ckpt.parent.glob("runs/tiny/version_*"))  # refused before a run started
+
+
+def test_a_folder_without_a_readable_checkpoint_says_so(checkpoints, tiny, tmp_path, capsys, errors):
+    (tmp_path / "ckpt").mkdir()
+    truncate_from = checkpoints / "ckpt" / "last.ckpt"
+    (tmp_path / "ckpt" / "last.ckpt").write_bytes(truncate_from.read_bytes()[:1000])
+    with pytest.raises(SystemExit):
+        main(tiny(tmp_path, "--ckpt_path", "last"))
+    (line,) = errors(capsys.readouterr().err)
+    assert line.endswith(f"{tmp_path / 'ckpt'} holds no other readable checkpoint")
+
+
+def test_a_missing_ckpt_path_is_one_error_line(tiny, tmp_path, capsys, errors):
+    with pytest.raises(SystemExit) as exit_info:
+        main(tiny(tmp_path, "--ckpt_path", tmp_path / "nowhere.ckpt"))
+    assert exit_info.value.code == 2
+    assert errors(capsys.readouterr().err) == [
+        f"error: --ckpt_path {tmp_path / 'nowhere.ckpt'} does not exist; pass a .ckpt written by `lit-gpt fit` or last"
+    ]

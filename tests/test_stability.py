@@ -11,20 +11,25 @@ import torch
 from lightning.pytorch import Callback
 
 from lit_gpt.cli import main
-from lit_gpt.config import ConfigError
-from lit_gpt.lit_module import LitGPT
-from lit_gpt.stability import LossGuard
-from tests.test_cli import REPO, scalars, tiny_fit_args
+from lit_gpt.errors import ConfigError
+from lit_gpt.train.module import LitGPT
+from lit_gpt.train.stability import LossGuard
+
+REPO = Path(__file__).resolve().parents[1]
 
 
-def fit(shakespeare, tmp_path, name, *extra):
-    """An 8-step run (validations after steps 4 and 8) logging every step to tmp_path/name (checkpoints in ckpt/);
-    returns its TensorBoard scalars."""
-    flags = ["--trainer.max_steps", "8", "--trainer.val_check_interval", "4", "--trainer.log_every_n_steps", "1",
-             "--data.val_fraction", "0.01", "--data.cache_dir", tmp_path / "cache", "--samples.max_new_tokens", "0",
-             "--trainer.logger.init_args.save_dir", tmp_path / name, "--checkpoint.dirpath", tmp_path / name / "ckpt"]
-    main([str(a) for a in tiny_fit_args(shakespeare, tmp_path, *flags, *extra)])  # fmt: skip
-    return scalars(sorted((tmp_path / name / "shakespeare-char").glob("version_*"))[-1])
+@pytest.fixture
+def fit(tiny, scalars, tmp_path):
+    """``fit(name, *extra)``: an 8-step run (validations after steps 4 and 8) logging every step under
+    tmp_path/name (checkpoints in ckpt/); returns its TensorBoard scalars."""
+
+    def run(name, *extra):
+        flags = ["--trainer.max_steps", "8", "--trainer.val_check_interval", "4", "--trainer.log_every_n_steps", "1",
+                 "--data.val_fraction", "0.01", "--data.cache_dir", tmp_path / "cache", "--samples.max_new_tokens", "0"]
+        main(tiny(tmp_path / name, *flags, *extra))
+        return scalars(sorted((tmp_path / name / "runs" / "tiny").glob("version_*"))[-1])
+
+    return run
 
 
 def inject(monkeypatch, steps, factor=math.nan):
@@ -53,10 +58,10 @@ def assert_equal_weights(ours, theirs):
         assert torch.isfinite(ours[name]).all(), name
 
 
-def test_nonfinite_loss_stops_and_saves_the_state_before_the_step(shakespeare, tmp_path, monkeypatch, capsys):
+def test_nonfinite_loss_stops_and_saves_the_state_before_the_step(fit, tmp_path, monkeypatch, capsys):
     weights = inject(monkeypatch, steps={5})
     with pytest.raises(SystemExit) as exit_info:
-        fit(shakespeare, tmp_path, "stopped")
+        fit("stopped")
     assert exit_info.value.code == 1
     stopped = tmp_path / "stopped" / "ckpt" / "stopped-step000005.ckpt"
     err = capsys.readouterr().err
@@ -72,15 +77,15 @@ def test_nonfinite_loss_stops_and_saves_the_state_before_the_step(shakespeare, t
 
     # resumed from that file (the fault gone), it trains exactly as a run that never met the fault
     monkeypatch.undo()
-    resumed = fit(shakespeare, tmp_path, "stopped", "--ckpt_path", stopped)["train/loss"]
-    clean = fit(shakespeare, tmp_path, "clean")["train/loss"]
+    resumed = fit("stopped", "--ckpt_path", stopped)["train/loss"]
+    clean = fit("clean")["train/loss"]
     assert resumed == clean[5:]
 
 
-def test_nonfinite_loss_is_skipped_and_counted(shakespeare, tmp_path, monkeypatch):
+def test_nonfinite_loss_is_skipped_and_counted(fit, tmp_path, monkeypatch):
     weights = inject(monkeypatch, steps={3})
     with pytest.warns(UserWarning, match=r"step 3: the loss is nan; skipped this step \(1 skipped so far\)"):
-        logged = fit(shakespeare, tmp_path, "skipped", "--stability.on_nonfinite", "skip")
+        logged = fit("skipped", "--stability.on_nonfinite", "skip")
     assert_equal_weights(weights[4], weights[3])  # the bad batch changed nothing
     checkpoint = torch.load(tmp_path / "skipped" / "ckpt" / "last.ckpt", weights_only=False)
     assert checkpoint["global_step"] == 8  # the skipped step still counts
@@ -90,20 +95,20 @@ def test_nonfinite_loss_is_skipped_and_counted(shakespeare, tmp_path, monkeypatc
     assert checkpoint["callbacks"]["LossGuard"]["skipped"] == 1  # and survives a resume
 
 
-def test_too_many_skips_in_a_row_stop(shakespeare, tmp_path, monkeypatch, capsys):
+def test_too_many_skips_in_a_row_stop(fit, tmp_path, monkeypatch, capsys):
     inject(monkeypatch, steps=set(range(2, 8)))
     with pytest.raises(SystemExit) as exit_info:
-        fit(shakespeare, tmp_path, "run", "--stability.on_nonfinite", "skip", "--stability.max_consecutive_skips", "2")
+        fit("run", "--stability.on_nonfinite", "skip", "--stability.max_consecutive_skips", "2")
     assert exit_info.value.code == 1
     (error,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert error.startswith("error: training stopped at step 4: 3 steps in a row would be skipped "
                             "(stability.max_consecutive_skips 2), this one because the loss is nan;")  # fmt: skip
 
 
-def test_loss_spike_stops(shakespeare, tmp_path, monkeypatch, capsys):
+def test_loss_spike_stops(fit, tmp_path, monkeypatch, capsys):
     inject(monkeypatch, steps={6}, factor=10.0)
     with pytest.raises(SystemExit) as exit_info:
-        fit(shakespeare, tmp_path, "run", "--stability.spike", "stop", "--stability.spike_window", "3")
+        fit("run", "--stability.spike", "stop", "--stability.spike_window", "3")
     assert exit_info.value.code == 1
     (error,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert "training stopped at step 6: the loss 4" in error  # ten times a loss of about 4.1
@@ -135,16 +140,16 @@ class NaNGradient(Callback):
 
 
 @pytest.mark.slow
-def test_ddp_ranks_skip_together(shakespeare, tmp_path):
+def test_ddp_ranks_skip_together(fit_args, tmp_path):
     """A NaN gradient on rank 1 only (after DDP's all-reduce) makes both ranks skip, so their weights stay equal."""
     probe = '{"class_path": "tests.test_stability.NaNGradient", "init_args": {"step": 3, "rank": 1, "out": "%s"}}'
-    args = tiny_fit_args(shakespeare, tmp_path, "--trainer.max_steps", "6", "--trainer.val_check_interval", "3",
+    args = fit_args("--trainer.max_steps", "6", "--trainer.val_check_interval", "3",
                          "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
                          "--trainer.callbacks", probe % tmp_path, "--stability.on_nonfinite", "skip",
                          "--samples.max_new_tokens", "0")  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_PORT")}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])  # the probe's module, for both ranks
-    result = subprocess.run([sys.executable, "-m", "lit_gpt.cli", *map(str, args)], cwd=REPO, env=env,
+    result = subprocess.run([sys.executable, "-m", "lit_gpt.cli", *args], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=600)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "step 3: the gradient norm is nan (loss " in result.stderr

@@ -1,7 +1,7 @@
 import pytest
 import tiktoken
 
-from lit_gpt.config import ConfigError
+from lit_gpt.errors import ConfigError
 from lit_gpt.tokenizer import EOT_TEXT, Tokenizer
 
 SAMPLES = ["First Citizen:\nBefore we proceed any further, hear me speak.", "naïve café — ünïcödé ✓ 日本語", ""]
@@ -89,7 +89,7 @@ def test_bpe_spec_carries_the_vocabulary(byte_encoding):
 
 
 def test_from_name_reads_a_bpe_folder(byte_encoding, tmp_path, monkeypatch):
-    from lit_gpt.bpe import save_bpe
+    from lit_gpt.tokenizer import save_bpe
 
     monkeypatch.chdir(tmp_path)
     save_bpe(byte_encoding, tmp_path / "gpt2")

@@ -7,7 +7,7 @@ linear layers only (not on norms, biases or embeddings); a learning rate that wa
 Logged: ``train/loss`` and ``train/grad_norm`` (before clipping) per step; ``val/loss`` (the exact token-weighted
 mean over the validation split) and ``val/ppl`` = exp(val/loss) per validation, both reduced across devices by
 torchmetrics. The learning rate is logged by Lightning's LearningRateMonitor, tokens/s, FLOP/s and MFU by
-``lit_gpt.callbacks.ThroughputMonitor`` (from ``flops_per_batch``).
+``lit_gpt.train.callbacks.ThroughputMonitor`` (from ``flops_per_batch``).
 Speed: ``compile`` runs forward and backward through ``torch.compile``; AdamW is fused on CPU and CUDA; the gradient
 norm is computed once per step, with no host synchronisation.
 """
@@ -25,8 +25,10 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.text import Perplexity
 
-from lit_gpt.config import Config, ConfigError
-from lit_gpt.data import IGNORE_INDEX
+from lit_gpt.checkpoint import CHECKPOINT_FORMAT, load_model
+from lit_gpt.config import Config
+from lit_gpt.data.windows import IGNORE_INDEX
+from lit_gpt.errors import ConfigError
 from lit_gpt.model import GPT, flops_per_token
 
 
@@ -105,7 +107,7 @@ class LitGPT(LightningModule):
         self.val_ppl = Perplexity(ignore_index=IGNORE_INDEX)
 
     def _load_weights(self, path: str) -> None:
-        pretrained = GPT.from_checkpoint(path)
+        pretrained = load_model(path)
         ignore = {"dropout", "init", "gradient_checkpointing"}  # training-time settings, free to differ
         theirs, ours = pretrained.config.to_dict(), self.config.to_dict()
         different = [
@@ -120,8 +122,9 @@ class LitGPT(LightningModule):
         torch.set_float32_matmul_precision(self.hparams.float32_matmul_precision)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # A plain, versioned record that lit_gpt.generate reads: the model can be rebuilt without Lightning.
-        checkpoint["lit_gpt"] = {"format": 1, "config": self.config.to_dict(), "tokenizer": self.tokenizer}
+        # A plain, versioned record that lit_gpt.checkpoint reads: the model can be rebuilt without Lightning.
+        record = {"format": CHECKPOINT_FORMAT, "config": self.config.to_dict(), "tokenizer": self.tokenizer}
+        checkpoint["lit_gpt"] = record
         # Dropout draws from torch's global generators, which Lightning does not checkpoint: with them a resumed run
         # draws the same masks as an uninterrupted one (the data loaders have their own generators).
         checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
@@ -146,7 +149,7 @@ class LitGPT(LightningModule):
         """Model FLOPs of the latest (B, T) batch on this device: forward + backward in training, forward only in
         validation and test (``lit_gpt.model.flops_per_token``); None before the first batch.
 
-        Lightning's ThroughputMonitor (``lit_gpt.callbacks.ThroughputMonitor``) reads it for FLOP/s and MFU. The
+        ``lit_gpt.train.callbacks.ThroughputMonitor`` reads it for FLOP/s and MFU. The
         batch-start hooks record it, so the last, smaller validation batch is counted exactly.
         """
         return self._flops_per_batch
@@ -199,8 +202,7 @@ class LitGPT(LightningModule):
         hp = self.hparams
         # The fused kernel updates every parameter in one pass (CPU and CUDA); elsewhere PyTorch picks foreach. Not
         # with 16-mixed's GradScaler: a fused step unscales internally, so Lightning could not clip unscaled grads.
-        scaler = getattr(getattr(self._trainer, "precision_plugin", None), "scaler", None)
-        fused = True if self.device.type in ("cpu", "cuda") and scaler is None else None
+        fused = True if self.device.type in ("cpu", "cuda") and self._grad_scaler() is None else None
         optimizer = torch.optim.AdamW(groups, lr=hp.learning_rate, betas=hp.betas, eps=hp.eps, fused=fused)
         decay_steps = self.hparams.lr_decay_steps or self.trainer.max_steps
         if decay_steps is None or decay_steps < 0:
@@ -212,6 +214,14 @@ class LitGPT(LightningModule):
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
+    def _grad_scaler(self):
+        """The GradScaler of a ``16-mixed`` run, or None (other precisions, or no Trainer attached yet)."""
+        try:
+            plugin = self.trainer.precision_plugin
+        except (RuntimeError, AttributeError):  # not attached to a Trainer (a script or test calling us directly)
+            return None
+        return getattr(plugin, "scaler", None)
+
     _grad_norm: torch.Tensor | None = None
 
     def on_after_backward(self) -> None:
@@ -221,7 +231,7 @@ class LitGPT(LightningModule):
         """The global L2 norm of the gradients of ``optimizer``'s parameters on this device, a 0-dim float tensor.
 
         Computed once per optimizer step (after the last backward) and shared by ``configure_gradient_clipping`` and
-        ``lit_gpt.stability.LossGuard``; no host synchronisation.
+        ``lit_gpt.train.stability.LossGuard``; no host synchronisation.
         """
         if self._grad_norm is None:
             grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]

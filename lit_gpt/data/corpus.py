@@ -6,35 +6,90 @@ of it between ``separator`` strings (TinyStories separates stories with ``<|endo
 whole corpus (a file without separators is one document: give huge single files a ``separator``). Invalid UTF-8
 is replaced by U+FFFD and counted, never fatal.
 
+Sources: ``resolve_sources`` turns a file, folder or glob into the files to read; ``download`` fetches a missing one.
+
 Cleaning (each a ``Cleaning`` switch, each counted in ``CorpusStats``): Unicode NFC normalization, removal of
 control characters (Unicode category Cc except tab, newline and carriage return), whitespace normalization (runs
 of spaces and tabs become one space, trailing spaces go, three or more newlines become two), a minimum document
-length in characters, and exact deduplication by the SHA-1 of the cleaned document. No Lightning here.
+length in characters, and exact deduplication by the SHA-1 of the cleaned document. Standard library only.
 """
 
 from __future__ import annotations
 
 import codecs
 import dataclasses
+import glob
 import gzip
 import hashlib
 import json
+import os
 import re
+import shutil
 import unicodedata
+import urllib.request
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lit_gpt.config import ConfigError
+from lit_gpt.errors import ConfigError
 
 BLOCK_CHARS = 1 << 22
 """Characters read from a file at a time (4 Mi)."""
+SUFFIXES = (".txt", ".jsonl", ".txt.gz", ".jsonl.gz")
+"""File types read from a folder."""
 _READ_ERRORS = (OSError, EOFError, zlib.error)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _SPACES = re.compile(r"[ \t]+")
 _TRAILING = re.compile(r" +(?=\n|\Z)")
 _NEWLINES = re.compile(r"\n{3,}")
+
+
+def resolve_sources(path: str | os.PathLike) -> list[Path]:
+    """The files that ``path`` names: a file, a folder (its ``.txt``/``.jsonl`` files and their ``.gz`` forms,
+    recursively) or a glob pattern. Returns absolute paths in sorted order.
+
+    Raises:
+        ConfigError: if nothing matches.
+    """
+    path = str(path)
+    if glob.has_magic(path):
+        files = [Path(p) for p in glob.glob(path, recursive=True) if os.path.isfile(p)]
+        if not files:
+            raise ConfigError(f"no files match the pattern {path!r}")
+    elif os.path.isdir(path):
+        files = [p for p in Path(path).rglob("*") if p.is_file() and p.name.endswith(SUFFIXES)]
+        if not files:
+            raise ConfigError(
+                f"directory {path!r} has no .txt or .jsonl files (or .gz forms); point --data.path at a file, "
+                "folder or glob"
+            )
+    elif os.path.isfile(path):
+        files = [Path(path)]
+    else:
+        raise ConfigError(f"corpus not found: {path!r}; point --data.path at a text file, a folder or a glob")
+    return sorted(p.resolve() for p in files)
+
+
+def download(url: str, path: str | os.PathLike, timeout: float = 30.0) -> None:
+    """Download ``url`` to ``path`` (written under a temporary name, then renamed).
+
+    Raises:
+        ConfigError: if the download fails, saying where to put the file by hand.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as f:
+            shutil.copyfileobj(response, f)
+        os.replace(tmp, path)
+    except OSError as err:  # URLError and socket timeouts are OSErrors
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(
+            f"{path} is missing and downloading it from {url} failed ({err}); download it by hand and save it there"
+        ) from None
+
 
 
 @dataclass

@@ -37,11 +37,13 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 
-from lit_gpt.config import ConfigError
+from lit_gpt.errors import ConfigError, RunFailed
 
 
-class TrainingStopped(RuntimeError):
-    """Raised by ``LossGuard`` to stop training; the message is one line naming the step, the loss and the file."""
+class TrainingStopped(RunFailed):
+    """Raised by ``LossGuard`` to stop training; the message is one line naming the step, the loss and the file.
+
+    ``lit-gpt fit`` prints it as one ``error:`` line and exits with status 1 (``lit_gpt.errors.RunFailed``)."""
 
 
 class LossGuard(Callback):
@@ -153,10 +155,7 @@ class LossGuard(Callback):
         checkpointer = trainer.checkpoint_callback
         folder = getattr(checkpointer, "dirpath", None) or trainer.default_root_dir
         path = os.path.join(folder, f"stopped-step{trainer.global_step:06d}.ckpt")
-        # Lightning's checkpoints come from the end of a batch, so a restart counts the batch it was in as stepped
-        # (TrainingEpochLoop.reset); this one is from before the step: take that count back, or the resumed run
-        # would log its steps one too high. Training stops next, so the live count may change.
-        trainer.fit_loop.epoch_loop._batches_that_stepped -= 1
+        _uncount_current_batch(trainer)
         trainer.save_checkpoint(path)
         raise TrainingStopped(
             f"training stopped at step {trainer.global_step}: {reason}; the state before this step is saved in "
@@ -171,3 +170,21 @@ class LossGuard(Callback):
         self.recent.clear()
         self.recent.extend(state_dict["recent"])
         self.skipped, self.consecutive_skips = state_dict["skipped"], state_dict["consecutive_skips"]
+
+
+def _uncount_current_batch(trainer: Trainer) -> None:
+    """Make a checkpoint saved before this batch's optimizer step resume with the right logging step.
+
+    Lightning's checkpoints come from the end of a batch, so a restart counts the batch it was in as stepped
+    (``TrainingEpochLoop.reset``); the guard's checkpoint is from before the step, so the count is taken back, or
+    the resumed run would log its steps one too high. Training stops next, so the live count may change.
+    Lightning has no public way to do this: the attribute is private, so a Lightning upgrade that renames it fails
+    here loudly, and ``tests/test_stability.py`` pins the resumed run's logged steps.
+    """
+    loop = trainer.fit_loop.epoch_loop
+    if not isinstance(getattr(loop, "_batches_that_stepped", None), int):
+        raise RuntimeError(
+            "lit_gpt.train.stability relies on TrainingEpochLoop._batches_that_stepped, which this Lightning "
+            f"({type(loop).__module__}) lacks; pin lightning to a version tests/test_stability.py passes with"
+        )
+    loop._batches_that_stepped -= 1

@@ -1,7 +1,7 @@
-"""The project's Lightning callbacks, on by default in ``lit-gpt fit`` (see ``lit_gpt.cli``).
+"""The project's Lightning callbacks, on by default in ``lit-gpt fit`` (see ``lit_gpt.train.lightning_cli``).
 
-- ``ThroughputMonitor`` (``--throughput.*``): Lightning's, for token batches: tokens/s, FLOP/s and MFU (with a
-  user-given peak where Lightning's table has none, e.g. CPUs), and tokens/s in the progress bar.
+- ``ThroughputMonitor`` (``--throughput.*``): tokens/s, FLOP/s and MFU from Lightning's ``Throughput`` meter, with
+  a user-given peak where Lightning's table has none (CPUs), and tokens/s in the progress bar.
 - ``TextSamples`` (``--samples.*``): a sample from a fixed prompt at every validation, in TensorBoard's Text tab.
 - ``HParams`` (``--hparams.*``): the run's hyperparameters with its metrics in TensorBoard's HParams tab.
 """
@@ -14,47 +14,68 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+from lightning.fabric.utilities.throughput import Throughput, get_available_flops
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import throughput_monitor
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
-from lightning.pytorch.trainer.states import RunningStage, TrainerFn
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.rank_zero import rank_zero_only, rank_zero_warn
 
-from lit_gpt.config import ConfigError
+from lit_gpt.errors import ConfigError
 from lit_gpt.generate import check_sampling, generate
 from lit_gpt.model import GPT
 from lit_gpt.tokenizer import Tokenizer
 
-
-def _rows(batch: tuple[torch.Tensor, torch.Tensor]) -> int:
-    return batch[0].size(0)
-
-
-def _tokens(batch: tuple[torch.Tensor, torch.Tensor]) -> int:
-    return batch[0].numel()
+_COMPUTE_DTYPES = {"bf16-mixed": torch.bfloat16, "bf16-true": torch.bfloat16, "16-mixed": torch.float16,
+                   "16-true": torch.float16, "64-true": torch.float64}  # fmt: skip
 
 
-class ThroughputMonitor(throughput_monitor.ThroughputMonitor):
-    """Lightning's ThroughputMonitor for ``(x, y)`` batches of token ids (B, T): samples are rows, items are tokens,
-    and FLOPs per batch come from the module's ``flops_per_batch`` (``LitGPT``: ``lit_gpt.model.flops_per_token``).
+class _Meter:
+    """One stage's running totals (per device) and its clock, fed to a ``Throughput`` window."""
 
-    Logs Lightning's metrics every ``trainer.log_every_n_steps`` steps once ``window_size`` batches are in, averaged
-    over the last ``window_size`` batches: ``train/device/items_per_sec`` (tokens/s), ``train/device/samples_per_sec``,
-    ``train/device/batches_per_sec``, ``train/device/flops_per_sec``, ``train/device/mfu`` (model FLOPs utilisation,
-    flops_per_sec / peak), ``train/time`` (seconds of training), ``train/samples``, ``train/lengths`` (tokens seen);
-    the same under ``validate/``; with several devices also the totals (without ``device/``).
+    def __init__(self, throughput: Throughput) -> None:
+        self.throughput = throughput
+        self.seconds = 0.0  # time in this stage's batches (training: excluding validations and what follows them)
+        self.batches = self.samples = self.tokens = 0
+        self.mark: float | None = None  # perf_counter() at which the running interval started; None: stopped
 
-    Two changes to Lightning's: ``peak_flops`` overrides its table of peak FLOP/s (``get_available_flops``, which
-    knows recent NVIDIA GPUs and TPUs but no CPU, so without it there is no MFU on CPU); and training time stops
-    at the last training batch before a validation until the next one starts, so text samples and checkpoints
-    written after validation do not count as training time (Lightning restarts the clock at the last validation
-    batch).
+    def start(self) -> None:
+        self.mark = time.perf_counter()
+
+    def add(self, batch: tuple[torch.Tensor, torch.Tensor], flops: int | None, device: torch.device) -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # the time of queued kernels, not of launching them
+        now = time.perf_counter()
+        self.seconds += now - (self.mark if self.mark is not None else now)
+        self.mark = now
+        self.batches += 1
+        self.samples += batch[0].size(0)
+        self.tokens += batch[0].numel()
+        self.throughput.update(time=self.seconds, batches=self.batches, samples=self.samples, lengths=self.tokens,
+                               flops=flops)  # fmt: skip
+
+
+class ThroughputMonitor(Callback):
+    """Tokens/s, FLOP/s and MFU of training and validation, for ``(x, y)`` batches of token ids (B, T).
+
+    FLOPs per batch come from the module's ``flops_per_batch`` (``LitGPT``: ``lit_gpt.model.flops_per_token``);
+    the arithmetic is Lightning's public ``Throughput`` meter, averaged over the last ``window_size`` batches.
+    Logged every ``trainer.log_every_n_steps`` optimizer steps once the window is full (at the step of
+    ``train/loss``): ``train/device/items_per_sec`` (tokens/s), ``train/device/samples_per_sec``,
+    ``train/device/batches_per_sec``, ``train/device/flops_per_sec``, ``train/device/mfu`` (model FLOPs
+    utilisation: flops_per_sec / peak), ``train/time`` (seconds of training), ``train/samples``, ``train/lengths``
+    (tokens); after each validation the same under ``validate/``; with several devices also the totals (without
+    ``device/``). Runs on global rank zero.
+
+    The training clock stops when a validation starts and restarts at the next training batch, so validation,
+    text samples and checkpoints written after it are not training time. (Lightning's own ThroughputMonitor
+    restarts it at the last validation batch and has no public way to change that, hence this callback.)
 
     Args:
         peak_flops: peak FLOP/s of one device in the training precision, e.g. 989e12 for an H100 SXM in bf16
-            (dense); None uses Lightning's table.
+            (dense); None uses Lightning's table (``get_available_flops``: recent NVIDIA GPUs and TPUs, no CPU, so
+            without it there is no MFU on CPU).
         window_size: batches in the rolling average (at least 2).
         prog_bar: show ``tokens/s`` (all devices) in the progress bar.
     Raises:
@@ -66,41 +87,70 @@ class ThroughputMonitor(throughput_monitor.ThroughputMonitor):
             raise ConfigError(f"throughput.peak_flops must be a positive FLOP/s per device, got {peak_flops}")
         if window_size < 2:
             raise ConfigError(f"throughput.window_size must be at least 2 batches, got {window_size}")
-        super().__init__(batch_size_fn=_rows, length_fn=_tokens, window_size=window_size)
-        self.peak_flops, self.prog_bar = peak_flops, prog_bar
-        self._paused_at: float | None = None  # perf_counter() time at which training time stopped
+        self.peak_flops, self.window_size, self.prog_bar = peak_flops, window_size, prog_bar
+        self._meters: dict[str, _Meter] = {}
+        self._logged_step = -1
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        super().setup(trainer, pl_module, stage)
-        if self.peak_flops is not None:
-            self.available_flops = self.peak_flops
-            for throughput in self._throughputs.values():
-                throughput.available_flops = self.peak_flops
+        dtype = _COMPUTE_DTYPES.get(str(trainer.precision), torch.float32)
+        peak = self.peak_flops or get_available_flops(trainer.strategy.root_device, dtype)
+        self._meters = {
+            name: _Meter(Throughput(available_flops=peak, world_size=trainer.world_size, window_size=self.window_size))
+            for name in ("train", "validate")
+        }  # fmt: skip
 
     @rank_zero_only
-    def on_train_batch_start(self, trainer: Trainer, *_: Any) -> None:
-        if self._paused_at is not None:  # resume the training clock where it stopped
-            self._t0s[RunningStage.TRAINING] += time.perf_counter() - self._paused_at
-            self._paused_at = None
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._meters["train"].start()
+
+    @rank_zero_only
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+        meter = self._meters["train"]
+        if meter.mark is None:  # the first batch after a validation: the clock restarts here
+            meter.start()
 
     @rank_zero_only
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:  # fmt: skip
-        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-        if self.prog_bar:
-            metrics = self._throughputs[RunningStage.TRAINING].compute()
-            tokens_per_sec = metrics.get("items_per_sec", metrics.get("device/items_per_sec"))
-            if tokens_per_sec is not None:  # once the window is full
-                pl_module.log("tokens/s", round(tokens_per_sec), prog_bar=True, logger=False)
+        meter = self._meters["train"]
+        meter.add(batch, getattr(pl_module, "flops_per_batch", None), trainer.strategy.root_device)
+        step = trainer.global_step - 1  # the optimizer step this batch belonged to, as train/loss is logged
+        if step == self._logged_step or (step + 1) % trainer.log_every_n_steps:
+            return
+        self._logged_step = step
+        metrics = meter.throughput.compute()
+        self._log(trainer, "train", metrics, step)
+        tokens_per_sec = metrics.get("items_per_sec", metrics.get("device/items_per_sec"))
+        if self.prog_bar and tokens_per_sec is not None:  # once the window is full
+            pl_module.log("tokens/s", round(tokens_per_sec), prog_bar=True, logger=False)
+
+    @rank_zero_only
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        if trainer.state.fn == TrainerFn.FITTING:
+            self._meters["train"].mark = None  # training time stops at the last training batch
+        meter = self._meters["validate"]
+        meter.throughput.reset()
+        meter.seconds, meter.batches, meter.samples, meter.tokens = 0.0, 0, 0, 0
+        meter.start()
+
+    @rank_zero_only
+    def on_validation_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                                batch_idx: int, dataloader_idx: int = 0) -> None:  # fmt: skip
+        if not trainer.sanity_checking:
+            self._meters["validate"].add(batch, getattr(pl_module, "flops_per_batch", None),
+                                         trainer.strategy.root_device)  # fmt: skip
 
     @rank_zero_only
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        # Replaces Lightning's, which restarts the training clock at the last validation batch: stop it at the
-        # last training batch instead, until on_train_batch_start.
-        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
-            return
-        times = self._throughputs[RunningStage.TRAINING]._time  # training seconds at each batch end
-        self._paused_at = self._t0s[RunningStage.TRAINING] + (times[-1] if times else 0.0)
+        if not trainer.sanity_checking:
+            self._log(trainer, "validate", self._meters["validate"].throughput.compute(), trainer.global_step - 1)
+
+    @staticmethod
+    def _log(trainer: Trainer, stage: str, metrics: dict, step: int) -> None:
+        for logger in trainer.loggers:
+            logger.log_metrics({f"{stage}/{name}": value for name, value in metrics.items()}, step=max(step, 0))
 
 
 class TextSamples(Callback):
@@ -230,13 +280,14 @@ class HParams(Callback):
         if not loggers or not self.metrics:
             return
         from torch.utils.tensorboard.summary import hparams
+        from torch.utils.tensorboard.writer import FileWriter
 
         summaries = hparams(self.hyperparameters(trainer, pl_module), dict.fromkeys(self.metrics, 0.0))
-        for logger in loggers:
-            writer = logger.experiment._get_file_writer()  # as Lightning's TensorBoardLogger.log_hyperparams does
+        for logger in loggers:  # an event file of its own beside the logger's; TensorBoard reads both as one run
+            writer = FileWriter(logger.log_dir, filename_suffix=".hparams")
             for summary in summaries:  # experiment, session start, session end
                 writer.add_summary(summary)
-            writer.flush()
+            writer.close()
 
 
 def _flatten(params: Any, prefix: str = "") -> dict[str, Any]:

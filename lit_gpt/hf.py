@@ -1,76 +1,29 @@
-"""Export a ``GPT`` to a folder, ours (``--format lit_gpt``) or Hugging Face's (``--format hf``), and import it back.
+"""Hugging Face interop as pure maps: our ``Config`` and state dict <-> ``LlamaForCausalLM`` / ``GPT2LMHeadModel``.
 
-- Our format: ``config.json`` (``{"format": "lit_gpt", "version": 1, "config": ..., "tokenizer": ...}``) and
-  ``model.safetensors`` with the state dict under our module names. A tied output head is stored once, as
-  ``embed_tokens.weight`` (safetensors refuses tensors that share memory), and re-tied on load.
-- Hugging Face: a LLaMA-style config becomes ``LlamaForCausalLM`` and a GPT-2-style one ``GPT2LMHeadModel``
-  (``config.json``, ``model.safetensors``, ``generation_config.json``, and for the GPT-2 BPE ``vocab.json``,
-  ``merges.txt`` and ``tokenizer_config.json``). Our module names follow transformers'
-  ``models/llama/modeling_llama.py``, so the Llama map adds a ``model.`` prefix; GPT-2
-  (``models/gpt2/modeling_gpt2.py``) stores ``Conv1D`` weights transposed, as (in, out), and fuses q, k and v into
-  ``attn.c_attn``. RoPE is already in HF's half-split (``rotate_half``) layout, so no weight is permuted; every map
-  is exact, so export -> import gives bit-identical tensors.
+A LLaMA-style config maps to ``LlamaForCausalLM`` and a GPT-2-style one to ``GPT2LMHeadModel``. Our module names
+follow transformers' ``models/llama/modeling_llama.py``, so the Llama map adds a ``model.`` prefix; GPT-2
+(``models/gpt2/modeling_gpt2.py``) stores ``Conv1D`` weights transposed, as (in, out), and fuses q, k and v into
+``attn.c_attn``. RoPE is already in HF's half-split (``rotate_half``) layout, so no weight is permuted; every map
+is exact, so export -> import gives bit-identical tensors. GPT-2's byte-level BPE files (``vocab.json``,
+``merges.txt``) are rebuilt from tiktoken's ranks.
 
-Neither transformers nor Lightning is imported: exporting and importing need torch, safetensors and tiktoken only
-(the tests compare against transformers).
+Dicts and tensors in, dicts and tensors out: no file is read or written here (``lit_gpt.checkpoint`` does that),
+and neither transformers nor Lightning is imported (the tests compare against transformers).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
-from lit_gpt.config import Config, ConfigError
+from lit_gpt.config import Config
+from lit_gpt.errors import ConfigError
 from lit_gpt.model import GPT
 from lit_gpt.tokenizer import EOT_TEXT, Tokenizer, gpt2_byte_to_char
 
-FORMAT, VERSION = "lit_gpt", 1
 HF_TOKENIZERS = ("gpt2", "r50k_base")
 """tiktoken encodings with a Hugging Face equivalent (GPT-2's byte-level BPE; ``r50k_base`` is the same BPE)."""
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Our own folder format
-
-
-def save_folder(model: GPT, tokenizer: Tokenizer, out_dir: str | Path) -> None:
-    """Write ``model`` and ``tokenizer`` to ``out_dir`` in our format: ``config.json`` and ``model.safetensors``.
-
-    Tensors keep their dtype and are moved to the CPU. ``load_folder`` (or ``lit_gpt.checkpoint.load_checkpoint``)
-    reads the folder back.
-
-    Raises:
-        ConfigError: if ``out_dir`` exists and is not a folder.
-    """
-    out = _make_dir(out_dir)
-    state = _cpu_state(model)
-    if model.config.tie_embeddings:
-        del state["lm_head.weight"]  # the same tensor as embed_tokens.weight
-    save_file(state, out / "model.safetensors", metadata={"format": "pt"})
-    meta = {"format": FORMAT, "version": VERSION, "config": model.config.to_dict(), "tokenizer": tokenizer.spec}
-    _write_json(out / "config.json", meta)
-
-
-def load_folder(folder: str | Path) -> GPT:
-    """Rebuild the model (float32, CPU, train mode) from a folder written by ``save_folder``.
-
-    Raises:
-        ConfigError: if ``config.json`` is missing or not ours, a file is missing, or the weights do not fit the config.
-    """
-    folder = Path(folder)
-    meta = _read_json(folder / "config.json")
-    if meta.get("format") != FORMAT or not isinstance(meta.get("config"), dict):
-        raise ConfigError(f"{folder} is not a lit_gpt export folder: write one with `lit-gpt export --format lit_gpt`")
-    if meta.get("version") != VERSION:
-        raise ConfigError(f"{folder} has lit_gpt export version {meta.get('version')!r}; this lit_gpt reads {VERSION}")
-    weights = folder / "model.safetensors"
-    if not weights.is_file():
-        raise ConfigError(f"{folder} has no model.safetensors: export the checkpoint again with `lit-gpt export`")
-    return build_model(Config(**meta["config"]), load_file(weights), weights)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -313,99 +266,7 @@ def state_from_hf(hf_state: dict[str, torch.Tensor], config: Config) -> dict[str
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Hugging Face folders
-
-
-def to_hf(model: GPT, tokenizer: Tokenizer, out_dir: str | Path) -> str:
-    """Write ``model`` as a Hugging Face folder loadable by ``transformers.AutoModelForCausalLM.from_pretrained``.
-
-    Writes ``config.json`` (see ``config_to_hf``), ``model.safetensors`` (tensors in the model's dtype, on the CPU)
-    and ``generation_config.json`` (bos/eos = ``tokenizer.eot_id``). For the ``gpt2`` / ``r50k_base`` BPE it also
-    writes ``vocab.json``, ``merges.txt`` and ``tokenizer_config.json`` for ``transformers.AutoTokenizer``; other
-    tokenizers (character-level, ``cl100k_base`` ...) have no Hugging Face equivalent here and get no tokenizer
-    files (the ``lit_gpt`` record in ``config.json`` still names them, for ``lit_gpt.checkpoint``).
-
-    Returns:
-        the architecture written: ``"LlamaForCausalLM"`` or ``"GPT2LMHeadModel"``.
-    Raises:
-        ConfigError: if the config cannot be expressed by the chosen class (nothing is written then), or
-            ``out_dir`` exists and is not a folder.
-    """
-    config = model.config
-    hf = config_to_hf(config, tokenizer)
-    dtype = model.embed_tokens.weight.dtype
-    hf["dtype"] = str(dtype).removeprefix("torch.")
-    out = _make_dir(out_dir)
-    save_file(state_to_hf(_cpu_state(model), config), out / "model.safetensors", metadata={"format": "pt"})
-    _write_json(out / "config.json", hf)
-    _write_json(out / "generation_config.json", {"bos_token_id": tokenizer.eot_id, "eos_token_id": tokenizer.eot_id})
-    if tokenizer.encoding is not None and tokenizer.name in HF_TOKENIZERS:
-        _write_gpt2_tokenizer(tokenizer, config.block_size, out)
-    return hf["architectures"][0]
-
-
-def from_hf(folder: str | Path) -> GPT:
-    """Build our ``GPT`` (float32, CPU, train mode) from a Hugging Face Llama or GPT-2 folder.
-
-    Reads ``config.json`` (see ``config_from_hf``) and the weights from ``model.safetensors``, a sharded
-    ``model.safetensors.index.json`` or ``pytorch_model.bin`` (read with ``weights_only=True``).
-
-    Raises:
-        ConfigError: if a file is missing, the model has features lit_gpt lacks, or the weights do not fit.
-    """
-    folder = Path(folder)
-    config = config_from_hf(_read_json(folder / "config.json"))
-    return build_model(config, state_from_hf(_read_hf_weights(folder), config), folder)
-
-
-def tokenizer_spec_from_hf(folder: str | Path) -> dict | None:
-    """The lit_gpt tokenizer spec for a Hugging Face folder, or None if it has none lit_gpt can use.
-
-    The ``lit_gpt`` record of ``config.json`` wins; otherwise a byte-level BPE vocabulary (``vocab.json``, or the
-    ``model.vocab`` of ``tokenizer.json``) identical to tiktoken's ``gpt2`` is recognised as ``gpt2``.
-    """
-    folder = Path(folder)
-    record = _read_json(folder / "config.json").get("lit_gpt")
-    if isinstance(record, dict) and isinstance(record.get("tokenizer"), dict):
-        return record["tokenizer"]
-    if (folder / "vocab.json").is_file():
-        vocab = _read_json(folder / "vocab.json")
-    elif (folder / "tokenizer.json").is_file():
-        vocab = _read_json(folder / "tokenizer.json").get("model", {}).get("vocab")
-    else:
-        return None
-    if not isinstance(vocab, dict) or len(vocab) != 50257:
-        return None
-    gpt2 = Tokenizer.from_name("gpt2").encoding
-    char_byte = {c: b for b, c in gpt2_byte_to_char().items()}
-    try:
-        same = all(
-            (i == gpt2.eot_token) if text == EOT_TEXT
-            else gpt2.decode_single_token_bytes(i) == bytes(map(char_byte.get, text))
-            for text, i in vocab.items()
-        )
-    except (KeyError, TypeError, ValueError):  # a character outside the byte map, or an id outside gpt2's range
-        return None
-    return {"kind": "tiktoken", "name": "gpt2"} if same else None
-
-
-def _read_hf_weights(folder: Path) -> dict[str, torch.Tensor]:
-    if (folder / "model.safetensors").is_file():
-        return load_file(folder / "model.safetensors")
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        shards = sorted(set(_read_json(index).get("weight_map", {}).values()))
-        missing = [shard for shard in shards if not (folder / shard).is_file()]
-        if missing:
-            raise ConfigError(f"{folder} lacks the weight shards {missing} that model.safetensors.index.json lists")
-        return {k: v for shard in shards for k, v in load_file(folder / shard).items()}
-    if (folder / "pytorch_model.bin").is_file():
-        return torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
-    raise ConfigError(f"{folder} has no model.safetensors, model.safetensors.index.json or pytorch_model.bin")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# GPT-2 byte-level BPE files
+# GPT-2's byte-level BPE files
 
 
 def _merge_pair(ranks: dict[bytes, int], token: bytes) -> tuple[bytes, bytes]:
@@ -422,12 +283,17 @@ def _merge_pair(ranks: dict[bytes, int], token: bytes) -> tuple[bytes, bytes]:
     return parts[0], parts[1]
 
 
-def _write_gpt2_tokenizer(tokenizer: Tokenizer, block_size: int, out: Path) -> None:
-    """Write ``vocab.json``, ``merges.txt`` and ``tokenizer_config.json`` of GPT-2's byte-level BPE.
+def gpt2_tokenizer_files(tokenizer: Tokenizer, block_size: int) -> dict[str, str]:
+    """The texts of ``vocab.json``, ``merges.txt`` and ``tokenizer_config.json`` of GPT-2's byte-level BPE, by name.
 
     tiktoken's rank of a token is its GPT-2 id, the 256 single bytes come first and the merges follow in rank
     order, so the merge list is rebuilt from the ranks alone (``_merge_pair``).
+
+    Raises:
+        ConfigError: if ``tokenizer`` is not one of ``HF_TOKENIZERS``.
     """
+    if tokenizer.encoding is None or tokenizer.name not in HF_TOKENIZERS:
+        raise ConfigError(f"the {tokenizer.name!r} tokenizer has no Hugging Face equivalent here")
     encoding, to_char = tokenizer.encoding, gpt2_byte_to_char()
     ranks = {encoding.decode_single_token_bytes(i): i for i in range(encoding.n_vocab) if i != encoding.eot_token}
 
@@ -437,91 +303,30 @@ def _write_gpt2_tokenizer(tokenizer: Tokenizer, block_size: int, out: Path) -> N
     vocab = {text(token): i for token, i in ranks.items()}
     vocab[EOT_TEXT] = encoding.eot_token
     merges = [_merge_pair(ranks, token) for token, _ in sorted(ranks.items(), key=lambda kv: kv[1]) if len(token) > 1]
-    _write_json(out / "vocab.json", vocab)
-    (out / "merges.txt").write_text(
-        "#version: 0.2\n" + "".join(f"{text(a)} {text(b)}\n" for a, b in merges), encoding="utf-8"
-    )
-    _write_json(out / "tokenizer_config.json", {
+    config = {
         "tokenizer_class": "GPT2Tokenizer", "model_max_length": block_size, "add_prefix_space": False,
         "bos_token": EOT_TEXT, "eos_token": EOT_TEXT, "unk_token": EOT_TEXT,
-    })
+    }  # fmt: skip
+    return {
+        "vocab.json": json.dumps(vocab, indent=2, ensure_ascii=False) + "\n",
+        "merges.txt": "#version: 0.2\n" + "".join(f"{text(a)} {text(b)}\n" for a, b in merges),
+        "tokenizer_config.json": json.dumps(config, indent=2) + "\n",
+    }
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Helpers and the command
-
-
-def _cpu_state(model: GPT) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-
-
-def build_model(config: Config, state: dict[str, torch.Tensor], source: str | Path) -> GPT:
-    """``GPT(config)`` holding the tensors of ``state`` (our names), strictly; a head stored once is re-tied.
-
-    The model is built on the meta device and the tensors are assigned, not copied (unless they must become
-    float32), so loading neither computes a random initialisation nor holds the weights twice.
-
-    Raises:
-        ConfigError: if ``state`` lacks a weight, has an extra one, or a shape disagrees with ``config``.
-    """
-    # float32 master weights (Hub files are often bf16); GPT-2's transposed Conv1D weights become row-major
-    state = {k: (v.float() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
-    if config.tie_embeddings and "lm_head.weight" not in state and "embed_tokens.weight" in state:
-        state["lm_head.weight"] = state["embed_tokens.weight"]
-    with torch.device("meta"):
-        model = GPT(config)
+def tokenizer_spec_from_vocab(vocab: object) -> dict | None:
+    """``{"kind": "tiktoken", "name": "gpt2"}`` if ``vocab`` (a ``vocab.json`` mapping, token text -> id) is
+    exactly GPT-2's byte-level BPE, else None."""
+    if not isinstance(vocab, dict) or len(vocab) != 50257:
+        return None
+    gpt2 = Tokenizer.from_name("gpt2").encoding
+    char_byte = {c: b for b, c in gpt2_byte_to_char().items()}
     try:
-        model.load_state_dict(state, strict=True, assign=True)
-    except RuntimeError as err:
-        first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
-        raise ConfigError(f"the weights in {source} do not fit its config: {first}") from None
-    if config.tie_embeddings:
-        model.lm_head.weight = model.embed_tokens.weight  # assign=True made two Parameters of one tensor
-    if config.position_embedding == "rope":
-        model.reset_rope_cache()
-    return model
-
-
-def _make_dir(out_dir: str | Path) -> Path:
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file; give a folder (it is created if missing)")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
-def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise ConfigError(f"{path} not found: pass a .ckpt from `lit-gpt fit` or a folder from `lit-gpt export`")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ConfigError(f"{path} is not valid JSON ({err})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} is not a JSON object")
-    return data
-
-
-def _write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``lit-gpt export --checkpoint PATH --out DIR [--format hf|lit_gpt]``: write a model folder and say what it is."""
-    from lit_gpt.checkpoint import load_checkpoint  # lit_gpt.checkpoint imports this module
-
-    parser = argparse.ArgumentParser(prog="lit-gpt export", description="Export a lit_gpt checkpoint to a folder.")
-    parser.add_argument("--checkpoint", required=True, help="a .ckpt written by `lit-gpt fit`, or an exported folder")
-    parser.add_argument("--out", required=True, help="the folder to write (created if missing; files are replaced)")
-    parser.add_argument("--format", choices=("hf", "lit_gpt"), default="hf",
-                        help="hf: LlamaForCausalLM or GPT2LMHeadModel for transformers; lit_gpt: our own folder")
-    args = parser.parse_args(argv)
-    model, tokenizer = load_checkpoint(args.checkpoint)
-    if args.format == "lit_gpt":
-        save_folder(model, tokenizer, args.out)
-        print(f"wrote a lit_gpt folder to {args.out} (load it with lit_gpt.checkpoint.load_checkpoint)")
-        return
-    arch = to_hf(model, tokenizer, args.out)
-    print(f"wrote a Hugging Face {arch} to {args.out} (load it with transformers.AutoModelForCausalLM.from_pretrained)")
-    if tokenizer.encoding is None or tokenizer.name not in HF_TOKENIZERS:
-        print(f"no tokenizer files: the {tokenizer.name!r} tokenizer has no Hugging Face equivalent here")
+        same = all(
+            (i == gpt2.eot_token) if text == EOT_TEXT
+            else gpt2.decode_single_token_bytes(i) == bytes(map(char_byte.get, text))
+            for text, i in vocab.items()
+        )  # fmt: skip
+    except (KeyError, TypeError, ValueError):  # a character outside the byte map, or an id outside gpt2's range
+        return None
+    return {"kind": "tiktoken", "name": "gpt2"} if same else None

@@ -1,0 +1,35 @@
+"""What every command shares: the usage text, and argument parsing for the commands that do not go through
+LightningCLI, whose errors become ``ConfigError`` (one ``error:`` line from ``lit_gpt.cli.main``) instead of
+argparse's usage text and exit."""
+
+from __future__ import annotations
+
+import argparse
+
+from lit_gpt.errors import ConfigError
+
+USAGE = """\
+usage: lit-gpt {fit,validate,test} --config CONFIG.yaml [--section.key VALUE ...]
+       lit-gpt prepare --config CONFIG.yaml [--data.key VALUE ...]
+       lit-gpt lr-find --config CONFIG.yaml [--section.key VALUE ...] [--lr_find.num_training N --lr_find.plot PNG ...]
+       lit-gpt generate --checkpoint PATH --prompt TEXT [--max_new_tokens N --temperature T --top_k K --top_p P ...]
+       lit-gpt export --checkpoint PATH --out DIR [--format hf|lit_gpt]
+       lit-gpt presets [--vocab_size N]
+       lit-gpt train-tokenizer --data.path PATH --vocab_size N --out DIR [--val_path PATH] [--val_fraction F]
+
+Train (fit), evaluate (validate/test) and sample from LLaMA- or GPT-2-style language models.
+`lit-gpt COMMAND --help` lists a command's options (`lit-gpt fit --help`: every training option)."""
+"""``lit-gpt --help``, also the description of ``lit-gpt fit --help``."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose errors raise ``ConfigError`` naming the command's ``--help``.
+
+    ``--help`` still prints the help and exits with status 0.
+    """
+
+    def __init__(self, prog: str, description: str, **kwargs) -> None:
+        super().__init__(prog=prog, description=description, allow_abbrev=False, **kwargs)
+
+    def error(self, message: str):
+        raise ConfigError(f"{message} (see `{self.prog} --help`)")

@@ -1,0 +1,28 @@
+"""``lit-gpt fit|validate|test --config CONFIG.yaml [--section.key VALUE ...]``: LightningCLI over ``LitGPT`` and
+``TextDataModule`` (``lit_gpt.train.lightning_cli``).
+
+jsonargparse runs with ``exit_on_error=False``, so an unknown key, a wrong type or a missing value is one ``error:``
+line (instead of a usage dump) and exit status 2, like every other bad input.
+"""
+
+from __future__ import annotations
+
+from jsonargparse import ArgumentError
+
+from lit_gpt.cli.args import USAGE
+from lit_gpt.errors import ConfigError
+
+
+def main(args: list[str]) -> None:
+    """Run ``args`` (``[subcommand, flags...]``) through the LightningCLI.
+
+    Raises:
+        ConfigError: for bad input: a parse error, a bad value, a bad corpus, an unreadable ``--ckpt_path``.
+        lit_gpt.errors.RunFailed: when training stops on a non-finite or spiking loss (``--stability.*``).
+    """
+    from lit_gpt.train.lightning_cli import build_cli
+
+    try:
+        build_cli(args, run=True, description=USAGE)
+    except ArgumentError as err:
+        raise ConfigError(f"{err} (see `lit-gpt {args[0]} --help`)") from None

@@ -1,0 +1,118 @@
+"""``lit-gpt generate --checkpoint PATH --prompt TEXT [...]``: sample text from a trained model.
+
+The checkpoint carries the model config and the tokenizer spec, so no YAML is needed. Decoding is
+``lit_gpt.generate.stream`` (KV cache, left-padded batches); text is printed as it comes, holding back what could be
+the start of a ``--stop`` string. No Lightning is imported.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+
+import torch
+
+from lit_gpt.checkpoint import load_checkpoint
+from lit_gpt.cli.args import ArgumentParser
+from lit_gpt.errors import ConfigError
+from lit_gpt.generate import check_sampling, left_pad, stream
+from lit_gpt.tokenizer import Tokenizer
+
+
+def _parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="lit-gpt generate", description="Sample text from a lit_gpt checkpoint.")
+    parser.add_argument("--checkpoint", required=True,
+                        help="a .ckpt written by `lit-gpt fit`, or a folder written by `lit-gpt export`")  # fmt: skip
+    parser.add_argument("--prompt", action="append", help="text to continue (repeat for a batch); none starts "
+                        "from end-of-text")  # fmt: skip
+    parser.add_argument("--max_new_tokens", type=int, default=500, help="tokens to generate per sample")
+    parser.add_argument("--temperature", type=float, default=0.8, help="softmax temperature; 0 is greedy")
+    parser.add_argument("--top_k", type=int, default=None, help="sample among the k most likely tokens only")
+    parser.add_argument("--top_p", type=float, default=None, help="nucleus sampling mass, in (0, 1]")
+    parser.add_argument("--seed", type=int, default=None, help="seed for reproducible samples")
+    parser.add_argument("--num_samples", type=int, default=1, help="samples per prompt, generated as one batch")
+    parser.add_argument("--stop", action="append", default=[], help="stop a sample at this string (repeatable)")
+    parser.add_argument("--no_cache", action="store_true", help="recompute the context every step (slow)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    return parser
+
+
+def main(args: list[str]) -> None:
+    """Print continuations of each ``--prompt`` (``args`` is ``["generate", flags...]``), streaming a single one.
+
+    Raises:
+        ConfigError: for bad flags or sampling options, an unusable checkpoint, or a prompt outside the vocabulary.
+    """
+    opts = _parser().parse_args(args[1:])
+    check_sampling(opts.temperature, opts.top_k, opts.top_p)
+    if opts.max_new_tokens < 0 or opts.num_samples < 1:
+        raise ConfigError("--max_new_tokens must be >= 0 and --num_samples >= 1")
+    device = opts.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, tokenizer = load_checkpoint(opts.checkpoint, device)
+    prompts = [p for p in (opts.prompt or [""]) for _ in range(opts.num_samples)]
+    encoded = _encode(prompts, tokenizer, model.config.block_size)
+    if len(set(map(len, encoded))) > 1 and opts.no_cache:
+        raise ConfigError("prompts of different lengths are batched with the KV cache; drop --no_cache")
+    idx, pad = left_pad(encoded, tokenizer.eot_id)
+    generator = torch.Generator(device)
+    if opts.seed is not None:
+        generator.manual_seed(opts.seed)
+    else:
+        generator.seed()
+    tokens = stream(
+        model, idx.to(device), opts.max_new_tokens, opts.temperature, opts.top_k, opts.top_p, tokenizer.vocab_size,
+        generator, pad.to(device) if pad.any() else None, tokenizer.eot_id, use_cache=not opts.no_cache,
+    )  # fmt: skip
+    if len(prompts) == 1:
+        _print_streaming(prompts[0], tokens, tokenizer, opts.stop)
+    else:
+        rows = torch.stack(list(tokens), dim=1).tolist() if opts.max_new_tokens else [[] for _ in prompts]
+        _print_batch(prompts, rows, tokenizer, opts.stop)
+
+
+def _encode(prompts: list[str], tokenizer: Tokenizer, block_size: int) -> list[list[int]]:
+    """Token ids of each prompt (end-of-text for an empty one), keeping the last ``block_size`` with a warning."""
+    encoded = []
+    for text in prompts:
+        ids = tokenizer.encode(text) if text else [tokenizer.eot_id]
+        if len(ids) > block_size:
+            print(f"warning: the prompt has {len(ids)} tokens, more than block_size {block_size}; keeping the last "
+                  f"{block_size}", file=sys.stderr)  # fmt: skip
+            ids = ids[-block_size:]
+        encoded.append(ids)
+    return encoded
+
+
+def _cut(text: str, stops: list[str]) -> tuple[str, bool]:
+    """``text`` up to the first stop string in it, and whether one was found."""
+    cuts = [text.find(s) for s in stops if s in text]
+    return (text[: min(cuts)], True) if cuts else (text, False)
+
+
+def _print_streaming(prompt: str, tokens: Iterator[torch.Tensor], tokenizer: Tokenizer, stops: list[str]) -> None:
+    """Print the prompt, then text as tokens arrive, holding back what could start a stop string or finish a
+    multi-byte character."""
+    hold = max((len(s) for s in stops), default=1) - 1
+    print(prompt, end="", flush=True)
+    new: list[int] = []
+    text, shown = "", 0
+    for token in tokens:
+        if token.item() == tokenizer.eot_id:
+            break
+        new.append(token.item())
+        text, stopped = _cut(tokenizer.decode(new), stops)
+        if stopped:
+            break
+        if not text.endswith("\ufffd"):  # not in the middle of a multi-byte character
+            print(text[shown : len(text) - hold], end="", flush=True)
+            shown = max(shown, len(text) - hold)
+    print(text[shown:], flush=True)
+
+
+def _print_batch(prompts: list[str], rows: list[list[int]], tokenizer: Tokenizer, stops: list[str]) -> None:
+    """Print each prompt with its continuation (up to end-of-text or a stop string), separated by rules."""
+    for i, (head, row) in enumerate(zip(prompts, rows)):
+        row = row[: row.index(tokenizer.eot_id)] if tokenizer.eot_id in row else row
+        if i:
+            print("\n" + "-" * 40)
+        print(head + _cut(tokenizer.decode(row), stops)[0])

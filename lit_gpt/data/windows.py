@@ -1,0 +1,100 @@
+"""Training and validation windows over prepared token shards: the sampler and datasets the data modules serve.
+
+Sampling choice. Training batches are windows of ``block_size + 1`` tokens at uniformly random offsets of the
+training split (as in nanoGPT; a window never crosses from one shard into the next): input ``x = w[:-1]``,
+target ``y = w[1:]``. The stream of offsets is infinite
+and stateless: batch ``b`` on rank ``r`` is drawn from ``numpy.random.default_rng((seed, r, b))``. So there is
+no "epoch" (training length is ``trainer.max_steps``), ranks draw different batches without a
+DistributedSampler, and a resumed run continues with exactly the batches it would have seen.
+
+Validation covers the whole validation split once, in non-overlapping windows: every token after the first is
+a target exactly once. The last, partial window is taken as the final ``block_size + 1`` tokens with the targets
+already covered set to ``IGNORE_INDEX``, so all batches keep one shape and ``val/loss`` is the exact mean over
+the split, comparable between runs with the same tokenizer. Ranks take every ``world_size``-th window.
+
+Torch and numpy only (``lit_gpt.train.datamodule`` wraps these in data loaders).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+IGNORE_INDEX = -100
+"""Target value that the loss and the perplexity metric skip (PyTorch's cross-entropy default)."""
+
+
+class RandomWindowBatches(Sampler):
+    """Infinite sampler of batches of window start offsets, each an int64 array of shape (batch_size,).
+
+    Offsets are uniform in [0, num_windows). Batch ``b`` (counting from 0 over the whole run) on rank ``rank``
+    comes from ``numpy.random.default_rng((seed, rank, b))``; iteration starts at batch ``start_batch``.
+    """
+
+    def __init__(self, num_windows: int, batch_size: int, seed: int, rank: int = 0, start_batch: int = 0) -> None:
+        self.num_windows, self.batch_size = num_windows, batch_size
+        self.seed, self.rank, self.start_batch = seed, rank, start_batch
+
+    def __iter__(self):
+        batch = self.start_batch
+        while True:
+            rng = np.random.default_rng((self.seed, self.rank, batch))
+            yield rng.integers(0, self.num_windows, size=self.batch_size)
+            batch += 1
+
+
+class TrainWindows(Dataset):
+    """Random-access training windows over token shards (1-D arrays); indexed by an array of window ids.
+
+    Window ids 0 .. num_windows-1 enumerate every start offset of every shard (windows never cross shards).
+    ``dataset[ids]`` with ``ids`` of shape (B,) returns ``(x, y)``, int64 tensors of shape (B, block_size) with
+    ``y[:, t] == x[:, t + 1]`` for t < block_size - 1.
+    """
+
+    def __init__(self, shards: list[np.ndarray] | np.ndarray, block_size: int) -> None:
+        self.shards = [shards] if isinstance(shards, np.ndarray) else list(shards)
+        self.block_size = block_size
+        counts = [max(0, len(s) - block_size) for s in self.shards]  # starts leaving room for the target
+        self.first = np.cumsum([0] + counts)  # window id of each shard's first window
+        self.num_windows = int(self.first[-1])
+
+    def __getitem__(self, ids: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        span = np.arange(self.block_size + 1)
+        if len(self.shards) == 1:
+            window = self.shards[0][ids[:, None] + span]  # (B, T+1), one gather
+        else:
+            shard = np.searchsorted(self.first, ids, side="right") - 1
+            window = np.stack([self.shards[s][i - self.first[s] + span] for s, i in zip(shard, ids)])
+        window = torch.from_numpy(window.astype(np.int64))
+        return window[:, :-1], window[:, 1:]
+
+
+class ValidationWindows(Dataset):
+    """Non-overlapping windows covering a token array so that each position 1..N-1 is a target exactly once.
+
+    Item i is ``(x, y)``, int64 tensors of shape (block_size,); targets already counted by an earlier window
+    (only in the last, overlapping one) are ``IGNORE_INDEX``. ``rank``/``world_size`` select every
+    ``world_size``-th window.
+    """
+
+    def __init__(self, tokens: np.ndarray, block_size: int, rank: int = 0, world_size: int = 1) -> None:
+        self.tokens, self.block_size = tokens, block_size
+        n_targets = len(tokens) - 1
+        starts = list(range(0, n_targets - block_size + 1, block_size))
+        covered = len(starts) * block_size
+        windows = [(s, 0) for s in starts]
+        if covered < n_targets:  # a partial remainder: re-read the final window, ignore targets seen already
+            last = n_targets - block_size
+            windows.append((last, covered - last))
+        self.windows = windows[rank::world_size]
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        start, n_ignored = self.windows[i]
+        window = torch.from_numpy(self.tokens[start : start + self.block_size + 1].astype(np.int64))
+        x, y = window[:-1], window[1:].clone()
+        y[:n_ignored] = IGNORE_INDEX
+        return x, y

@@ -1,0 +1,139 @@
+"""The LightningCLI that ``lit-gpt fit|validate|test`` (and ``lit-gpt lr-find``) runs: ``LitGPT`` and
+``TextDataModule``, configured by YAML (``--config configs/...yaml``) and flags.
+
+Facts live in one place and the parser copies them: ``model.config.block_size`` into ``data.block_size`` when
+parsing, and the data module's ``vocab_size`` and tokenizer spec into the model when instantiating. The callbacks
+are configured sections: ``checkpoint`` (ModelCheckpoint), ``lr_monitor``, ``throughput``, ``samples``,
+``hparams`` and ``stability``. Before a run resumes (``--ckpt_path``), the checkpoint is checked
+(``lit_gpt.checkpoint.check_resumable``), so an unreadable or foreign file is one ``error:`` line.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+
+from lit_gpt.checkpoint import check_resumable
+from lit_gpt.errors import ConfigError
+from lit_gpt.train.callbacks import HParams, TextSamples, ThroughputMonitor
+from lit_gpt.train.datamodule import TextDataModule
+from lit_gpt.train.module import LitGPT
+from lit_gpt.train.stability import LossGuard
+
+TRAINER_DEFAULTS = {
+    "logger": {
+        "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+        "init_args": {"save_dir": "runs", "name": "lit-gpt", "default_hp_metric": False},
+    },
+    "max_steps": 2000,
+    "val_check_interval": 250,
+    "check_val_every_n_epoch": None,
+    "log_every_n_steps": 10,
+    "use_distributed_sampler": False,
+}
+"""The training loader yields infinitely many batches, so validation runs every ``val_check_interval`` batches
+rather than per epoch, and the data module shards batches across ranks itself (no DistributedSampler)."""
+
+CHECKPOINT_DEFAULTS = {
+    "checkpoint.dirpath": "runs/checkpoints",
+    "checkpoint.monitor": "val/loss",
+    "checkpoint.mode": "min",
+    "checkpoint.save_last": True,
+    "checkpoint.filename": "step{step:06d}-val_loss{val/loss:.4f}",
+    "checkpoint.auto_insert_metric_name": False,
+}
+
+_QUIET = (
+    ".*does not have many workers.*",  # batches are one numpy gather each; workers cost more than they save here
+    "LightningCLI's args parameter is intended",  # lit-gpt hands LightningCLI the arguments after its command
+)
+
+
+class LitGPTCLI(LightningCLI):
+    """``LightningCLI`` over ``LitGPT`` and ``TextDataModule`` with lit_gpt's callbacks, links and resume check."""
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return {name: keys for name, keys in LightningCLI.subcommands().items() if name != "predict"}
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(CHECKPOINT_DEFAULTS)
+        parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
+        parser.set_defaults({"lr_monitor.logging_interval": "step"})
+        # tokens/s, FLOP/s and MFU (--throughput.peak_flops where Lightning knows no peak, e.g. on CPU),
+        # a text sample at every validation, and the run in TensorBoard's HParams tab
+        parser.add_lightning_class_args(ThroughputMonitor, "throughput")
+        parser.add_lightning_class_args(TextSamples, "samples")
+        parser.add_lightning_class_args(HParams, "hparams")
+        parser.add_lightning_class_args(LossGuard, "stability")  # non-finite / spiking steps: stop or skip
+        parser.link_arguments("model.config.block_size", "data.block_size")
+        parser.link_arguments("data.vocab_size", "model.config.vocab_size", apply_on="instantiate")
+        parser.link_arguments("data.tokenizer_spec", "model.tokenizer", apply_on="instantiate")
+
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        """Parse as LightningCLI does, then check ``--ckpt_path`` before anything reads it (LightningCLI itself
+        loads an explicit path next, for its hyperparameters)."""
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        if subcommand:
+            _check_ckpt_path(self.config[subcommand].get("ckpt_path"), self.config[subcommand].get("checkpoint"))
+
+
+def _check_ckpt_path(ckpt_path: str | None, checkpoint: dict | None) -> None:
+    """Raise ConfigError unless ``--ckpt_path`` (a path, or ``last``) names a checkpoint lit_gpt can resume from;
+    ``last`` is resolved as Lightning does: the newest ``last*.ckpt`` in the checkpoint folder (none: Lightning warns
+    and starts afresh, so "last" may be set before the first run)."""
+    if ckpt_path in (None, "best", "hpc", "registry"):
+        return
+    if ckpt_path == "last":
+        ckpt_path = _newest_last((checkpoint or {}).get("dirpath"))
+        if ckpt_path is None:
+            return
+    elif not Path(ckpt_path).exists():
+        raise ConfigError(f"--ckpt_path {ckpt_path} does not exist; pass a .ckpt written by `lit-gpt fit` or last")
+    check_resumable(ckpt_path)
+
+
+def _newest_last(dirpath: str | None) -> Path | None:
+    """The ``last.ckpt`` (or ``last-vN.ckpt``) with the newest modification time in ``dirpath``, or None."""
+    folder = Path(dirpath) if dirpath else None
+    if folder is None or not folder.is_dir():
+        return None
+    lasts = [p for p in folder.glob("last*.ckpt") if re.fullmatch(r"last(-v?\d+)?", p.stem)]
+    return max(lasts, key=lambda p: p.stat().st_mtime_ns, default=None)
+
+
+def build_cli(args: list[str], run: bool = True, description: str = "") -> LitGPTCLI:
+    """Build (and with ``run=True`` execute) the LightningCLI for ``args``, which start with the subcommand when
+    ``run`` is True (``["fit", "--config", ...]``) and have none when it is False.
+
+    With ``run=False`` the returned CLI holds ``model``, ``datamodule`` and ``trainer`` built from the arguments,
+    as ``lit-gpt lr-find`` and the benchmark scripts use it.
+
+    Raises:
+        ConfigError: for Lightning's setting errors (e.g. a strategy whose package is missing) and for
+            ``--ckpt_path`` problems; jsonargparse's ``ArgumentError`` for an unknown key, a wrong type or a
+            missing value (``exit_on_error=False``: the caller prints it as one line).
+    """
+    with warnings.catch_warnings():
+        for message in _QUIET:
+            warnings.filterwarnings("ignore", message=message)
+        try:
+            return LitGPTCLI(
+                LitGPT,
+                TextDataModule,
+                trainer_defaults=TRAINER_DEFAULTS,
+                save_config_kwargs={"overwrite": True},
+                args=args,
+                run=run,
+                auto_configure_optimizers=False,  # LitGPT.configure_optimizers owns AdamW and the schedule
+                parser_kwargs={"description": description, "exit_on_error": False},
+            )
+        except MisconfigurationException as err:
+            raise ConfigError(" ".join(str(err).split())) from err
