@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from lit_gpt import hf
 from lit_gpt.config import Config
 from lit_gpt.errors import ConfigError
-from lit_gpt.model import GPT
+from lit_gpt.model import GPT, meta_model
 from lit_gpt.tokenizer import Tokenizer
 
 FORMAT, VERSION = "lit_gpt", 1
@@ -180,8 +180,7 @@ def build_model(config: Config, state: dict[str, torch.Tensor], source: str | Pa
     state = {k: (v.float() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
     if config.tie_embeddings and "lm_head.weight" not in state and "embed_tokens.weight" in state:
         state["lm_head.weight"] = state["embed_tokens.weight"]
-    with torch.device("meta"):
-        model = GPT(config)
+    model = meta_model(config)
     try:
         model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as err:

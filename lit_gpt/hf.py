@@ -19,7 +19,7 @@ import torch
 
 from lit_gpt.config import Config
 from lit_gpt.errors import ConfigError
-from lit_gpt.model import GPT
+from lit_gpt.model import meta_model
 from lit_gpt.tokenizer import EOT_TEXT, Tokenizer, gpt2_byte_to_char
 
 HF_TOKENIZERS = ("gpt2", "r50k_base")
@@ -226,8 +226,7 @@ def state_from_hf(hf_state: dict[str, torch.Tensor], config: Config) -> dict[str
     hf_state = dict(hf_state)
     if config.position_embedding == "learned" and "wte.weight" in hf_state:
         hf_state = {k if k.startswith("lm_head.") else f"transformer.{k}": v for k, v in hf_state.items()}
-    with torch.device("meta"):  # key names only: no memory, no initialisation
-        ours = list(GPT(config).state_dict())
+    ours = list(meta_model(config).state_dict())  # key names only: no memory, no initialisation
     if config.tie_embeddings:
         ours.remove("lm_head.weight")
         hf_state.pop("lm_head.weight", None)  # some tied checkpoints store the head too

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from lit_gpt.config import Config
 
@@ -67,13 +68,15 @@ def build_norm(config: Config) -> nn.Module:
 
 
 def rope_cache(seq_len: int, head_size: int, theta: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cosine and sine tables for RoPE in the half-split layout, each of shape (seq_len, head_size), float32.
+    """Cosine and sine tables for RoPE in the half-split layout, each of shape (seq_len, head_size), float32, on
+    the CPU (whatever the default device; callers move them).
 
     Frequency i (0 <= i < head_size/2) is ``theta ** (-2i / head_size)``; both halves of the last dimension
     repeat the same frequencies, matching Hugging Face ``LlamaRotaryEmbedding``.
     """
-    inv_freq = 1.0 / theta ** (torch.arange(0, head_size, 2, dtype=torch.float32) / head_size)  # (hs/2,)
-    angles = torch.outer(torch.arange(seq_len, dtype=torch.float32), inv_freq)  # (seq_len, hs/2)
+    arange = dict(dtype=torch.float32, device="cpu")
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_size, 2, **arange) / head_size)  # (hs/2,)
+    angles = torch.outer(torch.arange(seq_len, **arange), inv_freq)  # (seq_len, hs/2)
     angles = torch.cat((angles, angles), dim=-1)  # (seq_len, hs)
     return angles.cos(), angles.sin()
 
@@ -212,7 +215,9 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.swiglu:
             gate, up = _fused_linear(x, (self.gate_proj, self.up_proj))
-            return self.down_proj(F.silu(gate) * up)
+            # silu(gate) = gate * sigmoid(gate), written out so that a compiled backward computes the sigmoid once
+            # (Inductor recomputes F.silu's in both of its gradient terms: ~3% of a CPU step, docs/benchmarks.md)
+            return self.down_proj(gate * torch.sigmoid(gate) * up)
         return self.down_proj(F.gelu(self.up_proj(x), approximate="tanh"))  # GPT-2's GELU approximation
 
 
@@ -445,3 +450,25 @@ def flops_per_token(config: Config, seq_len: int | None = None, training: bool =
     attention = 2 * nh * hs * T  # QK^T and AV over T keys
     forward = 2 * (config.n_layer * (projections + mlp + attention) + C * config.padded_vocab_size)
     return 3 * forward if training else forward
+
+
+class _SkipInitialisation(TorchFunctionMode):
+    """Makes the random initialisers do nothing: on the meta device they have no values to fill, and the meta kernel
+    of ``normal_`` would import ``torch._dynamo`` (about 1 s of a ``lit-gpt generate`` start)."""
+
+    SKIPPED = {torch.nn.init.normal_, torch.nn.init.uniform_, torch.nn.init.kaiming_uniform_,
+               torch.Tensor.normal_, torch.Tensor.uniform_}  # fmt: skip
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in self.SKIPPED:
+            return args[0] if args else kwargs["tensor"]  # the tensor, left as it is
+        return func(*args, **kwargs)
+
+
+def meta_model(config: Config) -> GPT:
+    """``GPT(config)`` on the meta device, with no initialisation computed: parameter names and shapes only, to
+    load weights into with ``load_state_dict(state, assign=True)`` (then call ``reset_rope_cache``) or to list the
+    names a state dict must have. Takes no memory for the weights."""
+    with torch.device("meta"), _SkipInitialisation():
+        return GPT(config)

@@ -3,6 +3,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 
 from lit_gpt.data.corpus import Cleaning
 from lit_gpt.data.prepare import load_split, prepare, read_meta
@@ -201,8 +202,28 @@ def test_datamodule_serves_windows(shakespeare, tmp_path):
     assert x.shape == y.shape == (5, 32)
     assert (x[:, 1:] == y[:, :-1]).all()
     xv, yv = next(iter(dm.val_dataloader()))
-    assert xv.shape == (5, 32)
+    assert xv.shape == (5, 32)  # no val_batch_size: on a CPU, the training batch size
     assert json.loads((tmp_path / "meta.json").read_text())["tokens"]["val"] == len(dm.val_tokens)
+
+
+@pytest.mark.parametrize("device, vocab, expected", [
+    ("cpu", 50257, 5), ("cpu", 66, 5),  # the training batch: larger ones were slower on a CPU
+    ("cuda", 66, 40), ("cuda", 50257, 40), ("cuda", 200000, 10),
+])  # fmt: skip
+def test_validation_batches_are_sized_for_the_device(shakespeare, tmp_path, monkeypatch, device, vocab, expected):
+    dm = TextDataModule(str(shakespeare), tokenizer="char", block_size=256, batch_size=5, cache_dir=str(tmp_path))
+    monkeypatch.setattr(TextDataModule, "_prepared", lambda self: {"vocab_size": vocab})
+    strategy = type("Strategy", (), {"root_device": torch.device(device)})()
+    monkeypatch.setattr(dm, "trainer", type("Trainer", (), {"strategy": strategy})())
+    # on a GPU: 2 GiB of float32 logits / (256 x vocab x 4 bytes) windows, within [5, 40]
+    assert dm._val_batch_size_for_device() == expected
+
+
+def test_a_given_val_batch_size_wins(shakespeare, tmp_path):
+    dm = TextDataModule(str(shakespeare), tokenizer="char", block_size=256, batch_size=5, val_batch_size=7,
+                        cache_dir=str(tmp_path))  # fmt: skip
+    dm.val_tokens = np.arange(3000) % 60
+    assert next(iter(dm.val_dataloader()))[0].shape == (7, 256)
 
 
 def test_corpus_shorter_than_a_window(tmp_path):

@@ -57,13 +57,13 @@ def tensorboard_run(run: Path) -> EventAccumulator:
     return events
 
 
-@pytest.mark.parametrize("stage, training", [("train", True), ("validate", False)])
+@pytest.mark.parametrize("stage, training", [("train", True), ("val", False)])
 def test_throughput_flops_and_mfu_follow_the_flop_formula(observed, scalars, stage, training):
     cli, run = observed
     logged = scalars(run)
     config, T = cli.model.config, cli.model.config.block_size
-    tokens_per_sec = dict(logged[f"{stage}/device/items_per_sec"])
-    flops_per_sec, mfu = dict(logged[f"{stage}/device/flops_per_sec"]), dict(logged[f"{stage}/device/mfu"])
+    tokens_per_sec = dict(logged[f"{stage}/throughput/tokens_per_sec"])
+    flops_per_sec, mfu = dict(logged[f"{stage}/throughput/flops_per_sec"]), dict(logged[f"{stage}/throughput/mfu"])
     assert tokens_per_sec and tokens_per_sec.keys() == flops_per_sec.keys() == mfu.keys()
     for step in tokens_per_sec:  # FLOPs per token from LitGPT.flops_per_batch; MFU against the given peak
         assert flops_per_sec[step] / tokens_per_sec[step] == pytest.approx(flops_per_token(config, T, training))
@@ -74,13 +74,13 @@ def test_throughput_is_logged_with_the_loss_and_shown_in_the_progress_bar(observ
     cli, run = observed
     logged = scalars(run)
     assert "tokens/s" in cli.trainer.progress_bar_metrics
-    assert [step for step, _ in logged["train/device/mfu"]] == [9, 19]  # every log_every_n_steps once 5 batches in
+    assert [step for step, _ in logged["train/throughput/mfu"]] == [9, 19]  # every log_every_n_steps once 5 batches in
     assert [step for step, _ in logged["train/loss"]] == [9, 19]
 
 
 def test_time_after_validation_is_not_training_time(observed, scalars):
     _, run = observed
-    assert scalars(run)["train/time"][-1][1] < 1000  # the clock jumps after validation were not training time
+    assert scalars(run)["train/throughput/time"][-1][1] < 1000  # the jumps after validation were not training time
 
 
 def test_samples_are_written_after_each_validation(observed):
@@ -99,6 +99,9 @@ def test_hparams_tab_lists_the_settings_and_metrics(observed):
     experiment = hparams["_hparams_/experiment"].experiment
     assert [m.name.tag for m in experiment.metric_infos] == ["val/loss", "val/ppl", "train/loss"]
     values = hparams["_hparams_/session_start_info"].session_start_info.hparams
+    columns = [info.name for info in experiment.hparam_infos]
+    assert columns[0].startswith("model/config/") and "model/learning_rate" in columns[:30]
+    assert not [c for c in columns if c.startswith(("data/download_url", "data/cache_dir", "data/num_workers"))]
     assert values["model/config/n_layer"].number_value == 1
     assert values["model/learning_rate"].number_value == pytest.approx(1e-3)
     assert values["model/tokenizer/kind"].string_value == "char" and "model/tokenizer/chars" not in values

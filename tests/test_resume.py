@@ -41,6 +41,28 @@ def test_resumed_run_repeats_the_uninterrupted_one_bitwise(tiny, scalars, tmp_pa
     assert second == {step: whole[step] for step in range(6, 12)}
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_compiled_training_resumes_bitwise_with_the_chosen_deterministic_kernels(tiny, scalars, tmp_path, precision):
+    """20 + 20 resumed steps == 40 straight steps under torch.compile, with trainer.deterministic left to the machine
+    (on: Inductor would otherwise sum the embedding gradient with atomic adds, in an order that varies by run)."""
+
+    def fit(name, max_steps, *extra):
+        flags = ["--trainer.max_steps", max_steps, "--trainer.val_check_interval", 20, "--trainer.log_every_n_steps", 1,
+                 "--model.lr_decay_steps", 40, "--data.cache_dir", tmp_path / "cache", "--samples.max_new_tokens", 0,
+                 "--model.compile", "true", "--trainer.precision", precision, "--trainer.deterministic", "null"]
+        main(tiny(tmp_path / name, *flags, *extra))  # fmt: skip
+        losses = {}
+        for run in sorted((tmp_path / name / "runs" / "tiny").glob("version_*")):
+            losses.update(dict(scalars(run)["train/loss"]))
+        return losses
+
+    whole = fit("whole", 40)
+    fit("parts", 20)
+    parts = fit("parts", 40, "--ckpt_path", "last")
+    assert sorted(whole) == list(range(40)) and parts == whole
+
+
 class Gradients(Callback):
     """Records the gradients that reach the optimizer (summed over micro-batches and normalized by Lightning)."""
 

@@ -13,7 +13,7 @@ import json
 
 from lit_gpt.errors import ConfigError
 
-LOADER_KEYS = frozenset({"block_size", "batch_size", "num_workers"})
+LOADER_KEYS = frozenset({"block_size", "batch_size", "val_batch_size", "num_workers"})
 """``TextDataModule`` arguments that shape batches, not token files (``tests/test_layout.py`` keeps this equal to
 the data module's arguments minus ``prepare_corpus``'s)."""
 

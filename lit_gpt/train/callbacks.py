@@ -27,6 +27,14 @@ from lit_gpt.generate import check_sampling, generate
 from lit_gpt.model import GPT
 from lit_gpt.tokenizer import Tokenizer
 
+_METRIC_NAMES = {
+    "lengths": "tokens", "device/batches_per_sec": "batches_per_sec", "device/samples_per_sec": "samples_per_sec",
+    "device/items_per_sec": "tokens_per_sec", "device/flops_per_sec": "flops_per_sec", "device/mfu": "mfu",
+    "batches_per_sec": "total_batches_per_sec", "samples_per_sec": "total_samples_per_sec",
+    "items_per_sec": "total_tokens_per_sec", "flops_per_sec": "total_flops_per_sec",
+}  # fmt: skip
+"""Lightning's ``Throughput`` names (per device under ``device/``, totals without) to ours (tokens, not items;
+totals marked ``total_``)."""
 _COMPUTE_DTYPES = {"bf16-mixed": torch.bfloat16, "bf16-true": torch.bfloat16, "16-mixed": torch.float16,
                    "16-true": torch.float16, "64-true": torch.float64}  # fmt: skip
 
@@ -62,11 +70,11 @@ class ThroughputMonitor(Callback):
     FLOPs per batch come from the module's ``flops_per_batch`` (``LitGPT``: ``lit_gpt.model.flops_per_token``);
     the arithmetic is Lightning's public ``Throughput`` meter, averaged over the last ``window_size`` batches.
     Logged every ``trainer.log_every_n_steps`` optimizer steps once the window is full (at the step of
-    ``train/loss``): ``train/device/items_per_sec`` (tokens/s), ``train/device/samples_per_sec``,
-    ``train/device/batches_per_sec``, ``train/device/flops_per_sec``, ``train/device/mfu`` (model FLOPs
-    utilisation: flops_per_sec / peak), ``train/time`` (seconds of training), ``train/samples``, ``train/lengths``
-    (tokens); after each validation the same under ``validate/``; with several devices also the totals (without
-    ``device/``). Runs on global rank zero.
+    ``train/loss``), per device: ``train/throughput/tokens_per_sec``, ``samples_per_sec``, ``batches_per_sec``,
+    ``flops_per_sec`` and ``mfu`` (model FLOPs utilisation: flops_per_sec / peak), and the running totals ``time``
+    (seconds of training), ``samples``, ``tokens`` and ``batches``; with several devices also ``total_tokens_per_sec``
+    and the other totals over all devices. After each validation the same under ``val/throughput/``. Runs on
+    global rank zero.
 
     The training clock stops when a validation starts and restarts at the next training batch, so validation,
     text samples and checkpoints written after it are not training time. (Lightning's own ThroughputMonitor
@@ -118,9 +126,8 @@ class ThroughputMonitor(Callback):
         if step == self._logged_step or (step + 1) % trainer.log_every_n_steps:
             return
         self._logged_step = step
-        metrics = meter.throughput.compute()
-        self._log(trainer, "train", metrics, step)
-        tokens_per_sec = metrics.get("items_per_sec", metrics.get("device/items_per_sec"))
+        metrics = self._log(trainer, "train", meter.throughput.compute(), step)
+        tokens_per_sec = metrics.get("total_tokens_per_sec", metrics.get("tokens_per_sec"))
         if self.prog_bar and tokens_per_sec is not None:  # once the window is full
             pl_module.log("tokens/s", round(tokens_per_sec), prog_bar=True, logger=False)
 
@@ -145,12 +152,18 @@ class ThroughputMonitor(Callback):
     @rank_zero_only
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.sanity_checking:
-            self._log(trainer, "validate", self._meters["validate"].throughput.compute(), trainer.global_step - 1)
+            metrics = self._meters["validate"].throughput.compute()
+            self._log(trainer, "val", metrics, trainer.global_step - 1)
 
     @staticmethod
-    def _log(trainer: Trainer, stage: str, metrics: dict, step: int) -> None:
+    def _log(trainer: Trainer, stage: str, metrics: dict, step: int) -> dict:
+        """Log ``Throughput.compute()``'s metrics under ``{stage}/throughput/`` with our names; returns them so
+        named, without the prefix."""
+        named = {_METRIC_NAMES.get(name, name): value for name, value in metrics.items()}
+        prefixed = {f"{stage}/throughput/{name}": value for name, value in named.items()}
         for logger in trainer.loggers:
-            logger.log_metrics({f"{stage}/{name}": value for name, value in metrics.items()}, step=max(step, 0))
+            logger.log_metrics(prefixed, step=max(step, 0))
+        return named
 
 
 class TextSamples(Callback):
@@ -238,8 +251,10 @@ class TextSamples(Callback):
             writer.add_text("samples", text, trainer.global_step)
 
 
-_TRAINER_HPARAMS = ("accelerator", "strategy", "devices", "num_nodes", "precision", "max_steps",
-                    "accumulate_grad_batches", "gradient_clip_val", "gradient_clip_algorithm")  # fmt: skip
+_TRAINER_HPARAMS = ("precision", "max_steps", "accumulate_grad_batches", "gradient_clip_val", "gradient_clip_algorithm",
+                    "devices", "num_nodes", "strategy", "accelerator")  # fmt: skip
+_DATA_HPARAMS_LEFT_OUT = ("download_url", "cache_dir", "num_workers", "num_threads")
+"""Data settings that do not change what is learned (where files come from and go, how many threads read them)."""
 
 
 class HParams(Callback):
@@ -249,10 +264,11 @@ class HParams(Callback):
     metric's curve (``default_hp_metric`` logs ``hp_metric = -1``); this writes it at the start of training with
     the metric names only, and TensorBoard takes their values from the run's scalars.
 
-    Hyperparameters, flattened to ``/``-joined names: the module's ``hparams_initial`` under ``model/`` (a
-    tokenizer spec by its kind and name only, not its vocabulary); under ``lit-gpt fit`` also the ``data``
-    section, the trainer's ``precision``, ``max_steps``, ``devices`` etc. and ``seed_everything`` from the parsed
-    configuration. Unset (None) values are left out. Runs on global rank zero, for every TensorBoardLogger.
+    Hyperparameters, flattened to ``/``-joined names, in this column order: the module's ``hparams_initial`` under
+    ``model/`` (its ``config`` first, then the optimizer settings; a tokenizer spec by its kind and name only, not
+    its vocabulary); under ``lit-gpt fit`` also the ``data`` section (without where files come from or go), the
+    trainer's ``precision``, ``max_steps`` etc. and ``seed_everything`` from the parsed configuration. Unset (None)
+    values are left out. Runs on global rank zero, for every TensorBoardLogger.
 
     Args:
         metrics: scalar tags shown as metric columns; None: ``val/loss``, ``val/ppl`` and ``train/loss``.
@@ -262,16 +278,19 @@ class HParams(Callback):
         self.metrics = ["val/loss", "val/ppl", "train/loss"] if metrics is None else list(metrics)
 
     def hyperparameters(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
-        """The flattened hyperparameters that the HParams tab shows (bool, int, float or str values)."""
+        """The flattened hyperparameters that the HParams tab shows (bool, int, float or str values), in column
+        order: the model's architecture and optimizer first, then the data, the trainer and the seed."""
         model = {k: v for k, v in pl_module.hparams_initial.items() if not k.startswith("_")}  # not LightningCLI's
         if isinstance(model.get("tokenizer"), Mapping):
             model["tokenizer"] = {k: v for k, v in model["tokenizer"].items() if k in ("kind", "name")}
-        params = {"model": model}
+        params = {"model": {"config": model.pop("config", None), **model}}
         config = next((c.config for c in trainer.callbacks if isinstance(c, SaveConfigCallback)), None)
         if config is not None:  # the subcommand's namespace that LightningCLI parsed
+            data = _flatten(config.get("data"))
+            params["data"] = {k: v for k, v in data.items() if k.split("/")[0] not in _DATA_HPARAMS_LEFT_OUT}
             trainer_config = config.get("trainer") or {}
             params["trainer"] = {k: trainer_config.get(k) for k in _TRAINER_HPARAMS}
-            params["data"], params["seed_everything"] = config.get("data"), config.get("seed_everything")
+            params["seed_everything"] = config.get("seed_everything")
         return _flatten(params)
 
     @rank_zero_only

@@ -5,7 +5,9 @@ Facts live in one place and the parser copies them: ``model.config.block_size`` 
 parsing, and the data module's ``vocab_size`` and tokenizer spec into the model when instantiating. The callbacks
 are configured sections: ``checkpoint`` (ModelCheckpoint), ``lr_monitor``, ``throughput``, ``samples``,
 ``hparams`` and ``stability``. Before a run resumes (``--ckpt_path``), the checkpoint is checked
-(``lit_gpt.checkpoint.check_resumable``), so an unreadable or foreign file is one ``error:`` line.
+(``lit_gpt.checkpoint.check_resumable``), so an unreadable or foreign file is one ``error:`` line. Settings left
+unset (``trainer.precision``, ``model.compile``, ``trainer.deterministic``) are chosen from the machine
+(``lit_gpt.train.hardware``) before anything is built, said in one log line, and saved in the run's config.yaml.
 """
 
 from __future__ import annotations
@@ -17,17 +19,19 @@ from pathlib import Path
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
 from lit_gpt.checkpoint import check_resumable
 from lit_gpt.errors import ConfigError
 from lit_gpt.train.callbacks import HParams, TextSamples, ThroughputMonitor
 from lit_gpt.train.datamodule import TextDataModule
+from lit_gpt.train.hardware import choose
 from lit_gpt.train.module import LitGPT
 from lit_gpt.train.stability import LossGuard
 
 TRAINER_DEFAULTS = {
     "logger": {
-        "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+        "class_path": "lit_gpt.train.logger.TensorBoardLogger",
         "init_args": {"save_dir": "runs", "name": "lit-gpt", "default_hp_metric": False},
     },
     "max_steps": 2000,
@@ -75,6 +79,18 @@ class LitGPTCLI(LightningCLI):
         parser.link_arguments("model.config.block_size", "data.block_size")
         parser.link_arguments("data.vocab_size", "model.config.vocab_size", apply_on="instantiate")
         parser.link_arguments("data.tokenizer_spec", "model.tokenizer", apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        """Choose the unset machine-dependent settings (``lit_gpt.train.hardware.choose``) and write them into the
+        configuration that the Trainer, the model and config.yaml are built from."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        trainer, model = config.trainer, config.model
+        choice = choose(trainer.accelerator, trainer.precision, model.compile, trainer.deterministic)
+        trainer.precision, model.compile, trainer.deterministic = choice.precision, choice.compile, choice.deterministic
+        if choice.reasons:
+            rank_zero_info("lit-gpt: " + "; ".join(choice.reasons))
+        for warning in choice.warnings:
+            rank_zero_warn(warning)
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         """Parse as LightningCLI does, then check ``--ckpt_path`` before anything reads it (LightningCLI itself

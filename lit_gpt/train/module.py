@@ -4,12 +4,13 @@ Policy: next-token cross-entropy; AdamW (Loshchilov & Hutter 2019) with weight d
 linear layers only (not on norms, biases or embeddings); a learning rate that warms up linearly for
 ``warmup_steps`` optimizer steps, then follows a cosine from ``learning_rate`` down to ``min_lr`` at
 ``lr_decay_steps`` (default: the trainer's ``max_steps``) and stays there.
-Logged: ``train/loss`` and ``train/grad_norm`` (before clipping) per step; ``val/loss`` (the exact token-weighted
-mean over the validation split) and ``val/ppl`` = exp(val/loss) per validation, both reduced across devices by
-torchmetrics. The learning rate is logged by Lightning's LearningRateMonitor, tokens/s, FLOP/s and MFU by
+Logged: ``train/loss`` and ``train/grad_norm`` (before clipping) every ``trainer.log_every_n_steps`` steps;
+``val/loss`` (the exact token-weighted mean over the validation split, reduced across devices by torchmetrics) and
+``val/ppl`` = exp(val/loss) per validation. The learning rate is logged by Lightning's LearningRateMonitor (as
+``train/lr/decay`` and ``train/lr/no_decay``, one per parameter group), tokens/s, FLOP/s and MFU by
 ``lit_gpt.train.callbacks.ThroughputMonitor`` (from ``flops_per_batch``).
-Speed: ``compile`` runs forward and backward through ``torch.compile``; AdamW is fused on CPU and CUDA; the gradient
-norm is computed once per step, with no host synchronisation.
+Speed: ``compile`` runs the training forward and backward through ``torch.compile`` (evaluation stays eager); AdamW is
+fused on CPU and CUDA; the gradient norm is computed once per step, with no host synchronisation.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 from torch import nn
 from torchmetrics import MeanMetric
-from torchmetrics.text import Perplexity
 
 from lit_gpt.checkpoint import CHECKPOINT_FORMAT, load_model
 from lit_gpt.config import Config
@@ -62,7 +62,9 @@ class LitGPT(LightningModule):
         init_weights: start from the weights of a ``.ckpt``, a ``lit-gpt export`` folder or a Hugging Face Llama /
             GPT-2 folder (fine-tuning) instead of a random init; its architecture must equal ``config``'s.
         compile: run training and evaluation forward passes through ``torch.compile`` (Inductor; on CPU it needs
-            a C++ compiler). The first steps are slower while it compiles; checkpoints are unaffected.
+            a C++ compiler). The first steps are slower while it compiles; checkpoints are unaffected. None (the
+            default): ``lit-gpt fit`` chooses from the machine (``lit_gpt.train.hardware``); built directly in
+            Python, None means off.
         compile_mode: ``torch.compile``'s ``mode``: None (default), "reduce-overhead", "max-autotune" or
             "max-autotune-no-cudagraphs" (on CPU the latter picks Inductor's own C++ matmul kernels where they beat
             oneDNN, faster for small models).
@@ -83,7 +85,7 @@ class LitGPT(LightningModule):
         betas: tuple[float, float] = (0.9, 0.95),
         eps: float = 1e-8,
         init_weights: str | None = None,
-        compile: bool = False,
+        compile: bool | None = None,
         compile_mode: str | None = None,
         float32_matmul_precision: Literal["highest", "high", "medium"] = "high",
     ) -> None:
@@ -97,14 +99,15 @@ class LitGPT(LightningModule):
         self.model = GPT(config)
         if init_weights is not None:
             self._load_weights(init_weights)
-        # Training and evaluation call ``self._forward``: the compiled model when ``compile`` is set. ``self.model``
-        # stays the plain module (generation, text samples and checkpoints use it): compiling the bound method
-        # does not register a second module, so state-dict keys have no ``_orig_mod.`` prefix.
+        # Training calls ``self._forward``: the compiled model when ``compile`` is set. ``self.model`` stays the plain
+        # module (evaluation, generation, text samples and checkpoints use it): compiling the bound method does not
+        # register a second module, so state-dict keys have no ``_orig_mod.`` prefix. Evaluation runs eagerly: in
+        # eval mode and on its batch shapes a compiled forward would compile twice more (~5 s each on a CPU) to save
+        # ~15% of a validation (bench/validation_cost.py, docs/benchmarks.md).
         self._forward = (
             torch.compile(self.model.forward, dynamic=False, mode=compile_mode) if compile else self.model.forward
         )
         self.val_loss = MeanMetric()
-        self.val_ppl = Perplexity(ignore_index=IGNORE_INDEX)
 
     def _load_weights(self, path: str) -> None:
         pretrained = load_model(path)
@@ -170,19 +173,34 @@ class LitGPT(LightningModule):
     def _loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX)
 
+    def _logging_step(self) -> bool:
+        """Whether this optimizer step's per-step metrics reach the logger: every ``trainer.log_every_n_steps``-th
+        step, as Lightning writes them. Calling ``self.log`` only then saves ~1 ms of Lightning bookkeeping per step
+        (bench/train_throughput.py on a CPU), so the progress bar's loss also updates at that rate."""
+        return (self.global_step + 1) % self.trainer.log_every_n_steps == 0
+
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
         loss = self._loss(self._forward(x), y)
-        self.log("train/loss", loss, prog_bar=True)
+        if self._logging_step():
+            self.log("train/loss", loss, prog_bar=True)
         return loss
 
     def _evaluation_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> None:
         x, y = batch
-        logits = self._forward(x)
-        self.val_loss.update(self._loss(logits, y), weight=(y != IGNORE_INDEX).sum())
-        self.val_ppl.update(logits.float(), y)
+        self.val_loss.update(self._loss(self.model(x), y), weight=(y != IGNORE_INDEX).sum())
         self.log(f"{stage}/loss", self.val_loss, prog_bar=True)
-        self.log(f"{stage}/ppl", self.val_ppl)
+
+    def _log_perplexity(self, stage: str) -> None:
+        """``{stage}/ppl`` = exp(``{stage}/loss``): the perplexity of the exact token-weighted mean loss, reduced
+        across devices by the metric, with no second pass over the logits."""
+        self.log(f"{stage}/ppl", self.val_loss.compute().exp())
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_perplexity("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_perplexity("test")
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._evaluation_step(batch, "val")
@@ -195,9 +213,9 @@ class LitGPT(LightningModule):
         decay, no_decay = [], []
         for param in self.model.parameters():  # deduplicated: a tied matrix appears once, as an embedding
             (decay if param.dim() >= 2 and id(param) not in embeddings else no_decay).append(param)
-        groups = [
-            {"params": decay, "weight_decay": self.hparams.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
+        groups = [  # named: LearningRateMonitor logs train/lr/decay and train/lr/no_decay
+            {"params": decay, "weight_decay": self.hparams.weight_decay, "name": "decay"},
+            {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
         ]
         hp = self.hparams
         # The fused kernel updates every parameter in one pass (CPU and CUDA); elsewhere PyTorch picks foreach. Not
@@ -212,7 +230,7 @@ class LitGPT(LightningModule):
             optimizer,
             lambda step: lr_at(step, base, self.hparams.min_lr, self.hparams.warmup_steps, decay_steps) / base,
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step", "name": "train/lr"}}
 
     def _grad_scaler(self):
         """The GradScaler of a ``16-mixed`` run, or None (other precisions, or no Trainer attached yet)."""
@@ -252,7 +270,8 @@ class LitGPT(LightningModule):
             return
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         norm = self.gradient_norm(optimizer)
-        self.log("train/grad_norm", norm)
+        if self._logging_step():
+            self.log("train/grad_norm", norm)
         if gradient_clip_val and gradient_clip_algorithm in (None, "norm"):
             torch.nn.utils.clip_grads_with_norm_(params, gradient_clip_val, norm)
         elif gradient_clip_val:
