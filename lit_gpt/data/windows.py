@@ -3,9 +3,10 @@
 Sampling choice. Training batches are windows of ``block_size + 1`` tokens at uniformly random offsets of the
 training split (as in nanoGPT; a window never crosses from one shard into the next): input ``x = w[:-1]``,
 target ``y = w[1:]``. The stream of offsets is infinite
-and stateless: batch ``b`` on rank ``r`` is drawn from ``numpy.random.default_rng((seed, r, b))``. So there is
-no "epoch" (training length is ``trainer.max_steps``), ranks draw different batches without a
-DistributedSampler, and a resumed run continues with exactly the batches it would have seen.
+and stateless: global batch ``b`` is drawn from ``numpy.random.default_rng((seed, b))`` and split between the
+data-parallel replicas. So there is no "epoch" (training length is ``trainer.max_steps``), replicas draw different
+windows without a DistributedSampler, the same global batch trains the same windows on any number of devices, and a
+resumed run continues with exactly the batches it would have seen.
 
 Validation covers the whole validation split once, in non-overlapping windows: every token after the first is
 a target exactly once. The last, partial window is taken as the final ``block_size + 1`` tokens with the targets
@@ -28,19 +29,26 @@ IGNORE_INDEX = -100
 class RandomWindowBatches(Sampler):
     """Infinite sampler of batches of window start offsets, each an int64 array of shape (batch_size,).
 
-    Offsets are uniform in [0, num_windows). Batch ``b`` (counting from 0 over the whole run) on rank ``rank``
-    comes from ``numpy.random.default_rng((seed, rank, b))``; iteration starts at batch ``start_batch``.
+    Offsets are uniform in [0, num_windows). Global batch ``b`` (counting from 0 over the whole run) is
+    ``batch_size * num_replicas`` offsets drawn from ``numpy.random.default_rng((seed, b))``, and data-parallel
+    replica ``rank`` takes its ``rank``-th slice of ``batch_size``. So the windows a step trains on depend only on
+    the seed and the global batch size, not on how many devices share them: 2 replicas of batch 4 see exactly what 1
+    replica of batch 8 sees. Iteration starts at batch ``start_batch``.
     """
 
-    def __init__(self, num_windows: int, batch_size: int, seed: int, rank: int = 0, start_batch: int = 0) -> None:
-        self.num_windows, self.batch_size = num_windows, batch_size
+    def __init__(self, num_windows: int, batch_size: int, seed: int, rank: int = 0, start_batch: int = 0,
+                 num_replicas: int = 1) -> None:  # fmt: skip
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is not in [0, num_replicas={num_replicas})")
+        self.num_windows, self.batch_size, self.num_replicas = num_windows, batch_size, num_replicas
         self.seed, self.rank, self.start_batch = seed, rank, start_batch
 
     def __iter__(self):
         batch = self.start_batch
+        mine = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
         while True:
-            rng = np.random.default_rng((self.seed, self.rank, batch))
-            yield rng.integers(0, self.num_windows, size=self.batch_size)
+            rng = np.random.default_rng((self.seed, batch))
+            yield rng.integers(0, self.num_windows, size=self.batch_size * self.num_replicas)[mine]
             batch += 1
 
 

@@ -16,6 +16,15 @@ from lit_gpt.data.prepare import default_cache_dir, load_split, prepare_corpus
 from lit_gpt.data.windows import RandomWindowBatches, TrainWindows, ValidationWindows
 from lit_gpt.errors import ConfigError
 
+def data_parallel_rank(trainer) -> tuple[int, int]:
+    """(rank, number) of this process among the data-parallel replicas, which must each see different batches:
+    Lightning's ``strategy.distributed_sampler_kwargs`` (all processes under DDP; only the data-parallel dimension
+    under ``ModelParallelStrategy``, whose tensor-parallel ranks must see the same batches), or (0, 1) without a
+    trainer or on one device."""
+    kwargs = getattr(getattr(trainer, "strategy", None), "distributed_sampler_kwargs", None) or {}
+    return kwargs.get("rank", 0), kwargs.get("num_replicas", 1)
+
+
 VAL_LOGITS_BYTES = 2 * 2**30
 """Bytes of float32 logits one validation batch may hold on a GPU when ``val_batch_size`` is None."""
 
@@ -122,21 +131,18 @@ class TextDataModule(LightningDataModule):
                     f"block_size + 1 = {self.block_size + 1}; use a larger corpus or a smaller block_size"
                 )
 
-    def _rank_and_world_size(self) -> tuple[int, int]:
-        return (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
-
     def train_dataloader(self) -> DataLoader:
-        rank, _ = self._rank_and_world_size()
+        rank, replicas = data_parallel_rank(self.trainer)
         # A resumed run continues the offset stream at the batch it had reached.
         start_batch = self.trainer.global_step * self.trainer.accumulate_grad_batches if self.trainer else 0
         dataset = TrainWindows(self.train_shards, self.block_size)
-        sampler = RandomWindowBatches(dataset.num_windows, self.batch_size, self.seed, rank, start_batch)
+        sampler = RandomWindowBatches(dataset.num_windows, self.batch_size, self.seed, rank, start_batch, replicas)
         # batch_size=None: each sampler item is already a whole batch of offsets, gathered in one numpy call.
         return DataLoader(dataset, batch_size=None, sampler=sampler, **self._loader_options())
 
     def val_dataloader(self) -> DataLoader:
-        rank, world_size = self._rank_and_world_size()
-        dataset = ValidationWindows(self.val_tokens, self.block_size, rank, world_size)
+        rank, replicas = data_parallel_rank(self.trainer)
+        dataset = ValidationWindows(self.val_tokens, self.block_size, rank, replicas)
         batch_size = self.val_batch_size or self._val_batch_size_for_device()
         return DataLoader(dataset, batch_size=batch_size, shuffle=False, **self._loader_options())
 
