@@ -13,6 +13,9 @@ Read by ``load_checkpoint`` / ``load_model`` / ``load_tokenizer`` (``path`` may 
   ours or not: ``config.json``, ``model.safetensors`` (or sharded, or ``pytorch_model.bin``),
   ``generation_config.json``, and for the GPT-2 BPE ``vocab.json``, ``merges.txt`` and ``tokenizer_config.json``.
 
+- a sharded checkpoint folder written by ``lit-gpt fit`` under Lightning's ``ModelParallelStrategy`` (FSDP2, tensor
+  parallelism): PyTorch Distributed Checkpoint shards plus ``meta.pt``; read into whole tensors on one process.
+
 A path to a folder's ``config.json`` or ``model.safetensors`` means the folder. ``read_training_checkpoint``
 checks a ``.ckpt`` before a run resumes from it. The name and shape maps are in ``lit_gpt.hf``.
 """
@@ -36,6 +39,8 @@ FORMAT, VERSION = "lit_gpt", 1
 """The ``format`` and ``version`` of our folder's ``config.json``."""
 CHECKPOINT_FORMAT = 1
 """The ``format`` of the ``lit_gpt`` record in a training ``.ckpt``."""
+SHARDED_METADATA = "meta.pt"
+"""The file of a sharded checkpoint folder that holds everything but the tensors (Lightning's name for it)."""
 WHAT_TO_PASS = "pass a .ckpt written by `lit-gpt fit` or a folder written by `lit-gpt export`"
 
 
@@ -253,7 +258,7 @@ def _load(path: str | Path, model: bool, tokenizer: bool) -> tuple[GPT | None, T
         path = path.parent
     if not path.exists():
         raise ConfigError(f"checkpoint not found: {path}; {WHAT_TO_PASS}")
-    if path.is_file():
+    if path.is_file() or is_sharded_checkpoint(path):
         checkpoint = read_training_checkpoint(path)
         spec = checkpoint["lit_gpt"].get("tokenizer")  # None when LitGPT was built without one
         build = partial(_model_from_lightning, checkpoint, path)
@@ -275,8 +280,38 @@ def _load(path: str | Path, model: bool, tokenizer: bool) -> tuple[GPT | None, T
 
 
 def _model_from_lightning(checkpoint: dict, path: Path) -> GPT:
-    state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+    states = checkpoint["state_dict"] if "state_dict" in checkpoint else _consolidated_state(path)
+    state = {k.removeprefix("model."): v for k, v in states.items() if k.startswith("model.")}
     return build_model(Config(**checkpoint["lit_gpt"]["config"]), state, path)
+
+
+def is_sharded_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` is a sharded checkpoint folder written by Lightning's ``ModelParallelStrategy``: the tensors
+    in PyTorch Distributed Checkpoint files (``*.distcp`` + ``.metadata``), the rest in ``meta.pt``."""
+    path = Path(path)
+    return path.is_dir() and (path / SHARDED_METADATA).is_file() and (path / ".metadata").is_file()
+
+
+def _consolidated_state(folder: Path) -> dict[str, torch.Tensor]:
+    """The whole (unsharded) ``state_dict`` of a sharded checkpoint folder, on the CPU, without a process group.
+
+    ``torch.distributed.checkpoint.format_utils.dcp_to_torch_save`` gathers every shard into one ``torch.save`` file
+    (a temporary one), read back with ``weights_only=True``.
+    """
+    import tempfile
+
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            dcp_to_torch_save(folder, Path(tmp) / "full.pt")
+            full = torch.load(Path(tmp) / "full.pt", map_location="cpu", weights_only=True)
+        except Exception as err:  # a missing or truncated shard raises several types
+            raise ConfigError(f"{folder} is not a readable sharded checkpoint ({type(err).__name__}); "
+                              f"{WHAT_TO_PASS}") from None  # fmt: skip
+    if not isinstance(full.get("state_dict"), dict):
+        raise ConfigError(f"{folder} holds no model weights; {WHAT_TO_PASS}")
+    return full["state_dict"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -284,7 +319,9 @@ def _model_from_lightning(checkpoint: dict, path: Path) -> GPT:
 
 
 def read_training_checkpoint(path: str | Path) -> dict:
-    """The checkpoint dict of a ``.ckpt`` written by ``lit-gpt fit``, checked to hold our record and a state dict.
+    """The checkpoint dict of a ``.ckpt`` written by ``lit-gpt fit``, checked to hold our record and a state dict; for
+    a sharded checkpoint folder (``is_sharded_checkpoint``), the dict of its ``meta.pt`` (the tensors stay in the
+    shards: ``load_checkpoint`` consolidates them).
 
     Read with ``torch.load(weights_only=True)`` (memory-mapped): a pickle that would run code, a truncated or
     corrupted file, or any other file is refused without executing anything from it.
@@ -294,9 +331,11 @@ def read_training_checkpoint(path: str | Path) -> dict:
             newer lit_gpt checkpoint format.
     """
     path = Path(path)
+    sharded = is_sharded_checkpoint(path)
     try:
         with torch.serialization.safe_globals([Config]):  # hyper_parameters hold a Config when built from Python
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            checkpoint = torch.load(path / SHARDED_METADATA if sharded else path, map_location="cpu",
+                                    weights_only=True, mmap=not sharded)  # fmt: skip
     except Exception as err:  # unpickling raises many types for a file that is not a checkpoint
         why = type(err).__name__
         raise ConfigError(f"{path} is not a readable lit_gpt checkpoint ({why}); {WHAT_TO_PASS}") from None
@@ -304,7 +343,7 @@ def read_training_checkpoint(path: str | Path) -> dict:
     if (
         not isinstance(record, dict)
         or not isinstance(record.get("config"), dict)
-        or not isinstance(checkpoint.get("state_dict"), dict)
+        or not (sharded or isinstance(checkpoint.get("state_dict"), dict))
     ):
         raise ConfigError(f"{path} is not a lit_gpt training checkpoint (no model config or weights); {WHAT_TO_PASS}")
     if record.get("format") != CHECKPOINT_FORMAT:
@@ -328,7 +367,7 @@ def check_resumable(path: str | Path) -> None:
         hint = (f"; the newest readable checkpoint in {path.parent} is {fallback}: resume with --ckpt_path {fallback}"
                 if fallback else f"; {path.parent} holds no other readable checkpoint")  # fmt: skip
         raise ConfigError(f"cannot resume: {err}{hint}") from None
-    if "optimizer_states" not in checkpoint or "loops" not in checkpoint:
+    if ("optimizer_states" not in checkpoint and not is_sharded_checkpoint(path)) or "loops" not in checkpoint:
         raise ConfigError(
             f"cannot resume from {path}: it holds weights only (no optimizer or loop state); to start a new run from "
             f"its weights use --model.init_weights {path}"

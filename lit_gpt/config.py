@@ -182,4 +182,13 @@ PRESETS: dict[str, dict] = {
     "gpt2": dict(n_embd=768, n_head=12, n_layer=12, block_size=1024, vocab_size=50257, **_GPT2_STYLE),
     # The same shape with the LLaMA-style defaults, and the vocabulary padded to 50304 for GPU speed.
     "llama-124m": dict(n_embd=768, n_head=12, n_layer=12, block_size=1024, vocab_size=50257, padding_multiple=64),
+    # Hugging Face SmolLM2-360M's shape (960 wide, 32 layers, 15 heads sharing 5 key/value heads, SwiGLU 2560, tied;
+    # HuggingFaceTB/SmolLM2-360M config.json) with GPT-2's padded vocabulary: 362,927,040 parameters.
+    "llama-350m": dict(n_embd=960, n_head=15, n_kv_head=5, n_layer=32, intermediate_size=2560, block_size=2048,
+                       rope_theta=100000.0, vocab_size=50257, padding_multiple=64),
+    # TinyLlama-1.1B's shape (2048 wide, 22 layers, 32 heads sharing 4 key/value heads, SwiGLU 5632; untied;
+    # TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T config.json) with GPT-2's padded vocabulary:
+    # 1,175,021,568 parameters.
+    "llama-1b": dict(n_embd=2048, n_head=32, n_kv_head=4, n_layer=22, intermediate_size=5632, block_size=2048,
+                     tie_embeddings=False, vocab_size=50257, padding_multiple=64),
 }

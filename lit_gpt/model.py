@@ -162,9 +162,11 @@ class CausalSelfAttention(nn.Module):
         """
         B, T, _ = x.shape
         q, k, v = _fused_linear(x, (self.q_proj, self.k_proj, self.v_proj))
-        q = q.view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, self.n_kv_head, self.head_size).transpose(1, 2)  # (B, nkv, T, hs)
-        v = v.view(B, T, self.n_kv_head, self.head_size).transpose(1, 2)  # (B, nkv, T, hs)
+        # Heads are counted from the projections' widths, so a tensor-parallel shard (lit_gpt.train.parallel), which
+        # holds n_head / tp query and n_kv_head / tp key/value heads, runs this code unchanged.
+        q = q.view(B, T, -1, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, -1, self.head_size).transpose(1, 2)  # (B, nkv, T, hs)
+        v = v.view(B, T, -1, self.head_size).transpose(1, 2)  # (B, nkv, T, hs)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if input_pos is not None:
@@ -172,7 +174,7 @@ class CausalSelfAttention(nn.Module):
             if kv_length is not None:
                 k, v = cached_k[:, :, :kv_length], cached_v[:, :, :kv_length]  # (B, nkv, S, hs)
         y = self._attend(q, k, v, mask, is_causal=mask is None and kv_length is None)  # (B, nh, T, hs)
-        y = y.transpose(1, 2).reshape(B, T, self.n_head * self.head_size)  # (B, T, nh*hs)
+        y = y.transpose(1, 2).reshape(B, T, -1)  # (B, T, nh*hs)
         return self.o_proj(y)
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
@@ -184,7 +186,7 @@ class CausalSelfAttention(nn.Module):
         and float32 is the more accurate of the two.
         """
         dropout_p = self.dropout if self.training else 0.0
-        enable_gqa = self.n_kv_head != self.n_head
+        enable_gqa = k.size(1) != q.size(1)
         if q.device.type != "cpu" or (q.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")):
             return F.scaled_dot_product_attention(
                 q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal,

@@ -12,7 +12,7 @@ import torch
 from lit_gpt.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def sample(trained, run_main):
     return args, out
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=[c.name for c in CONFIGS])
+@pytest.mark.parametrize("config", CONFIGS, ids=[str(c.relative_to(REPO / "configs")) for c in CONFIGS])
 def test_every_config_parses(config, capsys):
     assert CONFIGS, "no configs found"
     with pytest.raises(SystemExit) as exit_info:
@@ -295,3 +295,11 @@ def test_bad_generation_input_in_a_fresh_process_is_one_line(run_cli):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert "is not a readable lit_gpt checkpoint" in result.stderr
+
+
+def test_presets_memory_estimate(capsys):
+    main(["presets", "--memory", "--devices", "4", "--strategy", "fsdp", "--batch_size", "2", "--precision", "32-true"])
+    out = capsys.readouterr().out
+    assert out.startswith("memory per device: fsdp on 4 device(s), batch 2, 32-true")
+    row = next(line for line in out.splitlines() if line.startswith("llama-1b"))
+    assert row.split()[6] == "1,175,021,568" and row.endswith("GiB")

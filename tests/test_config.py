@@ -66,3 +66,18 @@ def test_bad_values_raise_naming_the_field(kwargs, field):
 def test_unknown_preset():
     with pytest.raises(ConfigError, match="unknown preset 'gpt5'"):
         Config.from_name("gpt5")
+
+
+@pytest.mark.parametrize("name", ["llama-124m", "llama-350m", "llama-1b"])
+def test_llama_presets_count_what_transformers_counts(name):
+    """The exact parameter count of the Hugging Face Llama of the same shape (built on the meta device)."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from lit_gpt.hf import config_to_hf
+    from lit_gpt.tokenizer import Tokenizer
+
+    config = Config.from_name(name)
+    hf = config_to_hf(config, Tokenizer(chars="ab"))
+    with torch.device("meta"):
+        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**hf))
+    assert config.num_params() == sum(p.numel() for p in model.parameters())

@@ -1,6 +1,5 @@
 """Multiple devices by a flag: a real two-process DDP run on CPU (gloo), and the other strategy names."""
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -95,12 +94,3 @@ def test_fsdp_and_deepspeed_are_strategy_names(capsys):
                   "--trainer.strategy", strategy, "--print_config"])  # fmt: skip
         assert exit_info.value.code == 0
         assert f"strategy: {strategy}\n" in capsys.readouterr().out
-
-
-@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is not None, reason="DeepSpeed is installed")
-def test_deepspeed_without_the_package_is_one_error_line(fit_args, errors, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(fit_args("--trainer.strategy", "deepspeed"))
-    assert exit_info.value.code == 2
-    lines = errors(capsys.readouterr().err)
-    assert len(lines) == 1 and "pip install -U deepspeed" in lines[0]

@@ -52,7 +52,7 @@ def _data_section(path: str) -> dict:
         raise ConfigError(f"--config {path} is not valid YAML ({' '.join(str(err).split())})") from None
     data = config.get("data") or {} if isinstance(config, dict) else {}
     data = data.get("init_args", data) if isinstance(data, dict) else {}
-    return {key: value for key, value in data.items() if key not in LOADER_KEYS and key != "class_path"}
+    return {key: value for key, value in data.items() if key not in LOADER_KEYS and key not in ("class_path", "build")}
 
 
 def main(args: list[str]) -> None:
@@ -67,7 +67,7 @@ def main(args: list[str]) -> None:
     from lit_gpt.data.prepare import prepare_corpus
 
     parser = ArgumentParser(prog="lit-gpt prepare", description=__doc__.split("\n\n")[0], exit_on_error=False)
-    parser.add_function_arguments(prepare_corpus, "data", skip={"progress"})
+    parser.add_function_arguments(prepare_corpus, "data", skip={"progress", "build"})
     if any(a in ("-h", "--help") for a in args[1:]):
         parser.print_help()
         return

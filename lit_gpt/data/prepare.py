@@ -243,6 +243,7 @@ def prepare(
     num_threads: int | None = None,
     shard_tokens: int = SHARD_TOKENS,
     progress: bool = False,
+    build: bool = True,
 ) -> dict:
     """Tokenize the corpus at ``path`` into ``out_dir`` unless a fresh preparation is already there.
 
@@ -262,11 +263,14 @@ def prepare(
         num_threads: tiktoken encoding threads; None uses every CPU core.
         shard_tokens: maximum tokens per training shard.
         progress: show a progress bar.
+        build: False checks only: a missing or stale folder raises ConfigError instead of being (re)built (runs on
+            several machines, whose locks cannot see each other, prepare ahead with ``lit-gpt prepare``).
     Returns:
         The metadata dict (as written to ``meta.json``).
     Raises:
         ConfigError: for missing or unreadable sources (see ``lit_gpt.data.corpus``), a corpus with no text, a split
-            left empty, an unknown tokenizer, a bad option, or an ``out_dir`` that cannot be written.
+            left empty, an unknown tokenizer, a bad option, an ``out_dir`` that cannot be written, or (with
+            ``build=False``) a folder that is missing or stale.
     """
     with _exclusive(Path(out_dir)):
         plan = _plan(path, tokenizer, val_fraction, val_path, cleaning or Cleaning(), separator, text_field, split_by,
@@ -275,6 +279,11 @@ def prepare(
         meta = read_meta(out_dir)
         if _is_fresh(meta, plan, tok):
             return meta
+        if not build:
+            raise ConfigError(f"{out_dir} holds no up-to-date token files for {path}, and a run on several machines "
+                              "does not prepare them (each machine's lock sees only its own processes): run "
+                              "`lit-gpt prepare` with the same config and flags first, on every machine or once on "
+                              "a shared filesystem")  # fmt: skip
         if tok is None:  # a first pass for the character vocabulary
             chars: set[str] = set()
             for text in plan.documents(plan.sources + plan.val_sources, CorpusStats()):
@@ -517,19 +526,21 @@ def prepare_corpus(
     split_by: str = "auto",
     num_threads: int | None = None,
     progress: bool = True,
+    build: bool = True,
 ) -> tuple[str, dict]:
     """Download the corpus if it is missing and ``download_url`` is set, then ``prepare`` it; returns the folder
     (``cache_dir``, default ``default_cache_dir(path, tokenizer)``) and its metadata.
 
     The arguments are those of ``lit_gpt.train.datamodule.TextDataModule`` that decide the token files (the data
     module adds its loader settings), so ``lit-gpt prepare`` reads a training config's ``data`` section with this
-    signature, without Lightning. See ``prepare`` for their meaning and the errors.
+    signature, without Lightning. See ``prepare`` for their meaning and the errors; ``build=False`` neither
+    downloads nor tokenizes.
     """
     cache_dir = cache_dir or default_cache_dir(path, tokenizer)
-    if download_url and not os.path.exists(path):
+    if build and download_url and not os.path.exists(path):
         download(download_url, path)
     meta = prepare(
         path, tokenizer, cache_dir, val_fraction, val_path=val_path, cleaning=cleaning, separator=separator,
-        text_field=text_field, split_by=split_by, seed=seed, num_threads=num_threads, progress=progress,
+        text_field=text_field, split_by=split_by, seed=seed, num_threads=num_threads, progress=progress, build=build,
     )  # fmt: skip
     return cache_dir, meta

@@ -16,6 +16,7 @@ from lit_gpt.data.prepare import default_cache_dir, load_split, prepare_corpus
 from lit_gpt.data.windows import RandomWindowBatches, TrainWindows, ValidationWindows
 from lit_gpt.errors import ConfigError
 
+
 def data_parallel_rank(trainer) -> tuple[int, int]:
     """(rank, number) of this process among the data-parallel replicas, which must each see different batches:
     Lightning's ``strategy.distributed_sampler_kwargs`` (all processes under DDP; only the data-parallel dimension
@@ -56,6 +57,9 @@ class TextDataModule(LightningDataModule):
         cleaning: cleaning and deduplication switches (``lit_gpt.data.corpus.Cleaning``).
         split_by: ``auto``, ``document`` or ``tail`` (see ``lit_gpt.data.prepare``).
         num_threads: tokenizer threads; None uses every core.
+        build: tokenize the corpus when its token files are missing or stale (once per machine: processes of one
+            machine take turns). False refuses instead, saying to run ``lit-gpt prepare``: ``lit-gpt fit`` sets it
+            for runs on several machines (``trainer.num_nodes`` > 1), whose locks cannot see each other.
     """
 
     def __init__(
@@ -76,6 +80,7 @@ class TextDataModule(LightningDataModule):
         cleaning: Cleaning | None = None,
         split_by: str = "auto",
         num_threads: int | None = None,
+        build: bool = True,
     ) -> None:
         super().__init__()
         if batch_size < 1 or (val_batch_size is not None and val_batch_size < 1):
@@ -89,7 +94,7 @@ class TextDataModule(LightningDataModule):
         self.corpus_options = dict(
             path=path, tokenizer=tokenizer, val_fraction=val_fraction, cache_dir=self.cache_dir,
             download_url=download_url, seed=seed, val_path=val_path, separator=separator, text_field=text_field,
-            cleaning=cleaning or Cleaning(), split_by=split_by, num_threads=num_threads,
+            cleaning=cleaning or Cleaning(), split_by=split_by, num_threads=num_threads, build=build,
         )  # fmt: skip
         self._meta: dict | None = None
         self.train_shards: list[np.ndarray] = []

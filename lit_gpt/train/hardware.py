@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 import torch
 from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator
 
+from lit_gpt.errors import ConfigError
+
 SLOW_BF16_WARNING = (
     "trainer.precision {precision}: this CPU has no native bfloat16 ({why}), so bfloat16 matrix multiplies are "
     "emulated and training will be about 10x slower than in float32; use --trainer.precision 32-true, or leave "
@@ -93,13 +95,45 @@ class Choice:
     warnings: list[str] = field(default_factory=list)
 
 
+SHARDED_STRATEGIES = ("modelparallel", "model_parallel", "fsdp", "deepspeed")
+"""Strategy names (lowercase, without underscores or the class suffix) under which compile stays off unless pinned."""
+
+
+def strategy_name(strategy: object) -> str:
+    """A lowercase name for a ``trainer.strategy`` value: a registered name (``ddp``, ``deepspeed_stage_2``), or the
+    class name of a class path or instance (``modelparallelstrategy``)."""
+    if isinstance(strategy, str):
+        return strategy.rsplit(".", 1)[-1].lower()
+    class_path = getattr(strategy, "class_path", None) or (strategy.get("class_path") if isinstance(strategy, dict)
+                                                           else None)  # fmt: skip
+    return (class_path or type(strategy).__name__).rsplit(".", 1)[-1].lower()
+
+
+GPU_ONLY_STRATEGIES = ("deepspeed", "fsdp")
+"""Lightning strategies that run on CUDA GPUs only (``DeepSpeedStrategy``; ``FSDPStrategy``, FSDP1)."""
+
+
+def check_strategy(accelerator: str | None, strategy: object) -> None:
+    """Raise ConfigError for a GPU-only strategy (DeepSpeed, FSDP1) on a machine or accelerator without CUDA, with
+    what runs instead; Lightning would otherwise stop with a traceback once training starts."""
+    name = strategy_name(strategy)
+    if not name.startswith(GPU_ONLY_STRATEGIES) or device_type(accelerator) == "cuda":
+        return
+    raise ConfigError(
+        f"trainer.strategy {name} needs CUDA GPUs (Lightning runs DeepSpeed and FSDP on CUDA only); on this machine "
+        "use ddp, or ModelParallelStrategy (FSDP2 and tensor parallelism; see README \"Scaling\")"
+    )
+
+
 def choose(accelerator: str | None, precision: str | None = None, compile: bool | None = None,
-           deterministic: bool | None = None) -> Choice:  # fmt: skip
+           deterministic: bool | None = None, strategy: object = "auto") -> Choice:  # fmt: skip
     """Fill the settings left as None for this machine; keep the others (see the module docstring).
 
     Args:
         accelerator: ``trainer.accelerator`` (``auto``, ``cpu``, ``gpu``, ``cuda``, ``mps``).
         precision, compile, deterministic: the pinned values, or None to choose.
+        strategy: ``trainer.strategy``; under sharded strategies (``ModelParallelStrategy``, FSDP, DeepSpeed)
+            compile stays off unless pinned: lit_gpt has not verified compiled sharded training.
     Returns:
         The settings, with one reason per chosen one, and a warning for a pinned bfloat16 on a CPU without it.
     """
@@ -116,6 +150,11 @@ def choose(accelerator: str | None, precision: str | None = None, compile: bool 
             choice.reasons.append("compile off: Inductor's MPS backend is experimental")
     else:
         _choose_cpu(choice, precision, compile, deterministic)
+    name = strategy_name(strategy)
+    if compile is None and any(name.replace("_", "").startswith(s.replace("_", "")) for s in SHARDED_STRATEGIES):
+        choice.compile = False
+        choice.reasons = [r for r in choice.reasons if not r.startswith("compile ")]
+        choice.reasons.append(f"compile off: not verified here under the {name} strategy (pin --model.compile)")
     return choice
 
 

@@ -25,7 +25,7 @@ from lit_gpt.checkpoint import check_resumable
 from lit_gpt.errors import ConfigError
 from lit_gpt.train.callbacks import HParams, TextSamples, ThroughputMonitor
 from lit_gpt.train.datamodule import TextDataModule
-from lit_gpt.train.hardware import choose
+from lit_gpt.train.hardware import check_strategy, choose
 from lit_gpt.train.module import LitGPT
 from lit_gpt.train.stability import LossGuard
 
@@ -85,10 +85,14 @@ class LitGPTCLI(LightningCLI):
         configuration that the Trainer, the model and config.yaml are built from."""
         config = self.config[self.subcommand] if self.subcommand else self.config
         trainer, model = config.trainer, config.model
-        choice = choose(trainer.accelerator, trainer.precision, model.compile, trainer.deterministic)
+        check_strategy(trainer.accelerator, trainer.strategy)
+        choice = choose(trainer.accelerator, trainer.precision, model.compile, trainer.deterministic, trainer.strategy)
         trainer.precision, model.compile, trainer.deterministic = choice.precision, choice.compile, choice.deterministic
         if choice.reasons:
             rank_zero_info("lit-gpt: " + "; ".join(choice.reasons))
+        data = config.data.get("init_args", config.data) if config.get("data") is not None else {}
+        if (trainer.num_nodes or 1) > 1 and "build" in data:
+            data.build = False  # each machine's lock sees only its own processes: prepare ahead
         for warning in choice.warnings:
             rank_zero_warn(warning)
 

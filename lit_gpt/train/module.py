@@ -21,7 +21,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
-from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
+from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy, SingleDeviceStrategy
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import nn
 from torchmetrics import MeanMetric
 
@@ -30,6 +31,7 @@ from lit_gpt.config import Config
 from lit_gpt.data.windows import IGNORE_INDEX
 from lit_gpt.errors import ConfigError
 from lit_gpt.model import GPT, flops_per_token
+from lit_gpt.train.parallel import clip_grads_with_norm_, parallelize, total_norm
 
 
 def lr_at(step: int, learning_rate: float, min_lr: float, warmup_steps: int, decay_steps: int) -> float:
@@ -104,9 +106,7 @@ class LitGPT(LightningModule):
         # register a second module, so state-dict keys have no ``_orig_mod.`` prefix. Evaluation runs eagerly: in
         # eval mode and on its batch shapes a compiled forward would compile twice more (~5 s each on a CPU) to save
         # ~15% of a validation (bench/validation_cost.py, docs/benchmarks.md).
-        self._forward = (
-            torch.compile(self.model.forward, dynamic=False, mode=compile_mode) if compile else self.model.forward
-        )
+        self._forward = torch.compile(self.model.forward, dynamic=False, mode=compile_mode) if compile else self.model
         self.val_loss = MeanMetric()
 
     def _load_weights(self, path: str) -> None:
@@ -123,6 +123,19 @@ class LitGPT(LightningModule):
 
     def setup(self, stage: str) -> None:
         torch.set_float32_matmul_precision(self.hparams.float32_matmul_precision)
+
+    _parallelized = False
+
+    def configure_model(self) -> None:
+        """Under Lightning's ``ModelParallelStrategy``, shard ``self.model`` over the strategy's device mesh: tensor
+        parallelism and FSDP2 (``lit_gpt.train.parallel.parallelize``); once, however often Lightning calls this."""
+        if self.device_mesh is not None and not self._parallelized:
+            parallelize(self.model, self.device_mesh)
+            self._parallelized = True
+            if self._forward is not self.model:  # a compiled forward would skip the FSDP2 root's hooks
+                rank_zero_warn("model.compile is not applied under ModelParallelStrategy (not verified with FSDP2 and "
+                               "tensor parallelism here); training runs eagerly")  # fmt: skip
+                self._forward = self.model
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # A plain, versioned record that lit_gpt.checkpoint reads: the model can be rebuilt without Lightning.
@@ -182,8 +195,8 @@ class LitGPT(LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
         loss = self._loss(self._forward(x), y)
-        if self._logging_step():
-            self.log("train/loss", loss, prog_bar=True)
+        if self._logging_step():  # several devices: the mean over all of them (one all-reduce per logged step)
+            self.log("train/loss", loss, prog_bar=True, sync_dist=self.trainer.world_size > 1)
         return loss
 
     def _evaluation_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> None:
@@ -194,7 +207,8 @@ class LitGPT(LightningModule):
     def _log_perplexity(self, stage: str) -> None:
         """``{stage}/ppl`` = exp(``{stage}/loss``): the perplexity of the exact token-weighted mean loss, reduced
         across devices by the metric, with no second pass over the logits."""
-        self.log(f"{stage}/ppl", self.val_loss.compute().exp())
+        # compute() is already reduced across devices; sync_dist only tells Lightning so (the mean of equal values)
+        self.log(f"{stage}/ppl", self.val_loss.compute().exp(), sync_dist=self.trainer.world_size > 1)
 
     def on_validation_epoch_end(self) -> None:
         self._log_perplexity("val")
@@ -217,6 +231,8 @@ class LitGPT(LightningModule):
             {"params": decay, "weight_decay": self.hparams.weight_decay, "name": "decay"},
             {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
         ]
+        if self.device_mesh is not None:  # AdamW's fused and foreach kernels take DTensors or tensors, not both
+            groups = _split_by_tensor_kind(groups)
         hp = self.hparams
         # The fused kernel updates every parameter in one pass (CPU and CUDA); elsewhere PyTorch picks foreach. Not
         # with 16-mixed's GradScaler: a fused step unscales internally, so Lightning could not clip unscaled grads.
@@ -253,7 +269,9 @@ class LitGPT(LightningModule):
         """
         if self._grad_norm is None:
             grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-            self._grad_norm = torch.nn.utils.get_total_norm(grads)
+            # sharded (DTensor) gradients under ModelParallelStrategy: each mesh's norm reduced over that mesh
+            sharded = self.device_mesh is not None
+            self._grad_norm = total_norm(grads) if sharded else torch.nn.utils.get_total_norm(grads)
         return self._grad_norm
 
     def configure_gradient_clipping(
@@ -262,10 +280,12 @@ class LitGPT(LightningModule):
     ) -> None:  # fmt: skip
         """Log ``train/grad_norm``, the global L2 norm of the gradients before clipping, then clip as configured.
 
-        With one device or DDP every rank holds the whole gradient, so the norm is computed once here and reused for
-        norm clipping. Sharded strategies (FSDP, DeepSpeed) clip through Lightning, which knows their shards.
+        With one device or DDP every rank holds the whole gradient, and under ``ModelParallelStrategy`` (FSDP2, tensor
+        parallelism) the norm of the sharded gradients is reduced over their meshes (``lit_gpt.train.parallel``), so
+        the norm is computed once here and reused for norm clipping. FSDP1 and DeepSpeed clip through Lightning,
+        which knows their shards.
         """
-        if type(self.trainer.strategy) not in (SingleDeviceStrategy, DDPStrategy):
+        if type(self.trainer.strategy) not in (SingleDeviceStrategy, DDPStrategy, ModelParallelStrategy):
             self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
             return
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
@@ -273,6 +293,24 @@ class LitGPT(LightningModule):
         if self._logging_step():
             self.log("train/grad_norm", norm)
         if gradient_clip_val and gradient_clip_algorithm in (None, "norm"):
-            torch.nn.utils.clip_grads_with_norm_(params, gradient_clip_val, norm)
+            if self.device_mesh is not None:
+                clip_grads_with_norm_([p.grad for p in params], gradient_clip_val, norm)
+            else:
+                torch.nn.utils.clip_grads_with_norm_(params, gradient_clip_val, norm)
         elif gradient_clip_val:
             self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+
+def _split_by_tensor_kind(groups: list[dict]) -> list[dict]:
+    """Each parameter group split into its sharded (``DTensor``) and plain parameters, empty parts dropped; the
+    sharded part keeps the group's name, the plain one gets ``_whole`` appended (tensor parallelism leaves
+    embeddings and norms whole)."""
+    from torch.distributed.tensor import DTensor
+
+    split = []
+    for group in groups:
+        for suffix, keep in (("", True), ("_whole", False)):
+            params = [p for p in group["params"] if isinstance(p, DTensor) == keep]
+            if params:
+                split.append({**group, "params": params, "name": group["name"] + suffix})
+    return split

@@ -1,0 +1,103 @@
+"""Tensor parallelism and FSDP2 applied to a ``GPT`` from outside the model (torchtitan's rule), for Lightning's
+``ModelParallelStrategy``.
+
+``parallelize(model, mesh)`` uses the strategy's 2-D device mesh (``data_parallel`` x ``tensor_parallel``):
+
+- Tensor parallelism (Megatron-LM's split, Shoeybi et al. 2019) over ``tensor_parallel``: in each block the
+  q/k/v projections and the MLP's gate/up projections are split by output columns (``ColwiseParallel``: each rank
+  computes ``n_head / tp`` query heads, ``n_kv_head / tp`` key/value heads and ``intermediate_size / tp`` MLP
+  columns), and o_proj and down_proj by input rows (``RowwiseParallel``: partial sums all-reduced). Attention and
+  the activation run on the local shards unchanged (``CausalSelfAttention`` counts heads from the widths), so one
+  all-reduce per attention and one per MLP. Embeddings, norms and the head stay whole on each tensor-parallel rank.
+- FSDP2 (``fully_shard``, PyTorch's per-parameter sharding; ZeRO-3 in DeepSpeed's terms) over ``data_parallel``:
+  every block is a unit (its parameters gathered for its forward and backward, then freed), and the root holds
+  the embeddings, the final norm and the tied head.
+
+Module names and the state dict's keys are unchanged (only the tensors become ``DTensor``s), so checkpoints and
+``lit-gpt export`` read the same names; a sharded checkpoint is a folder that ``lit_gpt.checkpoint`` consolidates.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lit_gpt.errors import ConfigError
+from lit_gpt.model import GPT
+
+
+def tensor_parallel_plan(block: nn.Module) -> dict:
+    """The ``parallelize_module`` plan of one ``Block``: its module names -> Colwise / Rowwise parallel styles."""
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel
+
+    plan = {"self_attn.q_proj": ColwiseParallel(), "self_attn.k_proj": ColwiseParallel(),
+            "self_attn.v_proj": ColwiseParallel(), "self_attn.o_proj": RowwiseParallel(),
+            "mlp.up_proj": ColwiseParallel(), "mlp.down_proj": RowwiseParallel()}  # fmt: skip
+    if block.mlp.swiglu:
+        plan["mlp.gate_proj"] = ColwiseParallel()
+    return plan
+
+
+def check_tensor_parallel(model: GPT, size: int) -> None:
+    """Raise ConfigError unless ``size`` divides the heads, the key/value heads and the MLP width."""
+    config = model.config
+    bad = [f"{name} ({value})" for name, value in (("n_head", config.n_head), ("n_kv_head", config.n_kv_head),
+                                                   ("intermediate_size", config.intermediate_size)) if value % size]
+    if bad:
+        raise ConfigError(f"tensor_parallel_size {size} must divide model.config {', '.join(bad)}; choose a size "
+                          "that divides them, or change the model")  # fmt: skip
+
+
+def parallelize(model: GPT, mesh) -> None:
+    """Apply tensor parallelism over ``mesh["tensor_parallel"]`` and FSDP2 over ``mesh["data_parallel"]``, in place;
+    a dimension of size 1 is left alone (see the module docstring).
+
+    Raises:
+        ConfigError: if the tensor-parallel size does not divide the heads, key/value heads or MLP width.
+    """
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor.parallel import parallelize_module
+
+    tp_mesh, dp_mesh = mesh["tensor_parallel"], mesh["data_parallel"]
+    if tp_mesh.size() > 1:
+        check_tensor_parallel(model, tp_mesh.size())
+        for block in model.layers:
+            parallelize_module(block, tp_mesh, tensor_parallel_plan(block))
+    if dp_mesh.size() > 1:
+        for block in model.layers:
+            fully_shard(block, mesh=dp_mesh)
+        fully_shard(model, mesh=dp_mesh)
+
+
+def total_norm(grads: list[torch.Tensor]) -> torch.Tensor:
+    """The global L2 norm of ``grads``, plain tensors or ``DTensor`` shards on one or several meshes.
+
+    Gradients are grouped by their mesh (a tensor-parallel weight's gradient lives on the 2-D mesh, a norm's only on
+    the data-parallel one under FSDP2); each group's norm is reduced over its own mesh (``full_tensor``, which counts
+    replicated copies once), and the groups' norms combine to the global one. Plain tensors are local and whole.
+    """
+    from torch.distributed.tensor import DTensor
+
+    groups: dict[object, list[torch.Tensor]] = {}
+    for grad in grads:
+        groups.setdefault(grad.device_mesh if isinstance(grad, DTensor) else None, []).append(grad)
+    norms = []
+    for mesh, members in groups.items():
+        norm = torch.nn.utils.get_total_norm(members)
+        norms.append(norm.full_tensor() if mesh is not None else norm)
+    return torch.linalg.vector_norm(torch.stack(norms))
+
+
+def clip_grads_with_norm_(grads: list[torch.Tensor], max_norm: float, norm: torch.Tensor) -> None:
+    """Scale ``grads`` (plain or ``DTensor``) in place so their global norm ``norm`` is at most ``max_norm``: the
+    factor ``min(1, max_norm / (norm + 1e-6))`` of ``torch.nn.utils.clip_grads_with_norm_``, which refuses a mix of
+    ``DTensor`` gradients and a plain factor. No host synchronisation."""
+    from torch.distributed.tensor import DTensor, Replicate
+
+    factor = (max_norm / (norm + 1e-6)).clamp(max=1.0)
+    for grad in grads:
+        if isinstance(grad, DTensor):
+            mesh = grad.device_mesh
+            grad.mul_(DTensor.from_local(factor.to(grad.dtype), mesh, [Replicate()] * mesh.ndim))
+        else:
+            grad.mul_(factor.to(grad.dtype))
