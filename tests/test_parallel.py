@@ -74,8 +74,11 @@ def test_each_layout_trains_like_one_process(one_process, tiny, scalars, tmp_pat
 
 
 @pytest.mark.slow
-def test_a_sharded_checkpoint_resumes_exactly_and_exports_like_one_process(one_process, tiny, scalars, tmp_path):
-    layout = LAYOUTS["fsdp2+tp-4"]
+@pytest.mark.parametrize("layout", ["fsdp2+tp-4", "one-device"])
+def test_a_sharded_checkpoint_resumes_exactly_and_exports_like_one_process(one_process, tiny, scalars, tmp_path,
+                                                                           layout):  # fmt: skip
+    """Also ModelParallelStrategy on one device (data and tensor sizes 1): its checkpoint is a folder of shards too."""
+    layout = model_parallel(1, data=1, tensor=1) if layout == "one-device" else LAYOUTS[layout]
     launch(tiny(tmp_path / "whole", *COMMON, *layout))
     parts = tmp_path / "parts"
     launch(tiny(parts, *COMMON, *layout, "--trainer.max_steps", "10"))

@@ -73,3 +73,9 @@ def test_adamw_is_fused_on_cpu(tiny_config):
     module = LitGPT(tiny_config, lr_decay_steps=10)
     optimizer = module.configure_optimizers()["optimizer"]
     assert optimizer.defaults["fused"] is True
+
+
+@pytest.mark.parametrize("compile", [False, True])
+def test_the_module_holds_one_copy_of_the_model(tiny_config, compile):
+    keys = LitGPT(tiny_config, compile=compile).state_dict().keys()
+    assert keys == {f"model.{k}" for k in GPT(tiny_config).state_dict()}

@@ -284,12 +284,16 @@ def prepare(
                               "does not prepare them (each machine's lock sees only its own processes): run "
                               "`lit-gpt prepare` with the same config and flags first, on every machine or once on "
                               "a shared filesystem")  # fmt: skip
-        if tok is None:  # a first pass for the character vocabulary
-            chars: set[str] = set()
-            for text in plan.documents(plan.sources + plan.val_sources, CorpusStats()):
-                chars.update(text)
-            tok = Tokenizer.char([chars])
+        tok = _char_tokenizer(plan) if tok is None else tok
         return _build(plan, tok, Path(out_dir), num_threads, progress, str(path))
+
+
+def _char_tokenizer(plan: _Plan) -> Tokenizer:
+    """A first pass over every source for the character vocabulary."""
+    chars: set[str] = set()
+    for text in plan.documents(plan.sources + plan.val_sources, CorpusStats()):
+        chars.update(text)
+    return Tokenizer.char([chars])
 
 
 def _plan(path, tokenizer, val_fraction, val_path, cleaning, separator, text_field, split_by, seed,

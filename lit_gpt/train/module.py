@@ -101,12 +101,12 @@ class LitGPT(LightningModule):
         self.model = GPT(config)
         if init_weights is not None:
             self._load_weights(init_weights)
-        # Training calls ``self._forward``: the compiled model when ``compile`` is set. ``self.model`` stays the plain
-        # module (evaluation, generation, text samples and checkpoints use it): compiling the bound method does not
-        # register a second module, so state-dict keys have no ``_orig_mod.`` prefix. Evaluation runs eagerly: in
-        # eval mode and on its batch shapes a compiled forward would compile twice more (~5 s each on a CPU) to save
-        # ~15% of a validation (bench/validation_cost.py, docs/benchmarks.md).
-        self._forward = torch.compile(self.model.forward, dynamic=False, mode=compile_mode) if compile else self.model
+        # Training calls ``self._compiled`` when ``compile`` is set, else ``self.model``. ``self.model`` stays the
+        # plain module (evaluation, generation, text samples and checkpoints use it): compiling the bound method
+        # registers no second module, so state-dict keys have no ``_orig_mod.`` prefix and no second copy. Evaluation
+        # runs eagerly: in eval mode and on its batch shapes a compiled forward would compile twice more (~5 s each on
+        # a CPU) to save ~15% of a validation (bench/validation_cost.py, docs/benchmarks.md).
+        self._compiled = torch.compile(self.model.forward, dynamic=False, mode=compile_mode) if compile else None
         self.val_loss = MeanMetric()
 
     def _load_weights(self, path: str) -> None:
@@ -132,10 +132,10 @@ class LitGPT(LightningModule):
         if self.device_mesh is not None and not self._parallelized:
             parallelize(self.model, self.device_mesh)
             self._parallelized = True
-            if self._forward is not self.model:  # a compiled forward would skip the FSDP2 root's hooks
+            if self._compiled is not None:  # a compiled forward would skip the FSDP2 root's hooks
                 rank_zero_warn("model.compile is not applied under ModelParallelStrategy (not verified with FSDP2 and "
                                "tensor parallelism here); training runs eagerly")  # fmt: skip
-                self._forward = self.model
+                self._compiled = None
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # A plain, versioned record that lit_gpt.checkpoint reads: the model can be rebuilt without Lightning.
@@ -194,7 +194,7 @@ class LitGPT(LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
-        loss = self._loss(self._forward(x), y)
+        loss = self._loss((self._compiled or self.model)(x), y)
         if self._logging_step():  # several devices: the mean over all of them (one all-reduce per logged step)
             self.log("train/loss", loss, prog_bar=True, sync_dist=self.trainer.world_size > 1)
         return loss

@@ -49,8 +49,10 @@ def check_tensor_parallel(model: GPT, size: int) -> None:
 
 
 def parallelize(model: GPT, mesh) -> None:
-    """Apply tensor parallelism over ``mesh["tensor_parallel"]`` and FSDP2 over ``mesh["data_parallel"]``, in place;
-    a dimension of size 1 is left alone (see the module docstring).
+    """Apply tensor parallelism over ``mesh["tensor_parallel"]`` and FSDP2 over ``mesh["data_parallel"]``, in place
+    (see the module docstring). A tensor-parallel size of 1 is left alone; a data-parallel size of 1 is too, unless
+    tensor parallelism is also off: then FSDP2 over that one rank still makes the parameters ``DTensor``s, which
+    Lightning needs to load the sharded checkpoints it writes (a single-device ``ModelParallelStrategy`` run resumes).
 
     Raises:
         ConfigError: if the tensor-parallel size does not divide the heads, key/value heads or MLP width.
@@ -63,7 +65,7 @@ def parallelize(model: GPT, mesh) -> None:
         check_tensor_parallel(model, tp_mesh.size())
         for block in model.layers:
             parallelize_module(block, tp_mesh, tensor_parallel_plan(block))
-    if dp_mesh.size() > 1:
+    if dp_mesh.size() > 1 or tp_mesh.size() == 1:
         for block in model.layers:
             fully_shard(block, mesh=dp_mesh)
         fully_shard(model, mesh=dp_mesh)
