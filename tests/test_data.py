@@ -303,7 +303,7 @@ def test_interrupted_preparation_is_not_trusted(tmp_path, monkeypatch):
         raise KeyboardInterrupt
 
     (tmp_path / "a.txt").write_text("hello there " * 100)  # stale: must rebuild
-    monkeypatch.setattr(prep, "_move_tail", crash)
+    monkeypatch.setattr(prep, "move_tail", crash)
     with pytest.raises(KeyboardInterrupt):
         prepare(tmp_path / "a.txt", "char", tmp_path / "out")
     assert read_meta(tmp_path / "out") is None  # nothing a later run would trust
@@ -347,3 +347,77 @@ def test_processes_preparing_one_folder_take_turns(shared_data, tmp_path):
     results = [rank.communicate(timeout=120) for rank in ranks]
     assert all(rank.returncode == 0 for rank in ranks), [err for _, err in results]
     assert len({out for out, _ in results}) == 1 and '"val": 25866' in results[0][0]
+
+
+# ---------------------------------------------------------------------------------------------- verification stamps
+
+
+def swap_a_token(shard, keep_mtime: bool) -> None:
+    """Change one token of ``shard`` to another valid id (only its checksum can tell), keeping its size and, with
+    ``keep_mtime``, its modification time (a bad sector, or a tool that restores times)."""
+    stat = shard.stat()
+    tokens = np.fromfile(shard, dtype=np.uint16)
+    tokens[5], tokens[6] = tokens[6], tokens[5] + (tokens[5] == tokens[6])
+    tokens.tofile(shard)
+    if keep_mtime:
+        os.utime(shard, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+@pytest.fixture
+def stamped(tmp_path):
+    """A prepared folder (characters) and its metadata."""
+    (tmp_path / "a.txt").write_text("the quick brown fox jumps over the lazy dog " * 100)
+    return tmp_path / "out", prepare(tmp_path / "a.txt", "char", tmp_path / "out")
+
+
+@pytest.fixture
+def reads(monkeypatch):
+    """The shards that load_split reads in full, in order."""
+    import lit_gpt.data.shards as shards
+
+    read, check = [], shards._check
+    monkeypatch.setattr(shards, "_check", lambda file, *args: read.append(file.name) or check(file, *args))
+    return read
+
+
+def test_preparation_stamps_every_shard_with_its_checksum(stamped):
+    import hashlib
+
+    out, meta = stamped
+    assert set(meta["verified"]) == {"train-00000.bin", "val-00000.bin"}
+    for name, stamp in meta["verified"].items():
+        assert stamp["sha256"] == hashlib.sha256((out / name).read_bytes()).hexdigest()
+        assert stamp["bytes"] == (out / name).stat().st_size and stamp["mtime_ns"] == (out / name).stat().st_mtime_ns
+
+
+def test_unchanged_shards_are_not_read_at_a_start(stamped, reads):
+    out, _ = stamped
+    before = np.fromfile(out / "train-00000.bin", dtype=np.uint16)
+    swap_a_token(out / "train-00000.bin", keep_mtime=True)
+    (train,) = load_split(out, "train", read_meta(out))  # trusted by its size and mtime: the swap goes unnoticed
+    assert reads == [] and not np.array_equal(train, before)
+
+
+def test_verify_reads_every_shard_and_finds_a_corruption_that_kept_size_and_mtime(stamped, reads):
+    out, _ = stamped
+    swap_a_token(out / "train-00000.bin", keep_mtime=True)
+    with pytest.raises(ConfigError, match="SHA-256 differs from the one recorded"):
+        load_split(out, "train", read_meta(out), verify=True)
+    assert load_split(out, "val", read_meta(out), verify=True) and reads == ["train-00000.bin", "val-00000.bin"]
+
+
+def test_a_shard_whose_mtime_changed_is_read_again(stamped, reads):
+    out, _ = stamped
+    swap_a_token(out / "train-00000.bin", keep_mtime=False)
+    with pytest.raises(ConfigError, match=f"delete {out} to rebuild"):
+        load_split(out, "train", read_meta(out))
+    assert reads == ["train-00000.bin"]
+
+
+def test_a_touched_but_intact_shard_is_read_once_and_stamped_again(stamped, reads):
+    out, meta = stamped
+    os.utime(out / "train-00000.bin", ns=(1, 1))  # e.g. the folder was copied to another machine
+    load_split(out, "train", read_meta(out))
+    assert read_meta(out)["verified"]["train-00000.bin"]["mtime_ns"] == 1
+    load_split(out, "train", read_meta(out))
+    assert reads == ["train-00000.bin"]  # the first start only
