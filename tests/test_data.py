@@ -211,7 +211,7 @@ def test_datamodule_serves_windows(shakespeare, tmp_path):
     assert (x[:, 1:] == y[:, :-1]).all()
     xv, yv = next(iter(dm.val_dataloader()))
     assert xv.shape == (5, 32)  # no val_batch_size: on a CPU, the training batch size
-    assert json.loads((tmp_path / "meta.json").read_text())["tokens"]["val"] == len(dm.val_tokens)
+    assert json.loads((tmp_path / "meta.json").read_text())["tokens"]["val"] == len(dm.val_tokens[0])
 
 
 @pytest.mark.parametrize("device, vocab, expected", [
@@ -220,7 +220,7 @@ def test_datamodule_serves_windows(shakespeare, tmp_path):
 ])  # fmt: skip
 def test_validation_batches_are_sized_for_the_device(shakespeare, tmp_path, monkeypatch, device, vocab, expected):
     dm = TextDataModule(str(shakespeare), tokenizer="char", block_size=256, batch_size=5, cache_dir=str(tmp_path))
-    monkeypatch.setattr(TextDataModule, "_prepared", lambda self: {"vocab_size": vocab})
+    monkeypatch.setattr(TextDataModule, "metas", lambda self: [{"vocab_size": vocab}])
     strategy = type("Strategy", (), {"root_device": torch.device(device)})()
     monkeypatch.setattr(dm, "trainer", type("Trainer", (), {"strategy": strategy})())
     # on a GPU: 2 GiB of float32 logits / (256 x vocab x 4 bytes) windows, within [5, 40]
@@ -230,7 +230,7 @@ def test_validation_batches_are_sized_for_the_device(shakespeare, tmp_path, monk
 def test_a_given_val_batch_size_wins(shakespeare, tmp_path):
     dm = TextDataModule(str(shakespeare), tokenizer="char", block_size=256, batch_size=5, val_batch_size=7,
                         cache_dir=str(tmp_path))  # fmt: skip
-    dm.val_tokens = np.arange(3000) % 60
+    dm.val_tokens = [np.arange(3000) % 60]
     assert next(iter(dm.val_dataloader()))[0].shape == (7, 256)
 
 

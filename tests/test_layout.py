@@ -199,10 +199,11 @@ def test_light_commands_never_import_lightning(lightning_loaded_by, command):
 
 
 def test_prepare_reads_the_data_modules_corpus_arguments():
-    from lit_gpt.cli.prepare import LOADER_KEYS
+    from lit_gpt.cli.prepare import EXTRA_KEYS, LOADER_KEYS
     from lit_gpt.data.prepare import prepare_corpus
     from lit_gpt.train.datamodule import TextDataModule
 
-    datamodule = set(inspect.signature(TextDataModule).parameters)
+    datamodule = inspect.signature(TextDataModule).parameters
     corpus = set(inspect.signature(prepare_corpus).parameters) - {"progress"}
-    assert datamodule == corpus | LOADER_KEYS
+    assert set(datamodule) == corpus | LOADER_KEYS | set(EXTRA_KEYS)
+    assert {key: datamodule[key].annotation for key in EXTRA_KEYS} == {k: str(v) for k, v in EXTRA_KEYS.items()}
