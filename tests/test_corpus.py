@@ -590,8 +590,8 @@ def test_config_error_is_a_value_error():
 
 # ---------------------------------------------------------------------------------------------- quality filters
 
-STORY = ("Once upon a time, there was a little girl named Lily. She loved to play outside in the sunshine with her dog, "
-         "Max. One day, Lily and Max went to the park to look for the big red ball that had rolled under the old tree."
+STORY = ("Once upon a time, there was a little girl named Lily. She loved to play outside in the sunshine with her dog,"
+         " Max. One day, Lily and Max went to the park to look for the big red ball that had rolled under the old tree."
          " They looked and looked, and at last Max found it. Lily was so happy that she gave him a hug and said thank "
          "you to the kind man who had helped them.")  # fmt: skip
 SPAM = {

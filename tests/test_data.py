@@ -421,3 +421,13 @@ def test_a_touched_but_intact_shard_is_read_once_and_stamped_again(stamped, read
     assert read_meta(out)["verified"]["train-00000.bin"]["mtime_ns"] == 1
     load_split(out, "train", read_meta(out))
     assert reads == ["train-00000.bin"]  # the first start only
+
+
+def test_data_verify_true_finds_what_a_start_does_not_read(tmp_path):
+    (tmp_path / "a.txt").write_text("the quick brown fox jumps over the lazy dog " * 100)
+    options = dict(path=str(tmp_path / "a.txt"), tokenizer="char", block_size=16, cache_dir=str(tmp_path / "out"))
+    TextDataModule(**options).setup("fit")
+    swap_a_token(tmp_path / "out" / "train-00000.bin", keep_mtime=True)
+    TextDataModule(**options).setup("fit")  # size and mtime as stamped: trusted
+    with pytest.raises(ConfigError, match="SHA-256 differs"):
+        TextDataModule(**options, verify=True).setup("fit")

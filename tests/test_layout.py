@@ -9,6 +9,7 @@ import inspect
 import json
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
@@ -206,4 +207,5 @@ def test_prepare_reads_the_data_modules_corpus_arguments():
     datamodule = inspect.signature(TextDataModule).parameters
     corpus = set(inspect.signature(prepare_corpus).parameters) - {"progress"}
     assert set(datamodule) == corpus | LOADER_KEYS | set(EXTRA_KEYS)
-    assert {key: datamodule[key].annotation for key in EXTRA_KEYS} == {k: str(v) for k, v in EXTRA_KEYS.items()}
+    hints = typing.get_type_hints(TextDataModule.__init__)
+    assert {key: hints[key] for key in EXTRA_KEYS} == EXTRA_KEYS

@@ -331,3 +331,40 @@ def test_streaming_and_memory_mapped_training_reach_the_same_val_loss_within_see
             losses[kind].append(scalars(tmp_path / folder / "runs" / "tiny" / "version_0")["val/loss"][-1][1])
     spread = max(max(v) - min(v) for v in losses.values())
     assert abs(np.mean(losses["streaming"]) - np.mean(losses["memmap"])) <= spread, losses
+
+
+@needs_litdata
+@pytest.mark.slow
+def test_a_streaming_mixture_is_prepared_by_one_command_and_logs_each_corpus(shared_data, run_main, scalars,
+                                                                             tmp_path):  # fmt: skip
+    """``lit-gpt prepare`` of a mixture config writes OUT/<name> for each corpus; streaming them logs
+    val/loss/<name> and the weighted total to TensorBoard."""
+    from lit_gpt.cli import main
+
+    for name, source in (("stories", "tinystories/valid.txt"), ("plays", "tinyshakespeare/input.txt")):
+        (tmp_path / f"{name}.txt").write_bytes((shared_data / source).read_bytes()[:100_000])
+    config = tmp_path / "mixture.yaml"
+    config.write_text("data:\n  tokenizer: gpt2\n  mixture:\n" + "".join(
+        f"    - {{name: {n}, path: {tmp_path / n}.txt, weight: {w}, cache_dir: {tmp_path / 'c' / n}}}\n"
+        for n, w in (("stories", 0.7), ("plays", 0.3))))  # fmt: skip
+    code, out, err = run_main("prepare", "--config", config, "--data.format", "litdata", "--out", tmp_path / "out")
+    assert code == 0, err
+    assert out.count("litdata: 1 training chunk(s)") == 2
+    mixture = json.dumps([{"name": n, "input_dir": str(tmp_path / "out" / n), "weight": w}
+                          for n, w in (("stories", 0.7), ("plays", 0.3))])  # fmt: skip
+    args = streaming_args(tmp_path / "run", tmp_path / "out" / "stories", "--trainer.max_steps", 10)
+    args[args.index("--data.input_dir") : args.index("--data.input_dir") + 2] = ["--data.mixture", mixture]
+    main(args)
+    logged = scalars(tmp_path / "run" / "runs" / "tiny" / "version_0")
+    (_, stories), (_, plays), (_, total) = (logged[f"val/loss{k}"][-1] for k in ("/stories", "/plays", ""))
+    assert total == pytest.approx(0.7 * stories + 0.3 * plays, rel=1e-6)
+
+
+def test_prepare_for_streaming_needs_an_out_and_a_config_with_sources(run_main, errors, tmp_path):
+    (tmp_path / "a.txt").write_text("some text " * 50)
+    code, _, err = run_main("prepare", "--data.path", tmp_path / "a.txt", "--data.format", "litdata")
+    assert code == 2 and errors(err) == ["error: --data.format litdata needs --out DIR_OR_URL, where the chunks go"]
+    config = tmp_path / "streaming.yaml"
+    config.write_text(f"data:\n  class_path: {STREAMING}\n  init_args:\n    input_dir: {tmp_path}\n")
+    code, _, err = run_main("prepare", "--config", config)
+    assert code == 2 and "streams an export, which lit-gpt prepare wrote" in errors(err)[0]

@@ -134,7 +134,8 @@ class TokenPieces:
 def pieces(shards: dict[str, int], size: int) -> list[tuple[str, int, int]]:
     """Consecutive pieces of at most ``size`` tokens of the shards (name -> token count), in order; a piece
     never spans two shards."""
-    return [(name, start, min(start + size, count)) for name, count in shards.items() for start in range(0, count, size)]
+    return [(name, start, min(start + size, count))
+            for name, count in shards.items() for start in range(0, count, size)]  # fmt: skip
 
 
 @contextlib.contextmanager

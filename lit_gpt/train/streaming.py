@@ -85,8 +85,8 @@ class StreamingTextDataModule(TokenDataModule):
             metas = [read_export_meta(c.input_dir, self.cache_dir) for c in self.corpora]
             for corpus, meta in zip(self.corpora, metas):
                 if meta is None or "litdata" not in meta:
-                    raise ConfigError(f"{corpus.input_dir} has no meta.json of a litdata export; write it with "
-                                      "lit-gpt prepare --config ... --data.format litdata --out DIR_OR_URL")  # fmt: skip
+                    raise ConfigError(f"{corpus.input_dir} has no meta.json of a litdata export; write it with lit-gpt "
+                                      "prepare --config ... --data.format litdata --out DIR_OR_URL")  # fmt: skip
             self._metas = metas
         return self._metas
 
@@ -103,7 +103,8 @@ class StreamingTextDataModule(TokenDataModule):
         """What the order of the stream depends on, besides the data: a resume must find the same."""
         return {"batch_size": self.batch_size, "block_size": self.block_size, "num_workers": self.num_workers,
                 "replicas": data_parallel_rank(self.trainer)[1], "seed": self.seed,
-                "corpora": [c.input_dir for c in self.corpora], "weights": [float(w) for w in self.weights]}  # fmt: skip
+                "corpora": [c.input_dir for c in self.corpora],
+                "weights": [float(w) for w in self.weights]}  # fmt: skip
 
     def train_dataloader(self) -> MixedStream:
         """The endless stream of training batches, continuing from a loaded position."""
@@ -123,7 +124,7 @@ class StreamingTextDataModule(TokenDataModule):
                                          drop_last=True, pin_memory=cuda, generator=torch.Generator())  # fmt: skip
             if len(loader) == 0:
                 raise ConfigError(f"{corpus.input_dir} has fewer than batch_size x num_workers x devices windows of "
-                                  "block_size + 1 tokens; use a larger corpus, or fewer workers or devices")  # fmt: skip
+                                  "block_size + 1 tokens; use a larger corpus, fewer workers or devices")  # fmt: skip
             loaders.append(loader)
         self.stream = MixedStream(loaders, self.weights, self.batch_size, self.seed, self._start())
         return self.stream
