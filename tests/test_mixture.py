@@ -71,10 +71,14 @@ def test_the_data_module_prepares_each_corpus_and_serves_one_validation_loader_e
     assert x.shape == y.shape == (6, 32)
 
 
-def test_a_char_mixture_is_refused(two_corpora):
-    dm = TextDataModule(tokenizer="char", block_size=32, mixture=mixture(two_corpora))
-    with pytest.raises(ConfigError, match="must share one tokenizer"):
-        dm.setup("fit")
+def test_corpora_tokenized_differently_are_refused(two_corpora):
+    with pytest.raises(ConfigError, match="a 'char' vocabulary is built per corpus"):
+        TextDataModule(tokenizer="char", block_size=32, mixture=mixture(two_corpora))
+    dm = TextDataModule(tokenizer="gpt2", block_size=32, mixture=mixture(two_corpora))
+    dm._metas = [{**meta, "tokenizer_name": name, "tokenizer": {"kind": name}}
+                 for meta, name in zip(dm.metas(), ("gpt2", "r50k_base"))]  # fmt: skip
+    with pytest.raises(ConfigError, match="must share one tokenizer, got stories: gpt2, shakespeare: r50k_base"):
+        dm.vocab_size
 
 
 @pytest.mark.slow

@@ -41,10 +41,11 @@ def loaders(dirs: list[str], workers: int, block_size: int = 16, batch_size: int
     """A ``StreamingDataLoader`` for each export, as ``StreamingTextDataModule`` builds them."""
     from litdata import StreamingDataLoader
 
-    from lit_gpt.data.stream import open_train
+    from lit_gpt.data.stream import int64_batch, open_train
 
     return [StreamingDataLoader(open_train(d, block_size, seed=7), batch_size=batch_size, num_workers=workers,
-                                drop_last=True, generator=torch.Generator()) for d in dirs]  # fmt: skip
+                                drop_last=True, collate_fn=int64_batch, generator=torch.Generator())
+            for d in dirs]  # fmt: skip
 
 
 def take(stream, n: int) -> tuple[list[torch.Tensor], dict[int, dict]]:
@@ -135,10 +136,12 @@ def test_the_export_leaves_the_start_method_and_the_environment_as_they_were(tmp
 @pytest.mark.parametrize("workers", [0, 2])
 def test_an_epoch_deals_every_window_once(exports, workers):
     (loader,) = loaders([str(exports / "a")], workers)
-    starts = torch.cat([batch[:, 0].long() for batch in loader]).tolist()
+    batches = list(loader)
+    assert all(batch.dtype == torch.int64 and batch.shape == (4, 17) for batch in batches)
+    starts = torch.cat([batch[:, 0] for batch in batches]).tolist()
     assert len(starts) == len(set(starts)) == 117 // 4 * 4  # whole batches of 4, each worker's share whole
     assert all(start % 512 % 17 == 0 for start in starts)  # windows of 17 tokens from the start of each chunk
-    second = torch.cat([batch[:, 0].long() for batch in loader]).tolist()
+    second = torch.cat([batch[:, 0] for batch in loader]).tolist()
     assert second != starts  # the next epoch is shuffled anew
 
 
@@ -162,7 +165,7 @@ def test_mixture_shares_over_1000_batches_are_within_2_percent_of_the_weights(ex
 
     dirs = [str(exports / "a"), str(exports / "b")]
     inputs, _ = take(MixedStream(loaders(dirs, 0, batch_size=12), np.array([0.7, 0.3]), 12, seed=3), 1000)
-    from_b = (torch.cat(inputs)[:, 0].long() >= 30000).double().mean().item()
+    from_b = (torch.cat(inputs)[:, 0] >= 30000).double().mean().item()
     assert abs(from_b - 0.3) < 0.02, from_b
 
 

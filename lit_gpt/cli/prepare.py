@@ -126,12 +126,10 @@ def _corpora(data: dict, mixture: list[Corpus] | None) -> list[tuple[str | None,
     ``mixture`` with the shared tokenizer, seed and threads."""
     if mixture is None:
         return [(None, data)]
-    from lit_gpt.data.mixture import mixture_weights
+    from lit_gpt.data.mixture import mixture_weights, require_shared_vocabulary
 
     mixture_weights(mixture)  # checks the names and weights
-    if data["tokenizer"] == "char":
-        raise ConfigError("a 'char' vocabulary is built per corpus, so the corpora of data.mixture would not share "
-                          "one; use a BPE tokenizer for a mixture")  # fmt: skip
+    require_shared_vocabulary(data["tokenizer"])
     shared = {key: data[key] for key in ("tokenizer", "seed", "num_threads")}
     return [(c.name, {**c.corpus_options(), **shared}) for c in mixture]
 

@@ -104,6 +104,14 @@ def mixture_weights(corpora: list[Corpus] | list[StreamingCorpus]) -> np.ndarray
     return weights / weights.sum()
 
 
+def require_shared_vocabulary(tokenizer: str) -> None:
+    """Raise ConfigError for a mixture with the ``char`` tokenizer, whose vocabulary is built from each corpus (the
+    corpora of a mixture must share one vocabulary)."""
+    if tokenizer == "char":
+        raise ConfigError("a 'char' vocabulary is built per corpus, so the corpora of data.mixture would not share "
+                          "one; use a BPE tokenizer (gpt2, or lit-gpt train-tokenizer) for a mixture")  # fmt: skip
+
+
 def draw_corpora(rng: np.random.Generator, weights: np.ndarray, size: int) -> np.ndarray:
     """The corpus index of each of ``size`` windows, int64 of shape (size,): a weighted choice with replacement.
     The memory-mapped and streaming samplers call it first on ``default_rng((seed, b))`` for batch ``b``, so with

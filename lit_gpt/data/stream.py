@@ -37,6 +37,13 @@ HISTORY = 64
 """Positions kept after the latest batches (Lightning fetches one batch ahead)."""
 
 
+def int64_batch(windows: list[np.ndarray]) -> torch.Tensor:
+    """The loaders' ``collate_fn``: windows (block_size + 1,) as stored (uint16 or uint32 arrays) -> one int64 batch
+    (B, block_size + 1), built in the worker, so that a page-locked batch (``pin_memory``) is the one the model
+    reads."""
+    return torch.from_numpy(np.stack(windows).astype(np.int64))
+
+
 def open_train(input_dir: str, block_size: int, seed: int, cache_dir: str | None = None,
                max_cache_size: int | str | None = None):  # fmt: skip
     """The shuffled ``litdata.StreamingDataset`` of windows of ``block_size + 1`` tokens of ``input_dir/train``."""
@@ -94,7 +101,7 @@ class Cursor:
         restore(self.loader, self.epochs, max(0, self.batches - 1))
         self.iterator = iter(self.loader)
         if self.batches:  # pull the batch that was being read again
-            self.current = next(self.iterator).to(torch.int64)
+            self.current = next(self.iterator)
 
     def _pull(self) -> None:
         try:
@@ -107,7 +114,7 @@ class Cursor:
             if batch is None:
                 raise ConfigError("a streaming corpus has no whole batch for each worker of each device; use fewer "
                                   "workers, devices or windows per batch") from None
-        self.current, self.taken = batch.to(torch.int64), 0
+        self.current, self.taken = batch, 0
 
     def take(self, n: int) -> torch.Tensor:
         """The next ``n`` windows, int64 (n, block_size + 1)."""
@@ -128,7 +135,8 @@ class MixedStream:
     block_size) each, ``y[:, t] == x[:, t + 1]``.
 
     Args:
-        loaders: one ``StreamingDataLoader`` per corpus (``batch_size`` windows per batch, ``drop_last``).
+        loaders: one ``StreamingDataLoader`` per corpus (``batch_size`` windows per batch, ``drop_last``,
+            ``collate_fn=int64_batch``).
         weights: each corpus's share of the windows, summing to 1.
         batch_size: windows per batch.
         seed: seed of the mixture's draws.

@@ -19,7 +19,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
 from lit_gpt.data.corpus import Cleaning
-from lit_gpt.data.mixture import Corpus, mixture_weights
+from lit_gpt.data.mixture import Corpus, mixture_weights, require_shared_vocabulary
 from lit_gpt.data.prepare import default_cache_dir, load_split, prepare_corpus
 from lit_gpt.data.windows import MixtureWindowBatches, RandomWindowBatches, TrainWindows, ValidationWindows
 from lit_gpt.errors import ConfigError
@@ -52,8 +52,8 @@ class TokenDataModule(LightningDataModule):
     batch_size: int
     val_batch_size: int | None
     num_workers: int
-    names: list[str] | None = None
-    weights: np.ndarray = np.ones(1)
+    names: list[str] | None
+    weights: np.ndarray
     val_tokens: list[np.ndarray]
 
     def metas(self) -> list[dict]:
@@ -193,6 +193,8 @@ class TextDataModule(TokenDataModule):
                         download_url=download_url)  # fmt: skip
         self.corpora = list(mixture) if mixture is not None else [single]
         self.weights = mixture_weights(self.corpora)
+        if mixture is not None:
+            require_shared_vocabulary(tokenizer)
         self.names = [c.name for c in self.corpora] if mixture is not None else None
         # the arguments of prepare_corpus for each corpus, which decide its token files
         self.corpus_options = [

@@ -20,7 +20,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
 from lit_gpt.data.litdata_export import import_litdata, read_export_meta
 from lit_gpt.data.mixture import StreamingCorpus, mixture_weights
-from lit_gpt.data.stream import MixedStream, open_train, read_val_tokens
+from lit_gpt.data.stream import MixedStream, int64_batch, open_train, read_val_tokens
 from lit_gpt.errors import ConfigError
 from lit_gpt.train.datamodule import TokenDataModule, data_parallel_rank
 
@@ -120,8 +120,10 @@ class StreamingTextDataModule(TokenDataModule):
                 raise ConfigError(f"streaming data follows torch.distributed's ranks ({env.global_rank} of "
                                   f"{env.world_size}), but this strategy's data-parallel rank is {rank} of {replicas} "
                                   "(tensor parallelism): use TextDataModule")  # fmt: skip
+            # a generator of its own keeps the workers' seed draw off torch's global one (dropout's)
             loader = StreamingDataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
-                                         drop_last=True, pin_memory=cuda, generator=torch.Generator())  # fmt: skip
+                                         drop_last=True, collate_fn=int64_batch, pin_memory=cuda,
+                                         generator=torch.Generator())  # fmt: skip
             if len(loader) == 0:
                 raise ConfigError(f"{corpus.input_dir} has fewer than batch_size x num_workers x devices windows of "
                                   "block_size + 1 tokens; use a larger corpus, fewer workers or devices")  # fmt: skip
