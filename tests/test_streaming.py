@@ -195,6 +195,19 @@ def test_the_streaming_module_validates_on_the_memory_mapped_modules_tokens(shak
 
 
 @needs_litdata
+def test_lit_gpt_fit_takes_the_streaming_module_by_class_path_and_links_it_to_the_model(shakespeare_export,
+                                                                                        tmp_path):  # fmt: skip
+    from lit_gpt.train.lightning_cli import build_cli
+    from lit_gpt.train.streaming import StreamingTextDataModule
+
+    _, meta, export = shakespeare_export
+    args = streaming_args(tmp_path, export, "--model.config.block_size", 32)[1:]  # without the subcommand
+    cli = build_cli(args, run=False)
+    assert isinstance(cli.datamodule, StreamingTextDataModule) and cli.datamodule.block_size == 32
+    assert cli.model.config.vocab_size == 66 and cli.model.tokenizer == meta["tokenizer"]
+
+
+@needs_litdata
 def test_the_saved_position_continues_the_stream_and_must_meet_the_same_settings(shakespeare_export):
     *_, export = shakespeare_export
     dm = streaming_module(export)
