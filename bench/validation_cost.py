@@ -50,7 +50,7 @@ def main() -> None:
     cli = build_cli(["--config", args.config, "--trainer.logger", "false", *extra], run=False)
     data, model = cli.datamodule, cli.model.model.eval()
     data.setup("validate")
-    windows = ValidationWindows(data.val_tokens, data.block_size)
+    windows = ValidationWindows(data.val_tokens[0], data.block_size)
     compiled = torch.compile(model.forward, dynamic=False)
     contenders = {(name, bs): fn for bs in args.batch_sizes for name, fn in (("eager", model), ("compiled", compiled))}
     first = {key: one_pass(fn, windows, key[1])[0] for key, fn in contenders.items()}  # compiles the compiled ones
@@ -58,7 +58,7 @@ def main() -> None:
     for _ in range(args.rounds):
         for key, fn in contenders.items():
             times[key].append(one_pass(fn, windows, key[1])[0])
-    tokens = len(data.val_tokens) - 1
+    tokens = len(data.val_tokens[0]) - 1
     print(f"config: {args.config} {' '.join(extra)}; CPU {cpu_class()}, {torch.get_num_threads()} threads" if not
           torch.cuda.is_available() else f"config: {args.config}; {torch.cuda.get_device_name()}")  # fmt: skip
     print(f"validation split: {tokens:,} targets in {len(windows):,} windows of {data.block_size}\n")

@@ -215,10 +215,11 @@ def test_console_script_reports_bad_input_without_traceback(run_cli, tmp_path):
 def test_prepare_ahead_of_training(shakespeare, tmp_path, capsys):
     main(["prepare", "--config", str(REPO / "configs" / "shakespeare-char.yaml"), "--data.path", str(shakespeare),
           "--data.cache_dir", str(tmp_path / "cache"), "--trainer.max_steps", "5",
-          "--data.batch_size", "4"])  # fmt: skip
+          "--data.batch_size", "4", "--data.verify", "true"])  # fmt: skip
     out = capsys.readouterr().out
     assert f"in {tmp_path / 'cache'}" in out
     assert "train: 1,003,855 tokens, 1 documents, 1 shard(s)" in out  # 90% of the 1,115,394 characters
+    assert "verified: every token id < 66 and every shard's SHA-256 as stamped" in out
     assert (tmp_path / "cache" / "meta.json").is_file()
 
 

@@ -586,3 +586,64 @@ def test_bad_file_after_good_ones(tmp_path):
 
 def test_config_error_is_a_value_error():
     assert issubclass(ConfigError, ValueError)
+
+
+# ---------------------------------------------------------------------------------------------- quality filters
+
+STORY = ("Once upon a time, there was a little girl named Lily. She loved to play outside in the sunshine with her dog,"
+         " Max. One day, Lily and Max went to the park to look for the big red ball that had rolled under the old tree."
+         " They looked and looked, and at last Max found it. Lily was so happy that she gave him a hug and said thank "
+         "you to the kind man who had helped them.")  # fmt: skip
+SPAM = {
+    "word_count": "Buy now! Best price.",
+    "mean_word_length": " ".join(["aGVsbG8gd29ybGQgdGhpcyBpcyBiYXNlNjQgZGF0YQ=="] * 60),
+    "max_symbol_word_ratio": STORY + " #sale #deal #win #free #love #summer #cute #dog #girl #park #ball #happy",
+    "min_alpha_word_fraction": STORY + " " + " ".join(f"{i} | {i * 7} | {i * 13:.2f}" for i in range(30)),
+    "min_stop_words": " ".join(["cheap flights hotels deals booking travel insurance car rental"] * 8),
+    "max_duplicate_line_fraction": "\n".join(["Home | About | Contact", STORY, "Home | About | Contact",
+                                              "Home | About | Contact", "Share on Facebook", "Share on Facebook"]),
+}  # fmt: skip
+GOPHER = dict(word_count=(50, 100_000), mean_word_length=(3, 10), max_symbol_word_ratio=0.1,
+              min_alpha_word_fraction=0.8, min_stop_words=2, max_duplicate_line_fraction=0.3)  # fmt: skip
+COUNT = {"word_count": "word_count_removed", "mean_word_length": "word_length_removed",
+         "max_symbol_word_ratio": "symbol_ratio_removed", "min_alpha_word_fraction": "non_alpha_removed",
+         "min_stop_words": "stop_words_removed", "max_duplicate_line_fraction": "repeated_lines_removed"}  # fmt: skip
+
+
+@pytest.mark.parametrize("switch", list(SPAM))
+def test_each_gopher_filter_drops_its_kind_of_document_and_counts_it(tmp_path, switch):
+    source = write(tmp_path / "a.jsonl", jsonl({"text": STORY}, {"text": SPAM[switch]}))
+    docs, stats = read([source], cleaning=Cleaning(**{switch: GOPHER[switch]}))
+    assert docs == [STORY]
+    assert {name: getattr(stats, name) for name in corpus.QUALITY_COUNTS} == {
+        name: int(name == COUNT[switch]) for name in corpus.QUALITY_COUNTS
+    }
+    assert stats.documents_read == stats.documents_kept + stats.documents_removed
+    off, _ = read([source])  # off by default
+    assert off == [STORY, SPAM[switch]]
+
+
+def test_a_document_is_counted_under_the_first_filter_it_fails(tmp_path):
+    docs, stats = read([write(tmp_path / "a.jsonl", jsonl({"text": "### ### ###"}))], cleaning=Cleaning(**GOPHER))
+    assert docs == [] and stats.word_count_removed == 1 and stats.documents_removed == 1  # also all symbols
+
+
+def test_gopher_rules_keep_real_stories():
+    docs, stats = read([TINYSTORIES_HEAD], separator=EOT, cleaning=Cleaning(**GOPHER))
+    assert stats.documents_read == 1728 and stats.documents_removed == 0  # all 1,728 stories pass every rule
+
+
+def test_c4_lines_keep_sentences_and_drop_menus(tmp_path):
+    page = "\n".join(["Home | Products | About us", "Welcome to our bakery in the old town of Lyon.",
+                      "Click here", "We bake bread every morning with flour from local mills!", "Copyright 2024"])
+    docs, stats = read([write(tmp_path / "a.jsonl", jsonl({"text": page}, {"text": "Menu\nLogin"}))],
+                       cleaning=Cleaning(c4_lines=True))  # fmt: skip
+    assert docs == ["Welcome to our bakery in the old town of Lyon.\n"
+                    "We bake bread every morning with flour from local mills!"]  # fmt: skip
+    assert stats.lines_removed == 5 and stats.empty_removed == 1  # the page with no sentence is left empty
+
+
+def test_quality_filters_left_off_are_not_recorded():
+    assert set(Cleaning().recorded()) == {"nfc", "remove_control", "normalize_whitespace", "deduplicate", "min_chars"}
+    assert Cleaning(word_count=(50, 100_000)).recorded()["word_count"] == (50, 100_000)
+    assert "max_symbol_word_ratio" in Cleaning(max_symbol_word_ratio=0.0).recorded()  # 0.0 is a threshold, not "off"

@@ -211,7 +211,7 @@ def test_datamodule_serves_windows(shakespeare, tmp_path):
     assert (x[:, 1:] == y[:, :-1]).all()
     xv, yv = next(iter(dm.val_dataloader()))
     assert xv.shape == (5, 32)  # no val_batch_size: on a CPU, the training batch size
-    assert json.loads((tmp_path / "meta.json").read_text())["tokens"]["val"] == len(dm.val_tokens)
+    assert json.loads((tmp_path / "meta.json").read_text())["tokens"]["val"] == len(dm.val_tokens[0])
 
 
 @pytest.mark.parametrize("device, vocab, expected", [
@@ -220,7 +220,7 @@ def test_datamodule_serves_windows(shakespeare, tmp_path):
 ])  # fmt: skip
 def test_validation_batches_are_sized_for_the_device(shakespeare, tmp_path, monkeypatch, device, vocab, expected):
     dm = TextDataModule(str(shakespeare), tokenizer="char", block_size=256, batch_size=5, cache_dir=str(tmp_path))
-    monkeypatch.setattr(TextDataModule, "_prepared", lambda self: {"vocab_size": vocab})
+    monkeypatch.setattr(TextDataModule, "metas", lambda self: [{"vocab_size": vocab}])
     strategy = type("Strategy", (), {"root_device": torch.device(device)})()
     monkeypatch.setattr(dm, "trainer", type("Trainer", (), {"strategy": strategy})())
     # on a GPU: 2 GiB of float32 logits / (256 x vocab x 4 bytes) windows, within [5, 40]
@@ -230,7 +230,7 @@ def test_validation_batches_are_sized_for_the_device(shakespeare, tmp_path, monk
 def test_a_given_val_batch_size_wins(shakespeare, tmp_path):
     dm = TextDataModule(str(shakespeare), tokenizer="char", block_size=256, batch_size=5, val_batch_size=7,
                         cache_dir=str(tmp_path))  # fmt: skip
-    dm.val_tokens = np.arange(3000) % 60
+    dm.val_tokens = [np.arange(3000) % 60]
     assert next(iter(dm.val_dataloader()))[0].shape == (7, 256)
 
 
@@ -303,7 +303,7 @@ def test_interrupted_preparation_is_not_trusted(tmp_path, monkeypatch):
         raise KeyboardInterrupt
 
     (tmp_path / "a.txt").write_text("hello there " * 100)  # stale: must rebuild
-    monkeypatch.setattr(prep, "_move_tail", crash)
+    monkeypatch.setattr(prep, "move_tail", crash)
     with pytest.raises(KeyboardInterrupt):
         prepare(tmp_path / "a.txt", "char", tmp_path / "out")
     assert read_meta(tmp_path / "out") is None  # nothing a later run would trust
@@ -347,3 +347,87 @@ def test_processes_preparing_one_folder_take_turns(shared_data, tmp_path):
     results = [rank.communicate(timeout=120) for rank in ranks]
     assert all(rank.returncode == 0 for rank in ranks), [err for _, err in results]
     assert len({out for out, _ in results}) == 1 and '"val": 25866' in results[0][0]
+
+
+# ---------------------------------------------------------------------------------------------- verification stamps
+
+
+def swap_a_token(shard, keep_mtime: bool) -> None:
+    """Change one token of ``shard`` to another valid id (only its checksum can tell), keeping its size and, with
+    ``keep_mtime``, its modification time (a bad sector, or a tool that restores times)."""
+    stat = shard.stat()
+    tokens = np.fromfile(shard, dtype=np.uint16)
+    tokens[5], tokens[6] = tokens[6], tokens[5] + (tokens[5] == tokens[6])
+    tokens.tofile(shard)
+    if keep_mtime:
+        os.utime(shard, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+@pytest.fixture
+def stamped(tmp_path):
+    """A prepared folder (characters) and its metadata."""
+    (tmp_path / "a.txt").write_text("the quick brown fox jumps over the lazy dog " * 100)
+    return tmp_path / "out", prepare(tmp_path / "a.txt", "char", tmp_path / "out")
+
+
+@pytest.fixture
+def reads(monkeypatch):
+    """The shards that load_split reads in full, in order."""
+    import lit_gpt.data.shards as shards
+
+    read, check = [], shards._check
+    monkeypatch.setattr(shards, "_check", lambda file, *args: read.append(file.name) or check(file, *args))
+    return read
+
+
+def test_preparation_stamps_every_shard_with_its_checksum(stamped):
+    import hashlib
+
+    out, meta = stamped
+    assert set(meta["verified"]) == {"train-00000.bin", "val-00000.bin"}
+    for name, stamp in meta["verified"].items():
+        assert stamp["sha256"] == hashlib.sha256((out / name).read_bytes()).hexdigest()
+        assert stamp["bytes"] == (out / name).stat().st_size and stamp["mtime_ns"] == (out / name).stat().st_mtime_ns
+
+
+def test_unchanged_shards_are_not_read_at_a_start(stamped, reads):
+    out, _ = stamped
+    before = np.fromfile(out / "train-00000.bin", dtype=np.uint16)
+    swap_a_token(out / "train-00000.bin", keep_mtime=True)
+    (train,) = load_split(out, "train", read_meta(out))  # trusted by its size and mtime: the swap goes unnoticed
+    assert reads == [] and not np.array_equal(train, before)
+
+
+def test_verify_reads_every_shard_and_finds_a_corruption_that_kept_size_and_mtime(stamped, reads):
+    out, _ = stamped
+    swap_a_token(out / "train-00000.bin", keep_mtime=True)
+    with pytest.raises(ConfigError, match="SHA-256 differs from the one recorded"):
+        load_split(out, "train", read_meta(out), verify=True)
+    assert load_split(out, "val", read_meta(out), verify=True) and reads == ["train-00000.bin", "val-00000.bin"]
+
+
+def test_a_shard_whose_mtime_changed_is_read_again(stamped, reads):
+    out, _ = stamped
+    swap_a_token(out / "train-00000.bin", keep_mtime=False)
+    with pytest.raises(ConfigError, match=f"delete {out} to rebuild"):
+        load_split(out, "train", read_meta(out))
+    assert reads == ["train-00000.bin"]
+
+
+def test_a_touched_but_intact_shard_is_read_once_and_stamped_again(stamped, reads):
+    out, meta = stamped
+    os.utime(out / "train-00000.bin", ns=(1, 1))  # e.g. the folder was copied to another machine
+    load_split(out, "train", read_meta(out))
+    assert read_meta(out)["verified"]["train-00000.bin"]["mtime_ns"] == 1
+    load_split(out, "train", read_meta(out))
+    assert reads == ["train-00000.bin"]  # the first start only
+
+
+def test_data_verify_true_finds_what_a_start_does_not_read(tmp_path):
+    (tmp_path / "a.txt").write_text("the quick brown fox jumps over the lazy dog " * 100)
+    options = dict(path=str(tmp_path / "a.txt"), tokenizer="char", block_size=16, cache_dir=str(tmp_path / "out"))
+    TextDataModule(**options).setup("fit")
+    swap_a_token(tmp_path / "out" / "train-00000.bin", keep_mtime=True)
+    TextDataModule(**options).setup("fit")  # size and mtime as stamped: trusted
+    with pytest.raises(ConfigError, match="SHA-256 differs"):
+        TextDataModule(**options, verify=True).setup("fit")

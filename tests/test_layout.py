@@ -9,6 +9,7 @@ import inspect
 import json
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
@@ -199,10 +200,12 @@ def test_light_commands_never_import_lightning(lightning_loaded_by, command):
 
 
 def test_prepare_reads_the_data_modules_corpus_arguments():
-    from lit_gpt.cli.prepare import LOADER_KEYS
+    from lit_gpt.cli.prepare import EXTRA_KEYS, LOADER_KEYS
     from lit_gpt.data.prepare import prepare_corpus
     from lit_gpt.train.datamodule import TextDataModule
 
-    datamodule = set(inspect.signature(TextDataModule).parameters)
+    datamodule = inspect.signature(TextDataModule).parameters
     corpus = set(inspect.signature(prepare_corpus).parameters) - {"progress"}  # "build" is in both
-    assert datamodule == corpus | LOADER_KEYS
+    assert set(datamodule) == corpus | LOADER_KEYS | set(EXTRA_KEYS)
+    hints = typing.get_type_hints(TextDataModule.__init__)
+    assert {key: hints[key] for key in EXTRA_KEYS} == EXTRA_KEYS

@@ -51,7 +51,7 @@ def test_validation_loss_is_exact_over_the_split(shakespeare, tmp_path):
     result = trainer.validate(module, datamodule=dm)[0]
 
     # reference: every validation token after the first predicted once from up to 48 tokens of context
-    val = torch.from_numpy(dm.val_tokens.astype(np.int64))
+    val = torch.from_numpy(dm.val_tokens[0].astype(np.int64))
     total, count = 0.0, 0
     with torch.no_grad():
         for start in range(0, len(val) - 1, 48):

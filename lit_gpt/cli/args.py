@@ -10,7 +10,7 @@ from lit_gpt.errors import ConfigError
 
 USAGE = """\
 usage: lit-gpt {fit,validate,test} --config CONFIG.yaml [--section.key VALUE ...]
-       lit-gpt prepare --config CONFIG.yaml [--data.key VALUE ...]
+       lit-gpt prepare --config CONFIG.yaml [--data.key VALUE ...] [--data.format litdata --out DIR_OR_URL]
        lit-gpt lr-find --config CONFIG.yaml [--section.key VALUE ...] [--lr_find.num_training N --lr_find.plot PNG ...]
        lit-gpt generate --checkpoint PATH --prompt TEXT [--max_new_tokens N --temperature T --top_k K --top_p P ...]
        lit-gpt export --checkpoint PATH --out DIR [--format hf|lit_gpt]

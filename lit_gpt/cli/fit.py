@@ -1,5 +1,5 @@
-"""``lit-gpt fit|validate|test --config CONFIG.yaml [--section.key VALUE ...]``: LightningCLI over ``LitGPT`` and
-``TextDataModule`` (``lit_gpt.train.lightning_cli``).
+"""``lit-gpt fit|validate|test --config CONFIG.yaml [--section.key VALUE ...]``: LightningCLI over ``LitGPT`` and a
+data module (``TextDataModule`` unless ``--data.class_path`` names another; ``lit_gpt.train.lightning_cli``).
 
 jsonargparse runs with ``exit_on_error=False``, so an unknown key, a wrong type or a missing value is one ``error:``
 line (instead of a usage dump) and exit status 2, like every other bad input.

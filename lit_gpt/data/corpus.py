@@ -11,7 +11,26 @@ Sources: ``resolve_sources`` turns a file, folder or glob into the files to read
 Cleaning (each a ``Cleaning`` switch, each counted in ``CorpusStats``): Unicode NFC normalization, removal of
 control characters (Unicode category Cc except tab, newline and carriage return), whitespace normalization (runs
 of spaces and tabs become one space, trailing spaces go, three or more newlines become two), a minimum document
-length in characters, and exact deduplication by the SHA-1 of the cleaned document. Standard library only.
+length in characters, and exact deduplication by the SHA-1 of the cleaned document.
+
+Quality filters, all off by default (for corpora that are clean already: Tiny Shakespeare, WikiText, TinyStories):
+cheap rules that web-text pipelines apply before training, each a ``Cleaning`` switch with its own count. Words are
+runs of non-whitespace (``str.split``), lines are split at ``\n``.
+
+- Gopher's "quality filters" (Rae et al. 2021, "Scaling Language Models: Methods, Analysis & Insights from Training
+  Gopher", appendix A.1.1), with the paper's values in brackets: the number of words ``word_count`` [50, 100,000];
+  the mean word length in characters ``mean_word_length`` [3, 10]; the symbol-to-word ratio of ``#`` and of the
+  ellipsis (``...`` or U+2026), each at most ``max_symbol_word_ratio`` [0.1]; the share of words with at least one
+  letter, at least ``min_alpha_word_fraction`` [0.8]; at least ``min_stop_words`` [2] distinct English stop words of
+  "the, be, to, of, and, that, have, with"; and from its repetition rules (table A1) the share of non-empty lines that
+  repeat an earlier line of the document, at most ``max_duplicate_line_fraction`` [0.3]. A document failing one is
+  dropped and counted under the first rule it fails, in that order.
+- C4's line rule (Raffel et al. 2020, "Exploring the Limits of Transfer Learning with a Unified Text-to-Text
+  Transformer", section 2.2; the thresholds of TensorFlow Datasets' ``c4_utils``): ``c4_lines`` keeps only lines
+  that end in terminal punctuation (``.``, ``!``, ``?``, ``"``) and have at least 5 words; it counts the lines it
+  removes, and a document left without text is counted as empty.
+
+Standard library only.
 """
 
 from __future__ import annotations
@@ -43,6 +62,12 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _SPACES = re.compile(r"[ \t]+")
 _TRAILING = re.compile(r" +(?=\n|\Z)")
 _NEWLINES = re.compile(r"\n{3,}")
+_ELLIPSIS = re.compile(r"\.\.\.|\u2026")
+_NO_LETTER_WORD = re.compile(r"(?<!\S)(?:(?!\s)[\W\d_])+(?!\S)")  # a whitespace-delimited word without a letter
+STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})
+"""Gopher's stop-word rule keeps a document with at least ``min_stop_words`` distinct ones of these."""
+C4_TERMINAL = (".", "!", "?", '"')
+C4_MIN_LINE_WORDS = 5
 
 
 def resolve_sources(path: str | os.PathLike) -> list[Path]:
@@ -108,6 +133,37 @@ class Cleaning:
     """Drop exact duplicates of an earlier (cleaned) document."""
     min_chars: int = 0
     """Drop documents shorter than this many characters after cleaning."""
+    c4_lines: bool = False
+    """C4's line rule: keep only lines ending in ``.``, ``!``, ``?`` or ``"`` with at least 5 words (web pages:
+    drops menus, buttons, headings, code); counted in ``lines_removed``."""
+    word_count: tuple[int, int] | None = None
+    """Keep documents of ``[min, max]`` words (Gopher: ``[50, 100000]``); counted in ``word_count_removed``."""
+    mean_word_length: tuple[float, float] | None = None
+    """Keep documents whose mean word length in characters is in ``[min, max]`` (Gopher: ``[3, 10]``);
+    counted in ``word_length_removed``."""
+    max_symbol_word_ratio: float | None = None
+    """Drop documents with more ``#`` or more ellipses than this many per word (Gopher: 0.1); counted in
+    ``symbol_ratio_removed``."""
+    min_alpha_word_fraction: float | None = None
+    """Drop documents where fewer than this share of the words hold a letter (Gopher: 0.8); counted in
+    ``non_alpha_removed``."""
+    min_stop_words: int = 0
+    """Drop documents with fewer than this many distinct English stop words (Gopher: 2; English text only);
+    counted in ``stop_words_removed``."""
+    max_duplicate_line_fraction: float | None = None
+    """Drop documents where more than this share of the non-empty lines repeat an earlier line (Gopher: 0.3);
+    counted in ``repeated_lines_removed``."""
+
+    def recorded(self) -> dict:
+        """The settings as ``meta.json`` records them: the quality filters only when switched on, so a folder
+        prepared before they existed stays fresh."""
+        settings = dataclasses.asdict(self)
+        return {k: v for k, v in settings.items() if k not in _QUALITY_SWITCHES or v != _DEFAULTS[k]}
+
+    @property
+    def filters_documents(self) -> bool:
+        """Whether a document-level quality filter is on (``quality_failure`` has work to do)."""
+        return any(getattr(self, k) != _DEFAULTS[k] for k in _QUALITY_SWITCHES if k != "c4_lines")
 
 
 @dataclass
@@ -124,11 +180,32 @@ class CorpusStats:
     control_chars_removed: int = 0
     documents_nfc_changed: int = 0
     documents_whitespace_changed: int = 0
+    lines_removed: int = 0
+    word_count_removed: int = 0
+    word_length_removed: int = 0
+    symbol_ratio_removed: int = 0
+    non_alpha_removed: int = 0
+    stop_words_removed: int = 0
+    repeated_lines_removed: int = 0
     chars_kept: int = 0
     empty_files: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @property
+    def documents_removed(self) -> int:
+        """Documents read and not kept, for any reason."""
+        quality = sum(getattr(self, name) for name in QUALITY_COUNTS)
+        return self.duplicates_removed + self.short_removed + self.empty_removed + quality
+
+
+_QUALITY_SWITCHES = ("c4_lines", "word_count", "mean_word_length", "max_symbol_word_ratio", "min_alpha_word_fraction",
+                     "min_stop_words", "max_duplicate_line_fraction")  # fmt: skip
+QUALITY_COUNTS = ("word_count_removed", "word_length_removed", "symbol_ratio_removed", "non_alpha_removed",
+                  "stop_words_removed", "repeated_lines_removed")  # fmt: skip
+"""The ``CorpusStats`` counts of documents dropped by a quality filter, in the order the filters run."""
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Cleaning)}
 
 
 def _open_text(path: Path, stats: CorpusStats):
@@ -217,7 +294,39 @@ def clean(text: str, cleaning: Cleaning, stats: CorpusStats) -> str:
         tidy = _NEWLINES.sub("\n\n", _TRAILING.sub("", _SPACES.sub(" ", text.replace("\r\n", "\n"))))
         stats.documents_whitespace_changed += tidy != text
         text = tidy
+    if cleaning.c4_lines:
+        lines = text.split("\n")
+        kept = [line for line in lines if line.rstrip().endswith(C4_TERMINAL) and
+                len(line.split()) >= C4_MIN_LINE_WORDS]  # fmt: skip
+        stats.lines_removed += len(lines) - len(kept)
+        text = "\n".join(kept)
     return text
+
+
+def quality_failure(text: str, cleaning: Cleaning) -> str | None:
+    """The ``CorpusStats`` count (one of ``QUALITY_COUNTS``) of the first quality filter that ``text`` fails, or
+    None when it passes them all (or none is on). See the module docstring for the rules and their sources."""
+    c = cleaning
+    words = text.split()
+    n = len(words)
+    if c.word_count is not None and not c.word_count[0] <= n <= c.word_count[1]:
+        return "word_count_removed"
+    if c.mean_word_length is not None:
+        low, high = c.mean_word_length
+        if not n or not low <= sum(map(len, words)) / n <= high:
+            return "word_length_removed"
+    if c.max_symbol_word_ratio is not None:
+        if max(text.count("#"), len(_ELLIPSIS.findall(text))) > c.max_symbol_word_ratio * n:
+            return "symbol_ratio_removed"
+    if c.min_alpha_word_fraction is not None and n - len(_NO_LETTER_WORD.findall(text)) < c.min_alpha_word_fraction * n:
+        return "non_alpha_removed"
+    if c.min_stop_words and len(STOP_WORDS.intersection(w.lower() for w in words)) < c.min_stop_words:
+        return "stop_words_removed"
+    if c.max_duplicate_line_fraction is not None:
+        lines = [line for line in text.split("\n") if line.strip()]
+        if len(lines) - len(set(lines)) > c.max_duplicate_line_fraction * len(lines):
+            return "repeated_lines_removed"
+    return None
 
 
 def iter_documents(
@@ -229,18 +338,20 @@ def iter_documents(
 ) -> Iterator[str]:
     """Yield the cleaned, filtered, deduplicated documents of ``sources`` in order, counting into ``stats``.
 
-    Documents that are empty (or only whitespace) after cleaning are dropped and counted; a file that yields no
-    document is listed in ``stats.empty_files``.
+    Each document is cleaned (``clean``), then dropped if it is empty (or only whitespace), shorter than
+    ``min_chars``, fails a quality filter (``quality_failure``) or repeats an earlier one, counted under the first
+    of these; a file that yields no document with text is listed in ``stats.empty_files``.
 
     Raises:
         ConfigError: for a binary, UTF-16 or unreadable file, or a JSONL line that is not JSON or lacks the field.
     """
     cleaning = cleaning or Cleaning()
     stats = stats if stats is not None else CorpusStats()
+    quality = cleaning.filters_documents
     seen: set[bytes] = set()
     for path in sources:
         stats.files += 1
-        kept_before = stats.documents_kept + stats.duplicates_removed + stats.short_removed
+        with_text_before = stats.documents_kept + stats.documents_removed - stats.empty_removed
         for text in _raw_documents(path, separator, text_field, stats):
             stats.documents_read += 1
             text = clean(text, cleaning, stats)
@@ -249,6 +360,9 @@ def iter_documents(
                 continue
             if len(text) < cleaning.min_chars:
                 stats.short_removed += 1
+                continue
+            if quality and (failed := quality_failure(text, cleaning)):
+                setattr(stats, failed, getattr(stats, failed) + 1)
                 continue
             if cleaning.deduplicate:
                 digest = hashlib.sha1(text.encode("utf-8", "surrogatepass")).digest()
@@ -259,5 +373,5 @@ def iter_documents(
             stats.documents_kept += 1
             stats.chars_kept += len(text)
             yield text
-        if stats.documents_kept + stats.duplicates_removed + stats.short_removed == kept_before:
+        if stats.documents_kept + stats.documents_removed - stats.empty_removed == with_text_before:
             stats.empty_files.append(str(path))

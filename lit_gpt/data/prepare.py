@@ -3,8 +3,9 @@
 A prepared folder holds ``train-00000.bin``, ``train-00001.bin``, ... (at most ``shard_tokens`` tokens each),
 ``val-00000.bin`` and ``meta.json``. Token files are raw little-endian uint16 (vocabulary <= 65536) or uint32.
 ``meta.json`` records the tokenizer (its full spec), vocabulary size, dtype, the options, the token and document
-counts of each split, the cleaning counts (``lit_gpt.data.corpus.CorpusStats``), and each source's path, size, mtime
-and SHA-256.
+counts of each split, the cleaning counts (``lit_gpt.data.corpus.CorpusStats``), each source's path, size, mtime
+and SHA-256, and each shard's verification stamp (size, mtime, SHA-256: ``lit_gpt.data.shards``), so that opening
+the shards at a training start reads none of them unless one changed.
 
 Pipeline: documents are streamed from the sources (``lit_gpt.data.corpus.iter_documents``: cleaning, filtering, exact
 dedup), cut into pieces at newlines where every tiktoken pattern starts a new pre-token anyway (so the tokens
@@ -26,7 +27,6 @@ from ``prepare_data``, and ``lit-gpt prepare`` ahead of training. No Lightning h
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -41,12 +41,17 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-try:
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None
-
 from lit_gpt.data.corpus import Cleaning, CorpusStats, download, iter_documents, resolve_sources
+from lit_gpt.data.shards import (  # noqa: F401  (read_meta, load_split and token_dtype are used from here too)
+    ShardWriter,
+    exclusive,
+    load_split,
+    move_tail,
+    read_meta,
+    stamp,
+    token_dtype,
+    write_meta,
+)
 from lit_gpt.errors import ConfigError
 from lit_gpt.tokenizer import Tokenizer
 
@@ -88,20 +93,6 @@ def _sources_unchanged(recorded: list[dict], sources: list[Path]) -> bool:
     return True
 
 
-def token_dtype(vocab_size: int) -> np.dtype:
-    """uint16 when every id fits (vocab_size <= 65536), else uint32."""
-    return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
-
-
-def read_meta(out_dir: str | os.PathLike) -> dict | None:
-    """The metadata of a prepared folder, or None if there is none (or it is unreadable)."""
-    try:
-        with open(Path(out_dir) / "meta.json") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
 def _document_in_val(seed: int, index: int, val_fraction: float) -> bool:
     digest = hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") / 2**64 < val_fraction
@@ -117,87 +108,6 @@ def _pieces(text: str) -> Iterator[str]:
         yield text[start : match.start()]
         start = match.start()
     yield text[start:]
-
-
-class _ShardWriter:
-    """Appends token arrays to ``{split}-NNNNN.bin`` files of at most ``shard_tokens`` tokens (temporary names)."""
-
-    def __init__(self, out_dir: Path, split: str, dtype: np.dtype, shard_tokens: int, suffix: str) -> None:
-        self.out_dir, self.split, self.dtype = out_dir, split, dtype
-        self.shard_tokens, self.suffix = shard_tokens, suffix
-        self.shards: list[int] = []  # token count of each shard
-        self.documents = 0
-        self._file = None
-
-    @property
-    def tokens(self) -> int:
-        return sum(self.shards)
-
-    def name(self, index: int) -> str:
-        return f"{self.split}-{index:05d}.bin"
-
-    def write(self, ids: np.ndarray) -> None:
-        while len(ids):
-            if self._file is None or self.shards[-1] == self.shard_tokens:
-                if self._file is not None:
-                    self._file.close()
-                self.shards.append(0)
-                self._file = open(self.out_dir / (self.name(len(self.shards) - 1) + self.suffix), "wb")
-            room = self.shard_tokens - self.shards[-1]
-            part, ids = ids[:room], ids[room:]
-            self._file.write(np.ascontiguousarray(part, dtype=self.dtype).tobytes())
-            self.shards[-1] += len(part)
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-    def publish(self) -> list[str]:
-        """Rename the shards to their final names; returns the names."""
-        self.close()
-        names = [self.name(i) for i in range(len(self.shards))]
-        for name in names:
-            os.replace(self.out_dir / (name + self.suffix), self.out_dir / name)
-        return names
-
-
-def _move_tail(train: _ShardWriter, val: _ShardWriter, n_val: int) -> None:
-    """Move the last ``n_val`` tokens of the (closed) train shards into ``val``, in order."""
-    train.close()
-    keep = train.tokens - n_val
-    start = 0
-    for index, count in enumerate(train.shards):
-        end = start + count
-        if end > keep:
-            path = train.out_dir / (train.name(index) + train.suffix)
-            cut = max(0, keep - start)
-            val.write(np.memmap(path, dtype=train.dtype, mode="r")[cut:])
-            os.truncate(path, cut * train.dtype.itemsize)
-            train.shards[index] = cut
-        start = end
-    while train.shards and train.shards[-1] == 0 and len(train.shards) > 1:
-        (train.out_dir / (train.name(len(train.shards) - 1) + train.suffix)).unlink()
-        train.shards.pop()
-
-
-@contextlib.contextmanager
-def _exclusive(out_dir: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``out_dir/.lock`` (POSIX ``flock``), so that processes of one machine (the ranks
-    of a multi-process run) prepare a folder once: the others wait, then find it fresh. Without ``fcntl`` (Windows)
-    or a writable folder, there is no lock."""
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        handle = open(out_dir / ".lock", "a")
-    except OSError:
-        yield
-        return
-    try:
-        if fcntl is not None:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
-    finally:
-        handle.close()  # releases the lock
 
 
 @dataclasses.dataclass
@@ -217,12 +127,13 @@ class _Plan:
 
     @property
     def options(self) -> dict:
-        """The options as recorded in ``meta.json``; a folder is rebuilt when they change."""
-        return {
+        """The options as recorded in ``meta.json`` (JSON types: tuples as lists); a folder is rebuilt when they
+        change."""
+        return json.loads(json.dumps({
             "val_fraction": self.val_fraction, "val_path": bool(self.val_sources),
-            "cleaning": dataclasses.asdict(self.cleaning), "separator": self.separator, "text_field": self.text_field,
+            "cleaning": self.cleaning.recorded(), "separator": self.separator, "text_field": self.text_field,
             "split_by": self.split_by, "seed": self.seed, "shard_tokens": self.shard_tokens,
-        }  # fmt: skip
+        }))  # fmt: skip
 
     def documents(self, which: list[Path], stats: CorpusStats) -> Iterator[str]:
         return iter_documents(which, self.cleaning, self.separator, self.text_field, stats)
@@ -272,7 +183,7 @@ def prepare(
             left empty, an unknown tokenizer, a bad option, an ``out_dir`` that cannot be written, or (with
             ``build=False``) a folder that is missing or stale.
     """
-    with _exclusive(Path(out_dir)):
+    with exclusive(Path(out_dir)):
         plan = _plan(path, tokenizer, val_fraction, val_path, cleaning or Cleaning(), separator, text_field, split_by,
                      seed, shard_tokens)  # fmt: skip
         tok = None if tokenizer == "char" else Tokenizer.from_name(tokenizer)
@@ -332,7 +243,7 @@ def _build(plan: _Plan, tok: Tokenizer, out_dir: Path, num_threads: int | None, 
     """Tokenize into temporary files, rename them into place, then write ``meta.json``; returns the metadata."""
     dtype = token_dtype(tok.vocab_size)
     suffix = f".{os.getpid()}.tmp"
-    writers: dict[str, _ShardWriter] = {}
+    writers: dict[str, ShardWriter] = {}
     stats = {"train": CorpusStats(), "val": CorpusStats()}
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -340,19 +251,19 @@ def _build(plan: _Plan, tok: Tokenizer, out_dir: Path, num_threads: int | None, 
         for old in out_dir.glob("*.bin"):
             old.unlink()
         # the validation split stays one file, so its windows cover it exactly once
-        writers = {split: _ShardWriter(out_dir, split, dtype, plan.shard_tokens if split == "train" else 1 << 62,
-                                       suffix) for split in SPLITS}  # fmt: skip
+        writers = {split: ShardWriter(out_dir, split, dtype, plan.shard_tokens if split == "train" else 1 << 62,
+                                      suffix, tok.vocab_size) for split in SPLITS}  # fmt: skip
         _encode_into(plan, tok, writers, stats, num_threads, progress)
         if plan.split_by == "tail" and not plan.val_sources:
             n_val = max(1, int(round(writers["train"].tokens * plan.val_fraction)))
-            _move_tail(writers["train"], writers["val"], n_val)
+            move_tail(writers["train"], writers["val"], n_val)
         for split in SPLITS:
             if writers[split].tokens == 0:
                 raise ConfigError(
                     f"the {split} split of {label} is empty ({stats['train'].documents_kept} documents kept); "
                     "use more text, another val_fraction, or --data.split_by tail"
                 )
-        shards = {split: writers[split].publish() for split in SPLITS}
+        digests = {split: writers[split].publish() for split in SPLITS}
     except BaseException as err:  # a bad input, a full disk, Ctrl-C: leave no temporary files behind
         for writer in writers.values():
             writer.close()
@@ -366,23 +277,15 @@ def _build(plan: _Plan, tok: Tokenizer, out_dir: Path, num_threads: int | None, 
         "format": FORMAT_VERSION, "tokenizer_name": plan.tokenizer_name, "tokenizer": tok.spec,
         "vocab_size": tok.vocab_size, "dtype": dtype.name, "options": plan.options,
         "tokens": {split: writers[split].tokens for split in SPLITS},
-        "shards": {split: dict(zip(shards[split], writers[split].shards)) for split in SPLITS},
+        "shards": {split: dict(zip(digests[split], writers[split].shards)) for split in SPLITS},
+        "verified": {name: stamp(out_dir / name, sha) for split in SPLITS for name, sha in digests[split].items()},
         "documents": {split: writers[split].documents for split in SPLITS},
         "corpus": {split: stats[split].as_dict() for split in SPLITS} if plan.val_sources else stats["train"].as_dict(),
         "sources": [_source_record(p) for p in plan.sources],
         "val_sources": [_source_record(p) for p in plan.val_sources],
     }  # fmt: skip
-    _write_meta(out_dir, meta, suffix)
+    write_meta(out_dir, meta, suffix)
     return meta
-
-
-def _write_meta(out_dir: Path, meta: dict, suffix: str) -> None:
-    try:
-        with open(out_dir / f"meta.json{suffix}", "w") as f:
-            json.dump(meta, f, indent=1)
-        os.replace(out_dir / f"meta.json{suffix}", out_dir / "meta.json")
-    except OSError as err:
-        raise ConfigError(f"cannot write {out_dir / 'meta.json'} ({err.strerror}); pass --data.cache_dir") from None
 
 
 def _split_of(plan: _Plan, index: int) -> str:
@@ -392,7 +295,7 @@ def _split_of(plan: _Plan, index: int) -> str:
     return "train"
 
 
-def _encode_into(plan: _Plan, tok: Tokenizer, writers: dict[str, _ShardWriter], stats: dict[str, CorpusStats],
+def _encode_into(plan: _Plan, tok: Tokenizer, writers: dict[str, ShardWriter], stats: dict[str, CorpusStats],
                  num_threads: int | None, progress: bool) -> None:  # fmt: skip
     """Stream every document into the writers, in order.
 
@@ -426,7 +329,7 @@ class _EncodeQueue:
     """Pieces being encoded (futures on the pool) in document order; written to the shards oldest first, so at most
     about ``BATCH_CHARS`` characters are in flight."""
 
-    def __init__(self, tok: Tokenizer, pool: ThreadPoolExecutor | None, writers: dict[str, _ShardWriter], bar) -> None:
+    def __init__(self, tok: Tokenizer, pool: ThreadPoolExecutor | None, writers: dict[str, ShardWriter], bar) -> None:
         self.tok, self.pool, self.writers, self.bar = tok, pool, writers, bar
         self.in_flight: deque = deque()  # (split, starts a document, characters, future or token ids)
         self.chars = 0
@@ -470,38 +373,6 @@ def _report(stats: dict[str, CorpusStats]) -> None:
         if stat.empty_files:
             names = ", ".join(stat.empty_files[:3]) + (" ..." if len(stat.empty_files) > 3 else "")
             warnings.warn(f"skipped {len(stat.empty_files)} file(s) without text: {names}", stacklevel=4)
-
-
-def load_split(out_dir: str | os.PathLike, split: str, meta: dict, check_ids: bool = True) -> list[np.memmap]:
-    """Open the shards of ``split`` read-only as 1-D memmaps of ``meta["dtype"]``, in order.
-
-    With ``check_ids``, every token id is checked to be < ``meta["vocab_size"]`` (read in 16 Mi-token chunks).
-
-    Raises:
-        ConfigError: if a shard is missing, its length disagrees with ``meta`` (a truncated or foreign file), or it
-            holds an id outside the vocabulary (a corrupt file); the message says to delete the folder to rebuild.
-    """
-    dtype = np.dtype(meta["dtype"])
-    arrays = []
-    for name, expected in meta["shards"][split].items():
-        file = Path(out_dir) / name
-        size = file.stat().st_size if file.exists() else -1
-        if size != expected * dtype.itemsize:
-            raise ConfigError(
-                f"{file} is missing or has {size} bytes, expected {expected} {dtype.name} tokens; "
-                f"delete {out_dir} to rebuild"
-            )
-        array = np.memmap(file, dtype=dtype, mode="r") if expected else np.zeros(0, dtype=dtype)
-        if check_ids:
-            for start in range(0, len(array), 1 << 24):
-                top = int(array[start : start + (1 << 24)].max())
-                if top >= meta["vocab_size"]:
-                    raise ConfigError(
-                        f"{file} is corrupt: token id {top} >= vocab_size {meta['vocab_size']}; "
-                        f"delete {out_dir} to rebuild"
-                    )
-        arrays.append(array)
-    return arrays
 
 
 def default_cache_dir(path: str, tokenizer: str) -> str:

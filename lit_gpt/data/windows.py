@@ -6,7 +6,9 @@ target ``y = w[1:]``. The stream of offsets is infinite
 and stateless: global batch ``b`` is drawn from ``numpy.random.default_rng((seed, b))`` and split between the
 data-parallel replicas. So there is no "epoch" (training length is ``trainer.max_steps``), replicas draw different
 windows without a DistributedSampler, the same global batch trains the same windows on any number of devices, and a
-resumed run continues with exactly the batches it would have seen.
+resumed run continues with exactly the batches it would have seen. A mixture of corpora (``MixtureWindowBatches``)
+first draws each window's corpus from the same generator (``lit_gpt.data.mixture.draw_corpora``), then its offset
+uniformly within that corpus.
 
 Validation covers the whole validation split once, in non-overlapping windows: every token after the first is
 a target exactly once. The last, partial window is taken as the final ``block_size + 1`` tokens with the targets
@@ -21,6 +23,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
+
+from lit_gpt.data.mixture import draw_corpora
 
 IGNORE_INDEX = -100
 """Target value that the loss and the perplexity metric skip (PyTorch's cross-entropy default)."""
@@ -47,9 +51,36 @@ class RandomWindowBatches(Sampler):
         batch = self.start_batch
         mine = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
         while True:
-            rng = np.random.default_rng((self.seed, batch))
-            yield rng.integers(0, self.num_windows, size=self.batch_size * self.num_replicas)[mine]
+            yield self.draw(np.random.default_rng((self.seed, batch)), self.batch_size * self.num_replicas)[mine]
             batch += 1
+
+    def draw(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        """The ``size`` window ids of one global batch, int64 of shape (size,), drawn from ``rng``."""
+        return rng.integers(0, self.num_windows, size=size)
+
+
+class MixtureWindowBatches(RandomWindowBatches):
+    """``RandomWindowBatches`` over the windows of several corpora laid end to end (corpus k owns window ids
+    ``[sum(corpus_windows[:k]), sum(corpus_windows[:k + 1]))``): each window's corpus is a weighted choice
+    (``lit_gpt.data.mixture.draw_corpora``), then its offset is uniform within that corpus, both from the global
+    batch's generator.
+
+    Args:
+        corpus_windows: the number of windows of each corpus (each > 0).
+        weights: each corpus's share of the windows, summing to 1, shape (len(corpus_windows),).
+        batch_size, seed, rank, start_batch, num_replicas: as ``RandomWindowBatches``.
+    """
+
+    def __init__(self, corpus_windows: list[int], weights: np.ndarray, batch_size: int, seed: int, rank: int = 0,
+                 start_batch: int = 0, num_replicas: int = 1) -> None:  # fmt: skip
+        super().__init__(sum(corpus_windows), batch_size, seed, rank, start_batch, num_replicas)
+        self.windows = np.asarray(corpus_windows, dtype=np.int64)
+        self.first = np.concatenate([[0], np.cumsum(self.windows)[:-1]])
+        self.weights = np.asarray(weights, dtype=np.float64)
+
+    def draw(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        corpus = draw_corpora(rng, self.weights, size)
+        return self.first[corpus] + (rng.random(size) * self.windows[corpus]).astype(np.int64)
 
 
 class TrainWindows(Dataset):

@@ -253,8 +253,9 @@ class TextSamples(Callback):
 
 _TRAINER_HPARAMS = ("precision", "max_steps", "accumulate_grad_batches", "gradient_clip_val", "gradient_clip_algorithm",
                     "devices", "num_nodes", "strategy", "accelerator")  # fmt: skip
-_DATA_HPARAMS_LEFT_OUT = ("download_url", "cache_dir", "num_workers", "num_threads")
-"""Data settings that do not change what is learned (where files come from and go, how many threads read them)."""
+_DATA_HPARAMS_LEFT_OUT = ("download_url", "cache_dir", "num_workers", "num_threads", "verify", "max_cache_size")
+"""Data settings that do not change what is learned (where files come from and go, how many threads read them, and
+whether they are checked)."""
 
 
 class HParams(Callback):
@@ -267,7 +268,8 @@ class HParams(Callback):
     Hyperparameters, flattened to ``/``-joined names, in this column order: the module's ``hparams_initial`` under
     ``model/`` (its ``config`` first, then the optimizer settings; a tokenizer spec by its kind and name only, not
     its vocabulary); under ``lit-gpt fit`` also the ``data`` section (without where files come from or go), the
-    trainer's ``precision``, ``max_steps`` etc. and ``seed_everything`` from the parsed configuration. Unset (None)
+    trainer's ``precision``, ``max_steps`` etc. and ``seed_everything`` from the parsed configuration (the data
+module's ``class_path`` when it is not the default ``TextDataModule``). Unset (None)
     values are left out. Runs on global rank zero, for every TensorBoardLogger.
 
     Args:
@@ -286,7 +288,10 @@ class HParams(Callback):
         params = {"model": {"config": model.pop("config", None), **model}}
         config = next((c.config for c in trainer.callbacks if isinstance(c, SaveConfigCallback)), None)
         if config is not None:  # the subcommand's namespace that LightningCLI parsed
-            data = _flatten(config.get("data"))
+            section = config.get("data") or {}
+            data = _flatten(section.get("init_args", section))  # the data module's arguments
+            if section.get("class_path") not in (None, "lit_gpt.train.datamodule.TextDataModule"):
+                data = {"class_path": section["class_path"], **data}
             params["data"] = {k: v for k, v in data.items() if k.split("/")[0] not in _DATA_HPARAMS_LEFT_OUT}
             trainer_config = config.get("trainer") or {}
             params["trainer"] = {k: trainer_config.get(k) for k in _TRAINER_HPARAMS}

@@ -1,5 +1,9 @@
-"""The LightningCLI that ``lit-gpt fit|validate|test`` (and ``lit-gpt lr-find``) runs: ``LitGPT`` and
-``TextDataModule``, configured by YAML (``--config configs/...yaml``) and flags.
+"""The LightningCLI that ``lit-gpt fit|validate|test`` (and ``lit-gpt lr-find``) runs: ``LitGPT`` and a data module,
+configured by YAML (``--config configs/...yaml``) and flags.
+
+The data module is any ``lit_gpt.train.datamodule.TokenDataModule``: ``TextDataModule`` (memory-mapped shards) unless
+the config or ``--data.class_path`` names another, e.g. ``lit_gpt.train.streaming.StreamingTextDataModule``. A
+``data`` section without ``class_path`` (every shipped config) gives ``TextDataModule``'s arguments.
 
 Facts live in one place and the parser copies them: ``model.config.block_size`` into ``data.block_size`` when
 parsing, and the data module's ``vocab_size`` and tokenizer spec into the model when instantiating. The callbacks
@@ -24,7 +28,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from lit_gpt.checkpoint import check_resumable
 from lit_gpt.errors import ConfigError
 from lit_gpt.train.callbacks import HParams, TextSamples, ThroughputMonitor
-from lit_gpt.train.datamodule import TextDataModule
+from lit_gpt.train.datamodule import TokenDataModule
 from lit_gpt.train.hardware import check_strategy, choose
 from lit_gpt.train.module import LitGPT
 from lit_gpt.train.stability import LossGuard
@@ -58,8 +62,12 @@ _QUIET = (
 )
 
 
+DEFAULT_DATA = "lit_gpt.train.datamodule.TextDataModule"
+
+
 class LitGPTCLI(LightningCLI):
-    """``LightningCLI`` over ``LitGPT`` and ``TextDataModule`` with lit_gpt's callbacks, links and resume check."""
+    """``LightningCLI`` over ``LitGPT`` and a ``TokenDataModule`` (default ``TextDataModule``) with lit_gpt's
+    callbacks, links and resume check."""
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
@@ -76,7 +84,8 @@ class LitGPTCLI(LightningCLI):
         parser.add_lightning_class_args(TextSamples, "samples")
         parser.add_lightning_class_args(HParams, "hparams")
         parser.add_lightning_class_args(LossGuard, "stability")  # non-finite / spiking steps: stop or skip
-        parser.link_arguments("model.config.block_size", "data.block_size")
+        parser.set_defaults({"data": {"class_path": DEFAULT_DATA}})
+        parser.link_arguments("model.config.block_size", "data.init_args.block_size")
         parser.link_arguments("data.vocab_size", "model.config.vocab_size", apply_on="instantiate")
         parser.link_arguments("data.tokenizer_spec", "model.tokenizer", apply_on="instantiate")
 
@@ -147,7 +156,8 @@ def build_cli(args: list[str], run: bool = True, description: str = "") -> LitGP
         try:
             return LitGPTCLI(
                 LitGPT,
-                TextDataModule,
+                TokenDataModule,
+                subclass_mode_data=True,
                 trainer_defaults=TRAINER_DEFAULTS,
                 save_config_kwargs={"overwrite": True},
                 args=args,

@@ -6,9 +6,11 @@ linear layers only (not on norms, biases or embeddings); a learning rate that wa
 ``lr_decay_steps`` (default: the trainer's ``max_steps``) and stays there.
 Logged: ``train/loss`` and ``train/grad_norm`` (before clipping) every ``trainer.log_every_n_steps`` steps;
 ``val/loss`` (the exact token-weighted mean over the validation split, reduced across devices by torchmetrics) and
-``val/ppl`` = exp(val/loss) per validation. The learning rate is logged by Lightning's LearningRateMonitor (as
-``train/lr/decay`` and ``train/lr/no_decay``, one per parameter group), tokens/s, FLOP/s and MFU by
-``lit_gpt.train.callbacks.ThroughputMonitor`` (from ``flops_per_batch``).
+``val/ppl`` = exp(val/loss) per validation. With a mixture of corpora (the data module's ``val_corpora``: one
+validation loader per corpus), ``val/loss/<name>`` is each corpus's exact mean and ``val/loss`` their sum
+weighted by the mixture's weights (``lit_gpt.data.mixture`` says why). The learning rate is logged by Lightning's
+LearningRateMonitor (as ``train/lr/decay`` and ``train/lr/no_decay``, one per parameter group), tokens/s, FLOP/s and
+MFU by ``lit_gpt.train.callbacks.ThroughputMonitor`` (from ``flops_per_batch``).
 Speed: ``compile`` runs the training forward and backward through ``torch.compile`` (evaluation stays eager); AdamW is
 fused on CPU and CUDA; the gradient norm is computed once per step, with no host synchronisation.
 """
@@ -108,6 +110,8 @@ class LitGPT(LightningModule):
         # a CPU) to save ~15% of a validation (bench/validation_cost.py, docs/benchmarks.md).
         self._compiled = torch.compile(self.model.forward, dynamic=False, mode=compile_mode) if compile else None
         self.val_loss = MeanMetric()
+        self.corpus_losses = nn.ModuleList()  # one MeanMetric per corpus of a mixture (setup)
+        self.val_corpora: list[tuple[str, float]] | None = None
 
     def _load_weights(self, path: str) -> None:
         pretrained = load_model(path)
@@ -123,6 +127,10 @@ class LitGPT(LightningModule):
 
     def setup(self, stage: str) -> None:
         torch.set_float32_matmul_precision(self.hparams.float32_matmul_precision)
+        # (name, weight) of each validation loader when the data module serves a mixture
+        self.val_corpora = getattr(self.trainer.datamodule, "val_corpora", None)
+        if self.val_corpora and len(self.corpus_losses) != len(self.val_corpora):
+            self.corpus_losses = nn.ModuleList(MeanMetric() for _ in self.val_corpora)
 
     _parallelized = False
 
@@ -178,7 +186,7 @@ class LitGPT(LightningModule):
         self._count_flops(batch, training=True)
 
     def on_validation_batch_start(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int,
-                                  dataloader_idx: int = 0) -> None:
+                                  dataloader_idx: int = 0) -> None:  # fmt: skip
         self._count_flops(batch, training=False)
 
     on_test_batch_start = on_validation_batch_start
@@ -199,16 +207,29 @@ class LitGPT(LightningModule):
             self.log("train/loss", loss, prog_bar=True, sync_dist=self.trainer.world_size > 1)
         return loss
 
-    def _evaluation_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> None:
+    def _evaluation_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str, dataloader_idx: int) -> None:
         x, y = batch
-        self.val_loss.update(self._loss(self.model(x), y), weight=(y != IGNORE_INDEX).sum())
-        self.log(f"{stage}/loss", self.val_loss, prog_bar=True)
+        loss, targets = self._loss(self.model(x), y), (y != IGNORE_INDEX).sum()
+        if not self.val_corpora:
+            self.val_loss.update(loss, weight=targets)
+            self.log(f"{stage}/loss", self.val_loss, prog_bar=True)
+            return
+        metric = self.corpus_losses[dataloader_idx]
+        metric.update(loss, weight=targets)
+        self.log(f"{stage}/loss/{self.val_corpora[dataloader_idx][0]}", metric, add_dataloader_idx=False)
 
     def _log_perplexity(self, stage: str) -> None:
         """``{stage}/ppl`` = exp(``{stage}/loss``): the perplexity of the exact token-weighted mean loss, reduced
-        across devices by the metric, with no second pass over the logits."""
+        across devices by the metric, with no second pass over the logits. For a mixture, ``{stage}/loss`` is logged
+        here too: the weighted sum of the corpora's exact means."""
         # compute() is already reduced across devices; sync_dist only tells Lightning so (the mean of equal values)
-        self.log(f"{stage}/ppl", self.val_loss.compute().exp(), sync_dist=self.trainer.world_size > 1)
+        sync = self.trainer.world_size > 1
+        if not self.val_corpora:
+            self.log(f"{stage}/ppl", self.val_loss.compute().exp(), sync_dist=sync)
+            return
+        total = sum(weight * metric.compute() for (_, weight), metric in zip(self.val_corpora, self.corpus_losses))
+        self.log(f"{stage}/loss", total, prog_bar=True, add_dataloader_idx=False, sync_dist=sync)
+        self.log(f"{stage}/ppl", total.exp(), add_dataloader_idx=False, sync_dist=sync)
 
     def on_validation_epoch_end(self) -> None:
         self._log_perplexity("val")
@@ -216,11 +237,12 @@ class LitGPT(LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_perplexity("test")
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._evaluation_step(batch, "val")
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int,
+                        dataloader_idx: int = 0) -> None:  # fmt: skip
+        self._evaluation_step(batch, "val", dataloader_idx)
 
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._evaluation_step(batch, "test")
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluation_step(batch, "test", dataloader_idx)
 
     def configure_optimizers(self):
         embeddings = {id(m.weight) for m in self.model.modules() if isinstance(m, nn.Embedding)}
