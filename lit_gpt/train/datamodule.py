@@ -16,6 +16,7 @@ from lit_gpt.data.prepare import default_cache_dir, load_split, prepare_corpus
 from lit_gpt.data.windows import RandomWindowBatches, TrainWindows, ValidationWindows
 from lit_gpt.errors import ConfigError
 
+
 def data_parallel_rank(trainer) -> tuple[int, int]:
     """(rank, number) of this process among the data-parallel replicas, which must each see different batches:
     Lightning's ``strategy.distributed_sampler_kwargs`` (all processes under DDP; only the data-parallel dimension
