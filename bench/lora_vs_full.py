@@ -18,7 +18,7 @@ validations, and reports:
   set, which includes Python, torch and the data);
 - ms per optimizer step, timed after ``--warmup`` steps (compilation included in those);
 - the size of ``last.ckpt`` (LoRA: adapters and optimizer state only);
-- ``val/loss`` of the last validation.
+- ``val/loss`` of the final weights (one validation after the last step, on the config's validation data).
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ def measure(config: str, variant: str, steps: int | None, warmup: int, full_lr: 
         timer, state = StepTimer(warmup), TrainingState()
         cli.trainer.callbacks.extend([timer, state])
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        (validation,) = cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)
         checkpoint_bytes = (Path(tmp) / "last.ckpt").stat().st_size
     cuda = torch.cuda.is_available()
     peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -80,7 +81,7 @@ def measure(config: str, variant: str, steps: int | None, warmup: int, full_lr: 
         "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "parameters": sum(p.numel() for n, p in model.named_parameters() if ".lora_" not in n),  # the base's
         "training_state": state.bytes, "checkpoint_bytes": checkpoint_bytes,
-        "val_loss": float(cli.trainer.callback_metrics["val/loss"]),
+        "val_loss": validation["val/loss"],
         "precision": str(cli.trainer.precision), "compile": bool(cli.model.hparams.compile),
         "device": torch.cuda.get_device_name() if cuda else f"CPU, {torch.get_num_threads()} threads",
     }  # fmt: skip

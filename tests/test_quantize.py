@@ -159,9 +159,3 @@ def test_a_torchao_without_the_cpu_int4_path_is_named(monkeypatch):
     with pytest.raises(ConfigError, match=r"has no CPU int4 path .*PrototypeInt4WeightOnlyConfig.*--mode int8"):
         quantize(GPT(CONFIG), "int4", 32)
 
-
-def test_a_missing_extra_names_its_install_command():
-    from lit_gpt.extras import require
-
-    with pytest.raises(ConfigError, match=r'needs the optional package no_such_package: pip install -e "\.\[quant\]"'):
-        require("no_such_package.sub", "quant", "quantization")

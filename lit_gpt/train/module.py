@@ -108,18 +108,14 @@ class LitGPT(LightningModule):
             raise ConfigError(f"need 0 <= model.min_lr <= model.learning_rate, got {min_lr} and {learning_rate}")
         if warmup_steps < 0:
             raise ConfigError(f"model.warmup_steps must be >= 0, got {warmup_steps}")
+        if lora is not None and init_weights is None:
+            raise ConfigError("model.lora adapts a pretrained model: set model.init_weights (a .ckpt or a folder)")
         self.save_hyperparameters()
         self.config, self.tokenizer = config, tokenizer
+        self.lora, self.base = lora, None  # LoRA: the settings, and the base's identity (set by _load_weights)
         self.model = GPT(config)
         if init_weights is not None:
             self._load_weights(init_weights)
-        self.lora, self.base = lora, None
-        if lora is not None:
-            if init_weights is None:
-                raise ConfigError("model.lora adapts a pretrained model: set model.init_weights to it (a .ckpt or a "
-                                  "folder)")  # fmt: skip
-            self.base = base_identity(init_weights, self.model)
-            add_adapters(self.model, lora)
         # Training calls ``self._forward``: the compiled model when ``compile`` is set. ``self.model`` stays the plain
         # module (evaluation, generation, text samples and checkpoints use it): compiling the bound method does not
         # register a second module, so state-dict keys have no ``_orig_mod.`` prefix. Evaluation runs eagerly: in
@@ -149,6 +145,9 @@ class LitGPT(LightningModule):
             raise ConfigError(f"model.init_weights {path} was trained with another tokenizer ({name!r}) than the data "
                               "uses: set data.tokenizer to the one the weights were trained with")  # fmt: skip
         self.model.load_state_dict(pretrained.state_dict())
+        if self.lora is not None:  # freeze the base and add the adapters (lit_gpt.lora)
+            self.base = base_identity(path, self.model)
+            add_adapters(self.model, self.lora)
 
     def setup(self, stage: str) -> None:
         torch.set_float32_matmul_precision(self.hparams.float32_matmul_precision)
@@ -265,13 +264,12 @@ class LitGPT(LightningModule):
         embeddings = {id(m.weight) for m in self.model.modules() if isinstance(m, nn.Embedding)}
         decay, no_decay = [], []
         for param in self.model.parameters():  # deduplicated: a tied matrix appears once, as an embedding
-            if param.requires_grad:  # with LoRA: the adapter matrices only (decayed: see the module docstring)
+            if param.requires_grad:  # with LoRA: the adapter matrices only (decayed; no_decay stays empty)
                 (decay if param.dim() >= 2 and id(param) not in embeddings else no_decay).append(param)
         groups = [  # named: LearningRateMonitor logs train/lr/decay and train/lr/no_decay
             {"params": decay, "weight_decay": self.hparams.weight_decay, "name": "decay"},
             {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
         ]
-        groups = [group for group in groups if group["params"]]  # LoRA adds no vectors: no empty no_decay group
         hp = self.hparams
         # The fused kernel updates every parameter in one pass (CPU and CUDA); elsewhere PyTorch picks foreach. Not
         # with 16-mixed's GradScaler: a fused step unscales internally, so Lightning could not clip unscaled grads.
