@@ -4,7 +4,8 @@ The package has three layers, and imports only point down:
 
 - ``lit_gpt`` (this folder): ``config``, ``model``, ``tokenizer``, ``hf`` (Hugging Face name and shape maps),
   ``checkpoint`` (every file the models are read from and written to) and ``generate``; torch, numpy and tiktoken
-  only.
+  only. With optional extras (``extras``): ``lora`` (peft), ``quantize`` (torchao), ``evaluate`` (perplexity and
+  bits per byte, torch only) and ``lm_eval_adapter`` (lm-eval).
 - ``lit_gpt.data``: reading, cleaning and tokenizing corpora, training windows, BPE training; no Lightning.
 - ``lit_gpt.train``: the LightningModule, DataModule, callbacks and the LightningCLI builder: the only code that
   imports Lightning.

@@ -11,7 +11,13 @@ Read by ``load_checkpoint`` / ``load_model`` / ``load_tokenizer`` (``path`` may 
   refuses tensors that share memory), and re-tied on load;
 - a Hugging Face ``LlamaForCausalLM`` or ``GPT2LMHeadModel`` folder (``save_hf``, ``lit-gpt export --format hf``),
   ours or not: ``config.json``, ``model.safetensors`` (or sharded, or ``pytorch_model.bin``),
-  ``generation_config.json``, and for the GPT-2 BPE ``vocab.json``, ``merges.txt`` and ``tokenizer_config.json``.
+  ``generation_config.json``, and for the GPT-2 BPE ``vocab.json``, ``merges.txt`` and ``tokenizer_config.json``;
+- a LoRA training ``.ckpt`` (``model.lora``): its ``lit_gpt`` record also holds ``lora`` (the LoRA settings and the
+  base's path and weight hash, ``lit_gpt.lora.base_identity``) and its state dict holds the adapters only; the base
+  is read from its path and checked, and the adapters are merged into it unless asked not to (``merge_lora``);
+- a quantized folder (``save_quantized``, ``lit-gpt quantize``): our ``config.json`` with a ``quantization`` record
+  (mode, group size, device, torchao version) and ``model.pt``, the state dict of torchao tensors (torchao 0.18's
+  safetensors support does not cover its CPU int4 tensor), read with ``torch.load(weights_only=True)``.
 
 - a sharded checkpoint folder written by ``lit-gpt fit`` under Lightning's ``ModelParallelStrategy`` (FSDP2, tensor
   parallelism): PyTorch Distributed Checkpoint shards plus ``meta.pt``; read into whole tensors on one process.
@@ -32,7 +38,9 @@ from safetensors.torch import load_file, save_file
 from lit_gpt import hf
 from lit_gpt.config import Config
 from lit_gpt.errors import ConfigError
+from lit_gpt.lora import LoRA, add_adapters, check_base, load_adapters, merge_adapters
 from lit_gpt.model import GPT, meta_model
+from lit_gpt.quantize import prepare_loading, torchao_version
 from lit_gpt.tokenizer import Tokenizer
 
 FORMAT, VERSION = "lit_gpt", 1
@@ -85,8 +93,61 @@ def load_folder(folder: str | Path) -> GPT:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Hugging Face folders (the maps are lit_gpt.hf's)
+# Quantized folders (lit_gpt.quantize makes the models)
 
+
+def save_quantized(model: GPT, tokenizer: Tokenizer, out_dir: str | Path, mode: str, group_size: int | None) -> None:
+    """Write a model quantized by ``lit_gpt.quantize.quantize(model, mode, group_size)`` to ``out_dir``:
+    ``config.json`` (ours, with a ``quantization`` record) and ``model.pt`` (a tied head stored once).
+
+    Raises:
+        ConfigError: if ``out_dir`` exists and is not a folder.
+    """
+    out = _make_dir(out_dir)
+    state = dict(model.state_dict())
+    if model.config.tie_embeddings:
+        del state["lm_head.weight"]
+    torch.save(state, out / "model.pt")
+    weight = model.lm_head.weight
+    record = {"mode": mode, "group_size": group_size if mode == "int4" else None, "device": weight.device.type,
+              "dtype": str(weight.dtype).removeprefix("torch."), "torchao": torchao_version()}  # fmt: skip
+    meta = {"format": FORMAT, "version": VERSION, "config": model.config.to_dict(), "tokenizer": tokenizer.spec,
+            "quantization": record}  # fmt: skip
+    _write_json(out / "config.json", meta)
+
+
+def load_quantized(folder: str | Path, device: str | torch.device = "cpu") -> GPT:
+    """Rebuild a quantized model (eval mode, on ``device``) from a folder written by ``save_quantized``.
+
+    Raises:
+        ConfigError: if torchao is missing, ``model.pt`` is missing or unreadable, its tensors do not fit the config,
+            or int4 weights packed for one kind of device (cpu, cuda) are loaded on another.
+    """
+    folder, device = Path(folder), torch.device(device)
+    meta = _read_json(folder / "config.json")
+    record = meta["quantization"]
+    if record.get("mode") == "int4" and record.get("device") != device.type:
+        raise ConfigError(f"{folder} holds int4 weights packed for {record.get('device')}, not {device.type}: load it "
+                          "there, or quantize the float checkpoint again on this device")  # fmt: skip
+    prepare_loading(record.get("mode"))
+    weights = folder / "model.pt"
+    if not weights.is_file():
+        raise ConfigError(f"{folder} has no model.pt: quantize the checkpoint again with `lit-gpt quantize`")
+    try:
+        state = torch.load(weights, map_location=device, weights_only=True)
+    except Exception as err:  # unpickling raises many types for a file that is not a state dict
+        raise ConfigError(f"{weights} is not a readable quantized state dict ({type(err).__name__}); quantize the "
+                          "checkpoint again with `lit-gpt quantize`") from None  # fmt: skip
+    config = Config(**meta["config"])
+    if config.tie_embeddings and "lm_head.weight" not in state and "embed_tokens.weight" in state:
+        state["lm_head.weight"] = state["embed_tokens.weight"]
+    model = meta_model(config).requires_grad_(False)
+    _assign(model, state, weights)
+    return model.eval()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hugging Face folders (the maps are lit_gpt.hf's)
 
 
 def save_hf(model: GPT, tokenizer: Tokenizer, out_dir: str | Path) -> str:
@@ -186,16 +247,21 @@ def build_model(config: Config, state: dict[str, torch.Tensor], source: str | Pa
     if config.tie_embeddings and "lm_head.weight" not in state and "embed_tokens.weight" in state:
         state["lm_head.weight"] = state["embed_tokens.weight"]
     model = meta_model(config)
+    _assign(model, state, source)
+    return model
+
+
+def _assign(model: GPT, state: dict[str, torch.Tensor], source: str | Path) -> None:
+    """Load ``state`` into a meta-device model by assignment, strictly; re-tie the head and make the RoPE tables."""
     try:
         model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as err:
         first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
         raise ConfigError(f"the weights in {source} do not fit its config: {first}") from None
-    if config.tie_embeddings:
+    if model.config.tie_embeddings:
         model.lm_head.weight = model.embed_tokens.weight  # assign=True made two Parameters of one tensor
-    if config.position_embedding == "rope":
+    if model.config.position_embedding == "rope":
         model.reset_rope_cache()
-    return model
 
 
 def _make_dir(out_dir: str | Path) -> Path:
@@ -228,22 +294,27 @@ def _write_json(path: Path, data: dict) -> None:
 # Loading a model and tokenizer from any of the above
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[GPT, Tokenizer]:
-    """The model (in eval mode, on ``device``, float32 parameters) and its tokenizer, from any form in the module
-    docstring.
+def load_checkpoint(
+    path: str | Path, device: str | torch.device = "cpu", merge_lora: bool = True
+) -> tuple[GPT, Tokenizer]:
+    """The model (in eval mode, on ``device``; float32 parameters, or quantized ones from a quantized folder) and its
+    tokenizer, from any form in the module docstring.
+
+    A LoRA checkpoint's adapters are merged into the base weights (a plain ``GPT``, as fast as the base); with
+    ``merge_lora=False`` they stay peft layers (``lit_gpt.lora``), e.g. to export them.
 
     Raises:
         ConfigError: if ``path`` is missing, is not one of those forms, lacks a file, holds weights that do not fit
-            its config, or (for a foreign Hugging Face folder) has no tokenizer lit_gpt can use; the message says
-            what to pass instead.
+            its config, (for a foreign Hugging Face folder) has no tokenizer lit_gpt can use, (LoRA) its base moved
+            or changed, or (quantized) an optional package is missing; the message says what to pass instead.
     """
-    model, tokenizer = _load(path, model=True, tokenizer=True)
+    model, tokenizer = _load(path, model=True, tokenizer=True, device=device, merge_lora=merge_lora)
     return model.to(device).eval(), tokenizer
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> GPT:
+def load_model(path: str | Path, device: str | torch.device = "cpu", merge_lora: bool = True) -> GPT:
     """The model alone, in eval mode on ``device``; see ``load_checkpoint`` for ``path`` and errors."""
-    return _load(path, model=True, tokenizer=False)[0].to(device).eval()
+    return _load(path, model=True, tokenizer=False, device=device, merge_lora=merge_lora)[0].to(device).eval()
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:
@@ -251,21 +322,36 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     return _load(path, model=False, tokenizer=True)[1]
 
 
-def _load(path: str | Path, model: bool, tokenizer: bool) -> tuple[GPT | None, Tokenizer | None]:
-    """Read what is asked for from ``path``, the tokenizer first so that a missing one fails before the weights."""
+def lora_record(path: str | Path) -> dict | None:
+    """The ``lora`` record of a LoRA training checkpoint (settings and base identity), or None for any other model
+    form; reads no weights from folders. Raises ``ConfigError`` as ``load_checkpoint`` does for a bad ``path``."""
+    path = _resolve(path)
+    return read_training_checkpoint(path)["lit_gpt"].get("lora") if path.is_file() else None
+
+
+def _resolve(path: str | Path) -> Path:
+    """``path`` itself, or the folder of a ``config.json`` / ``.safetensors`` file; ConfigError if it is missing."""
     path = Path(path)
-    if path.is_file() and path.suffix in (".json", ".safetensors"):
+    if path.is_file() and path.suffix in (".json", ".safetensors", ".pt"):
         path = path.parent
     if not path.exists():
         raise ConfigError(f"checkpoint not found: {path}; {WHAT_TO_PASS}")
+    return path
+
+
+def _load(path: str | Path, model: bool, tokenizer: bool, device: str | torch.device = "cpu",
+          merge_lora: bool = True) -> tuple[GPT | None, Tokenizer | None]:  # fmt: skip
+    """Read what is asked for from ``path``, the tokenizer first so that a missing one fails before the weights."""
+    path = _resolve(path)
     if path.is_file() or is_sharded_checkpoint(path):
         checkpoint = read_training_checkpoint(path)
         spec = checkpoint["lit_gpt"].get("tokenizer")  # None when LitGPT was built without one
-        build = partial(_model_from_lightning, checkpoint, path)
+        build = partial(_model_from_lightning, checkpoint, path, merge_lora)
     else:
         meta = _read_json(path / "config.json")
         if meta.get("format") == FORMAT:
-            spec, build = meta.get("tokenizer"), partial(load_folder, path)
+            spec = meta.get("tokenizer")
+            build = partial(load_quantized, path, device) if "quantization" in meta else partial(load_folder, path)
         elif "model_type" in meta:
             spec = tokenizer_spec_from_hf(path) if tokenizer else None
             build = partial(load_hf, path)
@@ -279,10 +365,28 @@ def _load(path: str | Path, model: bool, tokenizer: bool) -> tuple[GPT | None, T
     return (build() if model else None), (Tokenizer.from_spec(spec) if tokenizer else None)
 
 
-def _model_from_lightning(checkpoint: dict, path: Path) -> GPT:
+def _model_from_lightning(checkpoint: dict, path: Path, merge_lora: bool) -> GPT:
     states = checkpoint["state_dict"] if "state_dict" in checkpoint else _consolidated_state(path)
     state = {k.removeprefix("model."): v for k, v in states.items() if k.startswith("model.")}
-    return build_model(Config(**checkpoint["lit_gpt"]["config"]), state, path)
+    record = checkpoint["lit_gpt"]
+    if "lora" in record:
+        return _lora_model(record["lora"], state, path, merge_lora)
+    return build_model(Config(**record["config"]), state, path)
+
+
+def _lora_model(record: dict, adapters: dict[str, torch.Tensor], path: Path, merge: bool) -> GPT:
+    """The base that a LoRA checkpoint's record names, checked by its weight hash, with the adapters loaded."""
+    base = Path(record["base"]["path"])
+    if not base.exists():
+        raise ConfigError(
+            f"the LoRA checkpoint {path} adapts the base model at {base}, which is not there (moved or deleted?): "
+            "put the base back at that path, or export a merged model where both are at hand (lit-gpt export --merge)"
+        )
+    model = load_model(base)
+    check_base(model, record["base"], path)
+    add_adapters(model, LoRA.from_record(record))
+    load_adapters(model, adapters, path)
+    return merge_adapters(model) if merge else model
 
 
 def is_sharded_checkpoint(path: str | Path) -> bool:
@@ -333,7 +437,7 @@ def read_training_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     sharded = is_sharded_checkpoint(path)
     try:
-        with torch.serialization.safe_globals([Config]):  # hyper_parameters hold a Config when built from Python
+        with torch.serialization.safe_globals([Config, LoRA]):  # hyper_parameters hold them when built in Python
             checkpoint = torch.load(path / SHARDED_METADATA if sharded else path, map_location="cpu",
                                     weights_only=True, mmap=not sharded)  # fmt: skip
     except Exception as err:  # unpickling raises many types for a file that is not a checkpoint

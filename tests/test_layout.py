@@ -104,7 +104,7 @@ def test_only_the_train_layer_imports_lightning():
     [
         ("lit_gpt.data", ("lit_gpt.errors", "lit_gpt.config", "lit_gpt.tokenizer", "lit_gpt.data")),
         ("lit_gpt.train", ("lit_gpt.errors", "lit_gpt.config", "lit_gpt.tokenizer", "lit_gpt.model", "lit_gpt.hf",
-                           "lit_gpt.checkpoint", "lit_gpt.generate", "lit_gpt.data", "lit_gpt.train")),
+                           "lit_gpt.lora", "lit_gpt.checkpoint", "lit_gpt.generate", "lit_gpt.data", "lit_gpt.train")),
     ],
 )
 def test_layers_import_only_downwards(layer, may_import):
@@ -122,8 +122,11 @@ def test_the_core_imports_neither_data_nor_train_nor_cli():
 
 
 def test_the_core_follows_one_direction():
-    order = ["lit_gpt.errors", "lit_gpt.config", "lit_gpt.tokenizer", "lit_gpt.model", "lit_gpt.hf",
-             "lit_gpt.checkpoint", "lit_gpt.generate"]  # fmt: skip
+    order = ["lit_gpt.errors", "lit_gpt.extras", "lit_gpt.config", "lit_gpt.memory", "lit_gpt.tokenizer",
+             "lit_gpt.model", "lit_gpt.hf", "lit_gpt.lora", "lit_gpt.quantize", "lit_gpt.checkpoint", "lit_gpt.generate", "lit_gpt.evaluate",
+             "lit_gpt.lm_eval_adapter"]  # fmt: skip
+    core = {name for name, path in MODULES.items() if path.parent == PACKAGE and path.name != "__init__.py"}
+    assert set(order) == core, "place every core module in this order"
     graph = project_graph()
     for i, name in enumerate(order):
         assert not graph[name] & set(order[i + 1 :]), f"{name} imports a module above it: {graph[name] & set(order)}"
@@ -172,7 +175,7 @@ def test_config_imports_neither_torch_nor_tiktoken():
 
 
 LIGHT_COMMANDS = [["--help"], ["presets"], ["generate", "--help"], ["export", "--help"], ["prepare", "--help"],
-                  ["train-tokenizer", "--help"]]  # fmt: skip
+                  ["train-tokenizer", "--help"], ["quantize", "--help"], ["evaluate", "--help"]]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

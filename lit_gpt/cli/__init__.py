@@ -22,6 +22,8 @@ COMMANDS = {
     "lr-find": "lit_gpt.cli.lr_find",
     "generate": "lit_gpt.cli.generate",
     "export": "lit_gpt.cli.export",
+    "quantize": "lit_gpt.cli.quantize",
+    "evaluate": "lit_gpt.cli.evaluate",
     "presets": "lit_gpt.cli.presets",
     "train-tokenizer": "lit_gpt.cli.train_tokenizer",
 }

@@ -13,11 +13,15 @@ usage: lit-gpt {fit,validate,test} --config CONFIG.yaml [--section.key VALUE ...
        lit-gpt prepare --config CONFIG.yaml [--data.key VALUE ...] [--data.format litdata --out DIR_OR_URL]
        lit-gpt lr-find --config CONFIG.yaml [--section.key VALUE ...] [--lr_find.num_training N --lr_find.plot PNG ...]
        lit-gpt generate --checkpoint PATH --prompt TEXT [--max_new_tokens N --temperature T --top_k K --top_p P ...]
-       lit-gpt export --checkpoint PATH --out DIR [--format hf|lit_gpt]
+                        [--quantize int8|int4]
+       lit-gpt export --checkpoint PATH --out DIR [--format hf|lit_gpt|peft] [--merge]
+       lit-gpt quantize --checkpoint PATH --out DIR --mode int8|int4 [--group_size G]
+       lit-gpt evaluate --checkpoint PATH --data.path FILE_OR_GLOB [--block_size N --stride S --out JSON]
+       lit-gpt evaluate --checkpoint PATH --tasks NAME[,NAME...] [--include_path DIR --limit N --out JSON]
        lit-gpt presets [--vocab_size N]
        lit-gpt train-tokenizer --data.path PATH --vocab_size N --out DIR [--val_path PATH] [--val_fraction F]
 
-Train (fit), evaluate (validate/test) and sample from LLaMA- or GPT-2-style language models.
+Train (fit, also LoRA: model.lora), validate, sample, quantize and evaluate LLaMA- or GPT-2-style language models.
 `lit-gpt COMMAND --help` lists a command's options (`lit-gpt fit --help`: every training option)."""
 """``lit-gpt --help``, also the description of ``lit-gpt fit --help``."""
 

@@ -1,27 +1,45 @@
-"""``lit-gpt export --checkpoint PATH --out DIR [--format hf|lit_gpt]``: write a model folder for transformers
-(``hf``) or our own safetensors folder (``lit_gpt``); see ``lit_gpt.checkpoint``. No Lightning is imported."""
+"""``lit-gpt export --checkpoint PATH --out DIR [--format hf|lit_gpt|peft] [--merge]``: write a model folder for
+transformers (``hf``), our own safetensors folder (``lit_gpt``), or a LoRA checkpoint's adapters for peft (``peft``);
+see ``lit_gpt.checkpoint`` and ``lit_gpt.lora``. No Lightning is imported."""
 
 from __future__ import annotations
 
 from lit_gpt import hf
-from lit_gpt.checkpoint import load_checkpoint, save_folder, save_hf
+from lit_gpt.checkpoint import load_checkpoint, lora_record, save_folder, save_hf
 from lit_gpt.cli.args import ArgumentParser
+from lit_gpt.errors import ConfigError
+from lit_gpt.lora import LoRA, save_peft_adapter
+from lit_gpt.quantize import is_quantized
 
 
 def main(args: list[str]) -> None:
     """Export the checkpoint that ``args`` (``["export", flags...]``) names and say what was written.
 
     Raises:
-        ConfigError: for bad flags, an unusable checkpoint, an ``--out`` that is a file, or a model the chosen
-            Hugging Face class cannot express (nothing is written then).
+        ConfigError: for bad flags, an unusable checkpoint, an ``--out`` that is a file, a model the chosen
+            Hugging Face class cannot express (nothing is written then), a LoRA checkpoint without ``--merge`` or
+            ``--format peft``, ``--format peft`` without a LoRA checkpoint, or a quantized model.
     """
     parser = ArgumentParser(prog="lit-gpt export", description="Export a lit_gpt checkpoint to a folder.")
     parser.add_argument("--checkpoint", required=True, help="a .ckpt written by `lit-gpt fit`, or an exported folder")
     parser.add_argument("--out", required=True, help="the folder to write (created if missing; files are replaced)")
-    parser.add_argument("--format", choices=("hf", "lit_gpt"), default="hf",
-                        help="hf: LlamaForCausalLM or GPT2LMHeadModel for transformers; lit_gpt: our own folder")
+    parser.add_argument("--format", choices=("hf", "lit_gpt", "peft"), default="hf",
+                        help="hf: LlamaForCausalLM or GPT2LMHeadModel for transformers; lit_gpt: our own folder; "
+                        "peft: a LoRA checkpoint's adapters (adapter_model.safetensors, adapter_config.json)")
+    parser.add_argument("--merge", action="store_true",
+                        help="a LoRA checkpoint: merge the adapters into its base and export the result")  # fmt: skip
     opts = parser.parse_args(args[1:])
+    lora = lora_record(opts.checkpoint)
+    if opts.format == "peft":
+        _export_adapters(opts.checkpoint, opts.out, lora)
+        return
+    if lora is not None and not opts.merge:
+        raise ConfigError(f"{opts.checkpoint} is a LoRA checkpoint: pass --merge to export its base with the adapters "
+                          "merged in, or --format peft to export the adapters alone")  # fmt: skip
     model, tokenizer = load_checkpoint(opts.checkpoint)
+    if is_quantized(model):
+        raise ConfigError(f"{opts.checkpoint} is quantized, which neither transformers nor our folder format reads: "
+                          "export the float checkpoint it was quantized from")  # fmt: skip
     if opts.format == "lit_gpt":
         save_folder(model, tokenizer, opts.out)
         print(f"wrote a lit_gpt folder to {opts.out} (load it with lit_gpt.load_checkpoint)")
@@ -30,3 +48,15 @@ def main(args: list[str]) -> None:
     print(f"wrote a Hugging Face {arch} to {opts.out} (load it with transformers.AutoModelForCausalLM.from_pretrained)")
     if tokenizer.encoding is None or tokenizer.name not in hf.HF_TOKENIZERS:
         print(f"no tokenizer files: the {tokenizer.name!r} tokenizer has no Hugging Face equivalent here")
+
+
+def _export_adapters(checkpoint: str, out: str, lora: dict | None) -> None:
+    """``--format peft``: the adapters of a LoRA checkpoint as a peft folder."""
+    if lora is None:
+        raise ConfigError(f"--format peft writes LoRA adapters, and {checkpoint} has none: pass a checkpoint of a "
+                          "`lit-gpt fit` run with model.lora")  # fmt: skip
+    model, _ = load_checkpoint(checkpoint, merge_lora=False)
+    base = lora["base"]["path"]
+    save_peft_adapter(model, LoRA.from_record(lora), out, base=base)
+    print(f"wrote LoRA adapters to {out} for peft: PeftModel.from_pretrained(LlamaForCausalLM.from_pretrained(BASE), "
+          f"{out!r}), where BASE is `lit-gpt export --checkpoint {base} --out BASE`")

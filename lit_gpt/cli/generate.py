@@ -2,7 +2,8 @@
 
 The checkpoint carries the model config and the tokenizer spec, so no YAML is needed. Decoding is
 ``lit_gpt.generate.stream`` (KV cache, left-padded batches); text is printed as it comes, holding back what could be
-the start of a ``--stop`` string. No Lightning is imported.
+the start of a ``--stop`` string. ``--quantize int8|int4`` quantizes the weights after loading (``lit_gpt.quantize``).
+No Lightning is imported.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from collections.abc import Iterator
 
 import torch
 
-from lit_gpt.checkpoint import load_checkpoint
 from lit_gpt.cli.args import ArgumentParser
+from lit_gpt.cli.loading import add_model_arguments, load_for_inference
 from lit_gpt.errors import ConfigError
 from lit_gpt.generate import check_sampling, left_pad, stream
 from lit_gpt.tokenizer import Tokenizer
@@ -21,8 +22,7 @@ from lit_gpt.tokenizer import Tokenizer
 
 def _parser() -> ArgumentParser:
     parser = ArgumentParser(prog="lit-gpt generate", description="Sample text from a lit_gpt checkpoint.")
-    parser.add_argument("--checkpoint", required=True,
-                        help="a .ckpt written by `lit-gpt fit`, or a folder written by `lit-gpt export`")  # fmt: skip
+    add_model_arguments(parser)
     parser.add_argument("--prompt", action="append", help="text to continue (repeat for a batch); none starts "
                         "from end-of-text")  # fmt: skip
     parser.add_argument("--max_new_tokens", type=int, default=500, help="tokens to generate per sample")
@@ -33,7 +33,6 @@ def _parser() -> ArgumentParser:
     parser.add_argument("--num_samples", type=int, default=1, help="samples per prompt, generated as one batch")
     parser.add_argument("--stop", action="append", default=[], help="stop a sample at this string (repeatable)")
     parser.add_argument("--no_cache", action="store_true", help="recompute the context every step (slow)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     return parser
 
 
@@ -47,8 +46,7 @@ def main(args: list[str]) -> None:
     check_sampling(opts.temperature, opts.top_k, opts.top_p)
     if opts.max_new_tokens < 0 or opts.num_samples < 1:
         raise ConfigError("--max_new_tokens must be >= 0 and --num_samples >= 1")
-    device = opts.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, tokenizer = load_checkpoint(opts.checkpoint, device)
+    model, tokenizer, device = load_for_inference(opts)
     prompts = [p for p in (opts.prompt or [""]) for _ in range(opts.num_samples)]
     encoded = _encode(prompts, tokenizer, model.config.block_size)
     if len(set(map(len, encoded))) > 1 and opts.no_cache:

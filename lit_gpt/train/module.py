@@ -13,6 +13,15 @@ LearningRateMonitor (as ``train/lr/decay`` and ``train/lr/no_decay``, one per pa
 MFU by ``lit_gpt.train.callbacks.ThroughputMonitor`` (from ``flops_per_batch``).
 Speed: ``compile`` runs the training forward and backward through ``torch.compile`` (evaluation stays eager); AdamW is
 fused on CPU and CUDA; the gradient norm is computed once per step, with no host synchronisation.
+
+LoRA (``lora``, peft through ``lit_gpt.lora``): the model loads ``init_weights`` (the base), freezes it and gets
+adapters; the optimizer holds the adapter matrices only, and checkpoints hold them with the base's identity (path and
+SHA-256 of its weights) instead of a second copy of the base. Resuming rebuilds the base from ``init_weights``, checks
+it against the checkpoint's record and fills the base weights in before Lightning loads the state dict.
+Weight decay on the adapters: A and B are matrices of linear layers, so they are decayed like every other such
+matrix. For an adapter this pulls the update (alpha/r) B A towards zero, i.e. the fine-tuned model towards its base
+(not the weights towards zero, as in full training): a mild regulariser in the right direction, also used by the
+LoRA paper's GPT-2 runs (weight decay 0.01). Set ``weight_decay: 0`` to turn it off.
 """
 
 from __future__ import annotations
@@ -28,10 +37,11 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import nn
 from torchmetrics import MeanMetric
 
-from lit_gpt.checkpoint import CHECKPOINT_FORMAT, load_model
+from lit_gpt.checkpoint import CHECKPOINT_FORMAT, load_model, load_tokenizer
 from lit_gpt.config import Config
 from lit_gpt.data.windows import IGNORE_INDEX
 from lit_gpt.errors import ConfigError
+from lit_gpt.lora import LoRA, add_adapters, base_identity
 from lit_gpt.model import GPT, flops_per_token
 from lit_gpt.train.parallel import clip_grads_with_norm_, parallelize, total_norm
 
@@ -64,7 +74,10 @@ class LitGPT(LightningModule):
         betas: AdamW (beta1, beta2).
         eps: AdamW epsilon.
         init_weights: start from the weights of a ``.ckpt``, a ``lit-gpt export`` folder or a Hugging Face Llama /
-            GPT-2 folder (fine-tuning) instead of a random init; its architecture must equal ``config``'s.
+            GPT-2 folder (fine-tuning) instead of a random init; its architecture must equal ``config``'s, and its
+            tokenizer the data's.
+        lora: train LoRA adapters on the frozen ``init_weights`` instead of every weight (``lit_gpt.lora.LoRA``:
+            ``r``, ``alpha``, ``dropout``, ``target_modules``); needs ``pip install -e ".[lora]"``.
         compile: run training and evaluation forward passes through ``torch.compile`` (Inductor; on CPU it needs
             a C++ compiler). The first steps are slower while it compiles; checkpoints are unaffected. None (the
             default): ``lit-gpt fit`` chooses from the machine (``lit_gpt.train.hardware``); built directly in
@@ -92,14 +105,18 @@ class LitGPT(LightningModule):
         compile: bool | None = None,
         compile_mode: str | None = None,
         float32_matmul_precision: Literal["highest", "high", "medium"] = "high",
+        lora: LoRA | None = None,
     ) -> None:
         super().__init__()
         if not 0 <= min_lr <= learning_rate:
             raise ConfigError(f"need 0 <= model.min_lr <= model.learning_rate, got {min_lr} and {learning_rate}")
         if warmup_steps < 0:
             raise ConfigError(f"model.warmup_steps must be >= 0, got {warmup_steps}")
+        if lora is not None and init_weights is None:
+            raise ConfigError("model.lora adapts a pretrained model: set model.init_weights (a .ckpt or a folder)")
         self.save_hyperparameters()
         self.config, self.tokenizer = config, tokenizer
+        self.lora, self.base = lora, None  # LoRA: the settings, and the base's identity (set by _load_weights)
         self.model = GPT(config)
         if init_weights is not None:
             self._load_weights(init_weights)
@@ -115,6 +132,10 @@ class LitGPT(LightningModule):
 
     def _load_weights(self, path: str) -> None:
         pretrained = load_model(path)
+        try:
+            tokenizer = load_tokenizer(path).spec
+        except ConfigError:  # a Hugging Face folder without a tokenizer lit_gpt knows: nothing to compare
+            tokenizer = None
         ignore = {"dropout", "init", "gradient_checkpointing"}  # training-time settings, free to differ
         theirs, ours = pretrained.config.to_dict(), self.config.to_dict()
         different = [
@@ -123,7 +144,14 @@ class LitGPT(LightningModule):
         if different:
             raise ConfigError(f"model.init_weights {path} has another architecture ({'; '.join(different)}); "
                               "set model.config to match it")  # fmt: skip
+        if tokenizer is not None and self.tokenizer is not None and tokenizer != self.tokenizer:
+            name = tokenizer.get("name", "char")
+            raise ConfigError(f"model.init_weights {path} was trained with another tokenizer ({name!r}) than the data "
+                              "uses: set data.tokenizer to the one the weights were trained with")  # fmt: skip
         self.model.load_state_dict(pretrained.state_dict())
+        if self.lora is not None:  # freeze the base and add the adapters (lit_gpt.lora)
+            self.base = base_identity(path, self.model)
+            add_adapters(self.model, self.lora)
 
     def setup(self, stage: str) -> None:
         torch.set_float32_matmul_precision(self.hparams.float32_matmul_precision)
@@ -148,6 +176,11 @@ class LitGPT(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # A plain, versioned record that lit_gpt.checkpoint reads: the model can be rebuilt without Lightning.
         record = {"format": CHECKPOINT_FORMAT, "config": self.config.to_dict(), "tokenizer": self.tokenizer}
+        if self.lora is not None:  # the adapters and the base's identity, not a second copy of the base
+            record["lora"] = {**self.lora.to_dict(), "base": self.base}
+            adapters = {f"model.{name}" for name, param in self.model.named_parameters() if param.requires_grad}
+            state = checkpoint["state_dict"]
+            checkpoint["state_dict"] = {k: v for k, v in state.items() if k in adapters or not k.startswith("model.")}
         checkpoint["lit_gpt"] = record
         # Dropout draws from torch's global generators, which Lightning does not checkpoint: with them a resumed run
         # draws the same masks as an uninterrupted one (the data loaders have their own generators).
@@ -156,11 +189,27 @@ class LitGPT(LightningModule):
             checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state()  # this rank's device
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self.lora is not None:
+            self._restore_base(checkpoint)
         states = checkpoint.get("rng_states", {})
         if "torch" in states:
             torch.set_rng_state(states["torch"])
         if "cuda" in states and torch.cuda.is_available():
             torch.cuda.set_rng_state(states["cuda"])
+
+    def _restore_base(self, checkpoint: dict) -> None:
+        """Before Lightning loads a LoRA checkpoint's state dict (adapters only): check that it was trained on the
+        base this run loaded (``init_weights``), then fill the frozen base weights in from the model."""
+        record = checkpoint.get("lit_gpt", {}).get("lora")
+        if record is None:
+            raise ConfigError("this run trains LoRA adapters (model.lora) but the checkpoint has none: resume it "
+                              "without model.lora, or start from its weights with model.init_weights")  # fmt: skip
+        if record["base"]["sha256"] != self.base["sha256"]:
+            raise ConfigError(f"the checkpoint's adapters were trained on the base at {record['base']['path']}, not on "
+                              f"model.init_weights {self.base['path']} (different weights): resume with that base")
+        state = checkpoint["state_dict"]
+        for name, tensor in self.model.state_dict().items():
+            state.setdefault(f"model.{name}", tensor)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """Logits (B, T, V) for token ids (B, T)."""
@@ -171,7 +220,9 @@ class LitGPT(LightningModule):
     @property
     def flops_per_batch(self) -> int | None:
         """Model FLOPs of the latest (B, T) batch on this device: forward + backward in training, forward only in
-        validation and test (``lit_gpt.model.flops_per_token``); None before the first batch.
+        validation and test (``lit_gpt.model.flops_per_token``); None before the first batch. With LoRA the backward
+        pass computes input gradients only (the frozen weights need none), so training is 2 x forward; the
+        adapters' own matmuls (about r / n_embd of the rest) are not counted.
 
         ``lit_gpt.train.callbacks.ThroughputMonitor`` reads it for FLOP/s and MFU. The
         batch-start hooks record it, so the last, smaller validation batch is counted exactly.
@@ -180,7 +231,8 @@ class LitGPT(LightningModule):
 
     def _count_flops(self, batch: tuple[torch.Tensor, torch.Tensor], training: bool) -> None:
         B, T = batch[0].shape
-        self._flops_per_batch = B * T * flops_per_token(self.config, T, training=training)
+        passes = (2 if self.lora is not None else 3) if training else 1  # forward + backward, in forwards
+        self._flops_per_batch = B * T * passes * flops_per_token(self.config, T, training=False)
 
     def on_train_batch_start(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._count_flops(batch, training=True)
@@ -248,7 +300,8 @@ class LitGPT(LightningModule):
         embeddings = {id(m.weight) for m in self.model.modules() if isinstance(m, nn.Embedding)}
         decay, no_decay = [], []
         for param in self.model.parameters():  # deduplicated: a tied matrix appears once, as an embedding
-            (decay if param.dim() >= 2 and id(param) not in embeddings else no_decay).append(param)
+            if param.requires_grad:  # with LoRA: the adapter matrices only (decayed; no_decay stays empty)
+                (decay if param.dim() >= 2 and id(param) not in embeddings else no_decay).append(param)
         groups = [  # named: LearningRateMonitor logs train/lr/decay and train/lr/no_decay
             {"params": decay, "weight_decay": self.hparams.weight_decay, "name": "decay"},
             {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},

@@ -1,0 +1,108 @@
+"""``lit-gpt evaluate``: how well a model predicts a text, or the lm-evaluation-harness's tasks on it.
+
+    lit-gpt evaluate --checkpoint PATH --data.path FILE_OR_GLOB [--block_size N] [--stride S] [--out FILE]
+    lit-gpt evaluate --checkpoint PATH --tasks NAME[,NAME...] [--include_path DIR] [--limit N] [--out FILE]
+
+The first form scores every token of the text (``lit_gpt.evaluate``: sliding windows, end-of-text before the first
+token and between documents) and prints a JSON object: tokens, bytes, mean loss (nats per token), perplexity, bits
+per token and bits per byte, with the settings. Documents are read as training reads them (``lit_gpt.data.corpus``:
+``.txt`` / ``.jsonl`` / ``.gz``, ``--data.separator``, ``--data.text_field``) but not cleaned or deduplicated: the
+text is scored as it is. The second form runs lm-eval's ``simple_evaluate`` on ``lit_gpt.lm_eval_adapter.LitGPTLM``
+and prints its ``results``. Every checkpoint form loads (``.ckpt``, LoRA ``.ckpt``, export, Hugging Face and
+quantized folders), and ``--quantize`` quantizes after loading. ``--out`` also writes the JSON to a file. No
+Lightning is imported.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from lit_gpt.cli.args import ArgumentParser
+from lit_gpt.cli.loading import add_model_arguments, load_for_inference
+from lit_gpt.data.corpus import Cleaning, CorpusStats, iter_documents, resolve_sources
+from lit_gpt.errors import ConfigError
+from lit_gpt.evaluate import evaluate_documents
+from lit_gpt.extras import require
+from lit_gpt.model import GPT
+from lit_gpt.tokenizer import Tokenizer
+
+
+def _parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="lit-gpt evaluate", description="Perplexity and bits per byte of a model on a text, "
+                            "or lm-evaluation-harness tasks.")  # fmt: skip
+    add_model_arguments(parser)
+    parser.add_argument("--data.path", dest="path", help="the text: a .txt/.jsonl(.gz) file, a folder or a glob")
+    parser.add_argument("--data.separator", dest="separator", default=None,
+                        help="string between documents inside .txt files (e.g. <|endoftext|>)")  # fmt: skip
+    parser.add_argument("--data.text_field", dest="text_field", default="text", help="the text field of .jsonl records")
+    parser.add_argument("--block_size", type=int, default=None, help="window length (default: the model's)")
+    parser.add_argument("--stride", type=int, default=None, help="advance of the windows; each token after the "
+                        "first window sees >= block_size - stride tokens of context (default: block_size // 2)")
+    parser.add_argument("--batch_size", type=int, default=8, help="windows (or harness requests) per forward pass")
+    parser.add_argument("--tasks", default=None, help="lm-eval task names, comma-separated (pip install -e "
+                        "\".[eval]\"); most of the harness's tasks download their datasets")  # fmt: skip
+    parser.add_argument("--include_path", default=None, help="a folder of extra lm-eval task YAML files")
+    parser.add_argument("--num_fewshot", type=int, default=None, help="lm-eval: examples in each prompt")
+    parser.add_argument("--limit", type=float, default=None, help="lm-eval: documents per task (or a fraction)")
+    parser.add_argument("--out", default=None, help="also write the JSON to this file")
+    return parser
+
+
+def main(args: list[str]) -> None:
+    """Evaluate as ``args`` (``["evaluate", flags...]``) says; print the JSON result (and write ``--out``).
+
+    Raises:
+        ConfigError: for bad flags, neither or both of ``--data.path`` and ``--tasks``, an unusable checkpoint or
+            text, or a missing optional package.
+    """
+    opts = _parser().parse_args(args[1:])
+    if (opts.path is None) == (opts.tasks is None):
+        raise ConfigError("pass --data.path (perplexity and bits per byte of a text) or --tasks (lm-eval), not both")
+    started = time.perf_counter()
+    model, tokenizer, device = load_for_inference(opts)
+    if opts.path is not None:
+        result = _score_text(opts, model, tokenizer)
+    else:
+        result = _run_tasks(opts, model, tokenizer)
+    result = {"checkpoint": opts.checkpoint, "quantize": opts.quantize, "device": device, **result,
+              "seconds": round(time.perf_counter() - started, 3)}  # fmt: skip
+    text = json.dumps(result, indent=2, default=str)
+    print(text)
+    if opts.out:
+        Path(opts.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(opts.out).write_text(text + "\n", encoding="utf-8")
+        print(f"wrote {opts.out}", file=sys.stderr)
+
+
+def _score_text(opts, model: GPT, tokenizer: Tokenizer) -> dict:
+    """``lit_gpt.evaluate.evaluate_documents`` on the documents of ``--data.path``, with the settings used."""
+    block_size = opts.block_size or model.config.block_size
+    stride = opts.stride or max(1, block_size // 2)
+    stats = CorpusStats()
+    cleaning = Cleaning(remove_control=False, deduplicate=False)  # score the text as it is
+    documents = iter_documents(resolve_sources(opts.path), cleaning, opts.separator, opts.text_field, stats)
+    evaluation = evaluate_documents(model, tokenizer, documents, block_size, stride, opts.batch_size)
+    settings = {"data": opts.path, "files": stats.files, "documents": stats.documents_kept,
+                "tokenizer": tokenizer.name, "block_size": block_size, "stride": stride}  # fmt: skip
+    return {**settings, **evaluation.to_dict()}
+
+
+def _run_tasks(opts, model: GPT, tokenizer: Tokenizer) -> dict:
+    """lm-eval's ``simple_evaluate`` on ``LitGPTLM`` for the tasks of ``--tasks``; its ``results`` and versions."""
+    from lit_gpt.lm_eval_adapter import LitGPTLM  # imports lm-eval's base class: only for --tasks
+
+    lm = LitGPTLM(model, tokenizer, batch_size=opts.batch_size)
+    lm_eval = require("lm_eval", "eval", "--tasks")
+    manager = require("lm_eval.tasks", "eval", "--tasks").TaskManager(include_path=opts.include_path)
+    tasks = [name.strip() for name in opts.tasks.split(",") if name.strip()]
+    unknown = [name for name in tasks if name not in manager.all_tasks]
+    if unknown:
+        raise ConfigError(f"unknown lm-eval task(s) {unknown}: see `lm_eval ls tasks`, or add a folder of task "
+                          "YAML files with --include_path")  # fmt: skip
+    limit = int(opts.limit) if opts.limit is not None and opts.limit >= 1 else opts.limit
+    output = lm_eval.simple_evaluate(model=lm, tasks=tasks, num_fewshot=opts.num_fewshot, limit=limit,
+                                     task_manager=manager, log_samples=False)  # fmt: skip
+    return {"tasks": tasks, "results": output["results"], "versions": output.get("versions", {})}
