@@ -8,8 +8,8 @@ blocks and AdamW for the rest (``lit_gpt.train.optim``); a learning rate that wa
 Logged: ``train/loss`` and ``train/grad_norm`` (before clipping) every ``trainer.log_every_n_steps`` steps;
 ``val/loss`` (the exact token-weighted mean over the validation split, reduced across devices by torchmetrics) and
 ``val/ppl`` = exp(val/loss) per validation. The learning rate is logged by Lightning's LearningRateMonitor (as
-``train/lr/decay`` and ``train/lr/no_decay``, one per parameter group, and ``train/lr/muon`` with Muon), tokens/s, FLOP/s and MFU by
-``lit_gpt.train.callbacks.ThroughputMonitor`` (from ``flops_per_batch``).
+``train/lr/decay`` and ``train/lr/no_decay``, one per parameter group, and ``train/lr/muon`` with Muon), tokens/s,
+FLOP/s and MFU by ``lit_gpt.train.callbacks.ThroughputMonitor`` (from ``flops_per_batch``).
 Speed: ``compile`` runs the training forward and backward through ``torch.compile`` (evaluation stays eager); AdamW is
 fused on CPU and CUDA; the gradient norm is computed once per step, with no host synchronisation.
 """
