@@ -59,8 +59,10 @@ class Config:
     """Pre-norm type: RMSNorm (Zhang & Sennrich 2019) or LayerNorm (Ba et al. 2016)."""
     norm_eps: float = 1e-5
     """Epsilon added to the variance inside the norms."""
-    mlp: Literal["swiglu", "gelu"] = "swiglu"
-    """MLP type: SwiGLU (Shazeer 2020, three matrices) or GPT-2's GELU MLP (two matrices)."""
+    mlp: Literal["swiglu", "gelu", "relu2"] = "swiglu"
+    """MLP type: SwiGLU (Shazeer 2020, three matrices), GPT-2's GELU MLP (two matrices), or ``relu2``: squared ReLU
+    ``down(relu(up(x))**2)`` (two matrices; Primer, So et al. 2021, https://arxiv.org/abs/2109.08668, as in
+    modded-nanogpt)."""
     bias: bool = False
     """Biases in the attention and MLP linear layers and in LayerNorms (GPT-2 has them, LLaMA does not). The output
     head never has one."""
@@ -76,6 +78,20 @@ class Config:
     std sqrt(2 / (fan_in + fan_out)) (Glorot & Bengio 2010); ``kaiming`` normal with std 1/sqrt(fan_in), the
     variance-preserving rule for a linear map (He et al. 2015). Embeddings are N(0, 0.02) under every scheme,
     and the residual output projections are scaled by 1/sqrt(2 * n_layer) under every scheme."""
+    qk_norm: bool = False
+    """RMSNorm over each head's queries and keys (weights of size head_size, shared by the heads), before RoPE:
+    bounds the attention logits, which lets higher learning rates train stably (Qwen3's per-head q_norm/k_norm;
+    OLMo 2, OLMo et al. 2024, https://arxiv.org/abs/2501.00656, norms the whole projection; modded-nanogpt)."""
+    zero_init_proj: bool = False
+    """Initialise the residual output projections (attention ``o_proj``, MLP ``down_proj``) to zero, so every block
+    starts as the identity (modded-nanogpt, KellerJordan/modded-nanogpt; muP's zero readout, Yang et al. 2021)."""
+    logit_softcap: float | None = None
+    """Soft cap on the output logits: ``cap * tanh(logits / cap)`` bounds them to (-cap, cap) (Gemma 2, Gemma Team
+    2024, https://arxiv.org/abs/2408.00118, cap 30; modded-nanogpt uses 15 to 30). None: no cap."""
+    value_residual: bool = False
+    """Value residual learning (Zhou et al. 2024, https://arxiv.org/abs/2410.17897; modded-nanogpt): every layer after
+    the first mixes the first layer's values into its own, ``v = lambda * v + (1 - lambda) * v_1``, with a learned
+    scalar lambda per layer starting at 0.5."""
     gradient_checkpointing: bool = False
     """Recompute each block's activations in the backward pass instead of storing them (Chen et al. 2016):
     less memory, about one more forward pass of compute. Has no effect on results."""
@@ -109,10 +125,10 @@ class Config:
             raise ConfigError(f"Config.norm must be 'rmsnorm' or 'layernorm', got {self.norm!r}")
         if self.norm_eps <= 0:
             raise ConfigError(f"Config.norm_eps must be positive, got {self.norm_eps}")
-        if self.mlp not in ("swiglu", "gelu"):
-            raise ConfigError(f"Config.mlp must be 'swiglu' or 'gelu', got {self.mlp!r}")
+        if self.mlp not in ("swiglu", "gelu", "relu2"):
+            raise ConfigError(f"Config.mlp must be 'swiglu', 'gelu' or 'relu2', got {self.mlp!r}")
         if self.intermediate_size is None:
-            if self.mlp == "gelu":
+            if self.mlp != "swiglu":
                 self.intermediate_size = 4 * self.n_embd
             else:
                 self.intermediate_size = _round_up(int(2 * 4 * self.n_embd / 3), 64)
@@ -124,7 +140,16 @@ class Config:
             raise ConfigError(f"Config.init must be 'gpt2', 'xavier' or 'kaiming', got {self.init!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"Config.dropout must be in [0, 1), got {self.dropout}")
+        self._check_switches()
         self.padded_vocab_size = _round_up(self.vocab_size, self.padding_multiple)
+
+    def _check_switches(self) -> None:
+        for name in ("qk_norm", "zero_init_proj", "value_residual"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"Config.{name} must be true or false, got {getattr(self, name)!r}")
+        cap = self.logit_softcap
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, (int, float)) or not cap > 0):
+            raise ConfigError(f"Config.logit_softcap must be a positive number or None, got {cap!r}")
 
     @classmethod
     def from_name(cls, name: str, **overrides: object) -> "Config":
@@ -146,9 +171,9 @@ class Config:
 
         With V = padded_vocab_size, C = n_embd, L = n_layer, hs = head_size, F = intermediate_size:
         embeddings V*C (+ block_size*C learned positions), per block the attention
-        C*(n_head*hs) + 2*C*(n_kv_head*hs) + (n_head*hs)*C and the MLP 2*C*F (GELU) or 3*C*F (SwiGLU),
-        two norms per block plus the final one, and the head V*C unless tied; biases where enabled (never in the
-        head, as in GPT-2 and LLaMA).
+        C*(n_head*hs) + 2*C*(n_kv_head*hs) + (n_head*hs)*C (+ 2*hs for the q/k norms, + 1 value-residual lambda
+        after the first layer) and the MLP 2*C*F (GELU, ReLU²) or 3*C*F (SwiGLU), two norms per block plus the final
+        one, and the head V*C unless tied; biases where enabled (never in the head, as in GPT-2 and LLaMA).
         """
         C, F, hs = self.n_embd, self.intermediate_size, self.head_size
         q_out, kv_out = self.n_head * hs, self.n_kv_head * hs
@@ -158,8 +183,12 @@ class Config:
         if self.bias:
             attn += q_out + 2 * kv_out + C
             mlp += (2 * F if self.mlp == "swiglu" else F) + C
+        if self.qk_norm:
+            attn += 2 * hs
         block = attn + mlp + 2 * norm
         total = self.padded_vocab_size * C + self.n_layer * block + norm
+        if self.value_residual:
+            total += self.n_layer - 1
         if self.position_embedding == "learned":
             total += self.block_size * C
         if not self.tie_embeddings:

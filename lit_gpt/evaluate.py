@@ -127,12 +127,12 @@ def negative_log_likelihood(model: GPT, tokens: torch.Tensor, block_size: int | 
 
 
 def _summed_cross_entropy(model: GPT, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Summed float32 cross-entropy of ``model.lm_head(hidden)`` (M, C) against ``targets`` (M,), as a float64
+    """Summed float32 cross-entropy of ``model.head(hidden)`` (M, C) against ``targets`` (M,), as a float64
     scalar, in chunks of ``LOGITS_PER_CHUNK`` logits."""
     rows = max(1, LOGITS_PER_CHUNK // model.config.padded_vocab_size)
     total = torch.zeros((), dtype=torch.float64, device=hidden.device)
     for h, t in zip(hidden.split(rows), targets.split(rows)):
-        total += F.cross_entropy(model.lm_head(h).float(), t, reduction="sum").double()
+        total += F.cross_entropy(model.head(h).float(), t, reduction="sum").double()
     return total
 
 

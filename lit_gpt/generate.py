@@ -112,7 +112,7 @@ def stream(
     try:
         for step in range(max_new_tokens):
             hidden = _last_hidden(model, tokens, step, cache_length, pad, use_cache)  # (B, C)
-            logits = model.lm_head(hidden)  # (B, V): the head on the last position only
+            logits = model.head(hidden)  # (B, V): the head on the last position only
             if vocab_size is not None:
                 logits[:, vocab_size:] = float("-inf")
             next_token = sample_next(logits, temperature, top_k, top_p, generator)  # (B, 1)

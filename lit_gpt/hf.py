@@ -55,9 +55,10 @@ def _hf_architecture(config: Config) -> dict:
     if config.position_embedding == "rope":
         _check_expressible("LlamaForCausalLM", "position_embedding='rope'", {
             "norm='layernorm' (Llama uses RMSNorm)": config.norm != "rmsnorm",
-            "mlp='gelu' (Llama's MLP is gated: SwiGLU)": config.mlp != "swiglu",
+            "mlp='gelu' (Llama's MLP is gated: SwiGLU)": config.mlp == "gelu",
             f"sliding_window={config.sliding_window} (Llama attends to the whole prefix)": config.sliding_window
             is not None,
+            **_switch_problems(config, "Llama"),
         })
         return {
             "architectures": ["LlamaForCausalLM"], "model_type": "llama", **common,
@@ -71,12 +72,13 @@ def _hf_architecture(config: Config) -> dict:
         }
     _check_expressible("GPT2LMHeadModel", "position_embedding='learned'", {
         "norm='rmsnorm' (GPT-2 uses LayerNorm)": config.norm != "layernorm",
-        "mlp='swiglu' (GPT-2's MLP is GELU)": config.mlp != "gelu",
+        "mlp='swiglu' (GPT-2's MLP is GELU)": config.mlp == "swiglu",
         "bias=False (GPT-2 always has biases)": not config.bias,
         f"grouped-query attention (n_kv_head={config.n_kv_head} < n_head={config.n_head})":
             config.n_kv_head != config.n_head,
         f"sliding_window={config.sliding_window} (GPT-2 attends to the whole prefix)": config.sliding_window
         is not None,
+        **_switch_problems(config, "GPT-2"),
     })
     return {
         "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", **common,
@@ -85,6 +87,18 @@ def _hf_architecture(config: Config) -> dict:
         "activation_function": "gelu_new",  # the tanh approximation of GELU, as our MLP uses
         "layer_norm_epsilon": config.norm_eps,
         "resid_pdrop": config.dropout, "embd_pdrop": config.dropout, "attn_pdrop": config.dropout,
+    }
+
+
+def _switch_problems(config: Config, name: str) -> dict[str, bool]:
+    """The architecture switches of issue 14 that neither LlamaForCausalLM nor GPT2LMHeadModel has, with why."""
+    return {
+        f"mlp='relu2' ({name}'s MLP is {'gated: SwiGLU' if name == 'Llama' else 'GELU'}, not squared ReLU)":
+            config.mlp == "relu2",
+        f"qk_norm=True ({name} has no norm on queries and keys)": config.qk_norm,
+        f"logit_softcap={config.logit_softcap} ({name} has no tanh cap on the logits)":
+            config.logit_softcap is not None,
+        f"value_residual=True ({name}'s layers have no value residuals)": config.value_residual,
     }
 
 

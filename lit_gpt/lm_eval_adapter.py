@@ -109,7 +109,7 @@ class LitGPTLM(_template_lm()):
         hidden = self.model.hidden_states(idx)  # (b, width, C)
         results = []
         for row, (start, continuation) in enumerate(spans):
-            logits = self.model.lm_head(hidden[row, start : start + len(continuation)]).float()  # (n, V)
+            logits = self.model.head(hidden[row, start : start + len(continuation)]).float()  # (n, V)
             target = torch.tensor(continuation, device=self._device)
             logprob = logits.log_softmax(-1).gather(-1, target[:, None]).sum()  # padded vocabulary, as in val/loss
             greedy = logits[:, : self.lit_tokenizer.vocab_size].argmax(-1)  # generation never samples padding ids

@@ -6,8 +6,10 @@ Architecture (each choice is a ``Config`` field):
 - pre-norm blocks with RMSNorm (Zhang & Sennrich 2019) or LayerNorm;
 - causal self-attention through ``torch.nn.functional.scaled_dot_product_attention`` (flash / memory-efficient
   kernels where the device has them), with grouped-query attention (Ainslie et al. 2023) when n_kv_head < n_head;
-- a SwiGLU MLP (Shazeer 2020) or GPT-2's GELU MLP;
+- a SwiGLU MLP (Shazeer 2020), GPT-2's GELU MLP or a squared-ReLU MLP (Primer, So et al. 2021);
 - optional weight tying between the token embedding and the output head;
+- switches from the fast small-GPT training work (modded-nanogpt): RMSNorm on queries and keys (QK-norm), output
+  projections initialised to zero, value residuals (Zhou et al. 2024) and a tanh soft cap on the logits (Gemma 2);
 - optional sliding-window attention and per-block activation checkpointing;
 - a preallocated key/value cache for generation (``GPT.setup_kv_cache``), with left-padded batches.
 
@@ -130,11 +132,34 @@ class KVCache(nn.Module):
         return self.k, self.v
 
 
-class CausalSelfAttention(nn.Module):
-    """Multi-head causal self-attention with grouped-query attention (n_kv_head key/value heads)."""
+class ValueResidual(nn.Module):
+    """Value residual learning (Zhou et al. 2024, https://arxiv.org/abs/2410.17897): ``weight * v + (1 - weight) *
+    v_first``, a learned mix (``weight`` of shape (1,), 0.5 at init) of a layer's values with the first layer's.
+    v and v_first (B, nkv, T, hs); returns the same shape."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self) -> None:
         super().__init__()
+        self.weight = nn.Parameter(torch.full((1,), 0.5))
+
+    def reset_parameters(self) -> None:
+        nn.init.constant_(self.weight, 0.5)
+
+    def forward(self, v: torch.Tensor, v_first: torch.Tensor) -> torch.Tensor:
+        return self.weight * v + (1 - self.weight) * v_first
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention with grouped-query attention (n_kv_head key/value heads), optional RMSNorm
+    on each head's queries and keys (``config.qk_norm``) and value residuals (``config.value_residual``: layers after
+    the first, ``layer_idx > 0``, mix the first layer's values into theirs: ``ValueResidual``)."""
+
+    def __init__(self, config: Config, layer_idx: int = 0) -> None:
+        super().__init__()
+        if config.qk_norm:  # per head, weights of size hs shared by the heads (Qwen3's q_norm / k_norm)
+            self.q_norm = RMSNorm(config.head_size, eps=config.norm_eps)
+            self.k_norm = RMSNorm(config.head_size, eps=config.norm_eps)
+        if config.value_residual and layer_idx > 0:
+            self.value_residual = ValueResidual()
         self.n_head, self.n_kv_head, self.head_size = config.n_head, config.n_kv_head, config.head_size
         self.q_proj = nn.Linear(config.n_embd, config.n_head * config.head_size, bias=config.bias)
         self.k_proj = nn.Linear(config.n_embd, config.n_kv_head * config.head_size, bias=config.bias)
@@ -150,8 +175,9 @@ class CausalSelfAttention(nn.Module):
         mask: torch.Tensor | None = None,
         input_pos: torch.Tensor | None = None,
         kv_length: int | None = None,
-    ) -> torch.Tensor:
-        """Attention output (B, T, C) for x (B, T, C).
+        v_first: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attention output (B, T, C) for x (B, T, C), and the values (B, nkv, T, hs) of these T positions.
 
         rope: (cos, sin) for these T positions (see ``apply_rope``), or None for learned positions.
         mask: boolean (T, S) or (B, 1, T, S), True where a query may attend to a key; None means causal over
@@ -159,14 +185,22 @@ class CausalSelfAttention(nn.Module):
         input_pos: cache indices (T,) of these positions when decoding with the KV cache, else None.
         kv_length: with ``input_pos``, attend to the first ``kv_length`` cache entries (S = kv_length); None attends
             to these T keys only (a prefill from position 0), which are still written to the cache.
+        v_first: the first layer's values (B, nkv, T, hs) of these positions, mixed into this layer's when it has a
+            ``value_residual``; the cache stores the mixed values, so decoding needs only the new positions' v_first.
         """
         B, T, _ = x.shape
         q, k, v = _fused_linear(x, (self.q_proj, self.k_proj, self.v_proj))
         # Heads are counted from the projections' widths, so a tensor-parallel shard (lit_gpt.train.parallel), which
         # holds n_head / tp query and n_kv_head / tp key/value heads, runs this code unchanged.
-        q = q.view(B, T, -1, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, -1, self.head_size).transpose(1, 2)  # (B, nkv, T, hs)
+        q = q.view(B, T, -1, self.head_size)  # (B, T, nh, hs)
+        k = k.view(B, T, -1, self.head_size)  # (B, T, nkv, hs)
+        if hasattr(self, "q_norm"):
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, nh, T, hs), (B, nkv, T, hs)
         v = v.view(B, T, -1, self.head_size).transpose(1, 2)  # (B, nkv, T, hs)
+        if hasattr(self, "value_residual"):
+            v = self.value_residual(v, v_first)
+        values = v
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if input_pos is not None:
@@ -175,7 +209,7 @@ class CausalSelfAttention(nn.Module):
                 k, v = cached_k[:, :, :kv_length], cached_v[:, :, :kv_length]  # (B, nkv, S, hs)
         y = self._attend(q, k, v, mask, is_causal=mask is None and kv_length is None)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, -1)  # (B, T, nh*hs)
-        return self.o_proj(y)
+        return self.o_proj(y), values
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
                 is_causal: bool) -> torch.Tensor:
@@ -201,14 +235,15 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    """Feed-forward block: SwiGLU ``down(silu(gate(x)) * up(x))`` or GPT-2's ``down(gelu(up(x)))``.
+    """Feed-forward block: SwiGLU ``down(silu(gate(x)) * up(x))``, GPT-2's ``down(gelu(up(x)))`` or squared ReLU
+    ``down(relu(up(x))**2)``.
 
     Input and output shape (B, T, C); hidden width ``config.intermediate_size``.
     """
 
     def __init__(self, config: Config) -> None:
         super().__init__()
-        self.swiglu = config.mlp == "swiglu"
+        self.swiglu, self.relu2 = config.mlp == "swiglu", config.mlp == "relu2"
         if self.swiglu:
             self.gate_proj = nn.Linear(config.n_embd, config.intermediate_size, bias=config.bias)
         self.up_proj = nn.Linear(config.n_embd, config.intermediate_size, bias=config.bias)
@@ -220,16 +255,19 @@ class MLP(nn.Module):
             # silu(gate) = gate * sigmoid(gate), written out so that a compiled backward computes the sigmoid once
             # (Inductor recomputes F.silu's in both of its gradient terms: ~3% of a CPU step, docs/benchmarks.md)
             return self.down_proj(gate * torch.sigmoid(gate) * up)
+        if self.relu2:
+            return self.down_proj(F.relu(self.up_proj(x)).square())
         return self.down_proj(F.gelu(self.up_proj(x), approximate="tanh"))  # GPT-2's GELU approximation
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block: ``x + attn(norm(x))``, then ``x + mlp(norm(x))``. Shape (B, T, C) in and out."""
+    """Pre-norm transformer block: ``x + attn(norm(x))``, then ``x + mlp(norm(x))``. Shape (B, T, C) in and out; also
+    returns the attention's values (B, nkv, T, hs), the first layer's of which feed the value residuals."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, layer_idx: int = 0) -> None:
         super().__init__()
         self.input_layernorm = build_norm(config)
-        self.self_attn = CausalSelfAttention(config)
+        self.self_attn = CausalSelfAttention(config, layer_idx)
         self.post_attention_layernorm = build_norm(config)
         self.mlp = MLP(config)
         self.resid_dropout = nn.Dropout(config.dropout)
@@ -241,9 +279,11 @@ class Block(nn.Module):
         mask: torch.Tensor | None = None,
         input_pos: torch.Tensor | None = None,
         kv_length: int | None = None,
-    ) -> torch.Tensor:
-        x = x + self.resid_dropout(self.self_attn(self.input_layernorm(x), rope, mask, input_pos, kv_length))
-        return x + self.resid_dropout(self.mlp(self.post_attention_layernorm(x)))
+        v_first: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        y, values = self.self_attn(self.input_layernorm(x), rope, mask, input_pos, kv_length, v_first)
+        x = x + self.resid_dropout(y)
+        return x + self.resid_dropout(self.mlp(self.post_attention_layernorm(x))), values
 
 
 class GPT(nn.Module):
@@ -252,7 +292,8 @@ class GPT(nn.Module):
     Initialisation (``config.init``): linear weights by the chosen scheme (GPT-2's N(0, 0.02) by default),
     embeddings N(0, 0.02), biases zero, norm weights one, and the two residual output projections of each block
     (``o_proj``, ``down_proj``) scaled by 1/sqrt(2 * n_layer) so the residual stream's variance does not grow
-    with depth (GPT-2, nanoGPT).
+    with depth (GPT-2, nanoGPT); with ``config.zero_init_proj`` those two start at zero instead. Value-residual
+    lambdas start at 0.5.
 
     Generation with a KV cache: ``setup_kv_cache(batch_size, max_seq_length)``, then call the model with
     ``input_pos`` (the cache indices of the tokens passed): first the whole prompt (prefill), then one token
@@ -266,7 +307,7 @@ class GPT(nn.Module):
         if config.position_embedding == "learned":
             self.embed_positions = nn.Embedding(config.block_size, config.n_embd)
         self.embed_dropout = nn.Dropout(config.dropout)
-        self.layers = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.layers = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.norm = build_norm(config)
         self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=False)  # no bias in GPT-2 or LLaMA
         if config.tie_embeddings:
@@ -292,13 +333,16 @@ class GPT(nn.Module):
                 else:
                     std = 0.02
                 if name.endswith(("o_proj", "down_proj")):  # residual-branch outputs
-                    std *= residual_scale
-                nn.init.normal_(module.weight, mean=0.0, std=std)
+                    std *= 0.0 if self.config.zero_init_proj else residual_scale
+                if std:
+                    nn.init.normal_(module.weight, mean=0.0, std=std)
+                else:
+                    nn.init.zeros_(module.weight)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
             elif isinstance(module, nn.Embedding):  # also the output head when tied
                 nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            elif isinstance(module, (RMSNorm, nn.LayerNorm)):
+            elif isinstance(module, (RMSNorm, nn.LayerNorm, ValueResidual)):
                 module.reset_parameters()
 
     def reset_rope_cache(self) -> None:
@@ -376,12 +420,19 @@ class GPT(nn.Module):
         Raises:
             ValueError: if T exceeds ``config.block_size``, or ``input_pos`` is given without a cache.
         """
-        return self.lm_head(self.hidden_states(idx, input_pos))  # (B, T, V)
+        return self.head(self.hidden_states(idx, input_pos))  # (B, T, V)
+
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits (..., V) for final hidden states (..., C): ``lm_head``, then ``config.logit_softcap``'s
+        ``cap * tanh(logits / cap)`` where set (Gemma 2)."""
+        logits = self.lm_head(hidden)
+        cap = self.config.logit_softcap
+        return logits if cap is None else cap * torch.tanh(logits / cap)
 
     def hidden_states(self, idx: torch.Tensor, input_pos: torch.Tensor | None = None) -> torch.Tensor:
         """The final-norm hidden states (B, T, C) that ``forward`` feeds to ``lm_head``; same arguments and errors.
 
-        Generation applies ``lm_head`` to the last position only, which saves a (T, V) matmul per prefill.
+        Generation applies ``head`` to the last position only, which saves a (T, V) matmul per prefill.
         """
         T = idx.size(1)
         if T > self.config.block_size:
@@ -411,11 +462,15 @@ class GPT(nn.Module):
             cos, sin = self.rope_cos[positions], self.rope_sin[positions]  # (T, hs) or (B, T, hs)
             rope = (cos, sin) if positions.dim() == 1 else (cos.unsqueeze(1), sin.unsqueeze(1))
         x = self.embed_dropout(x)
+        v_first = None  # the first layer's values (B, nkv, T, hs), with value residuals
         for block in self.layers:
+            args = (x, rope, mask, input_pos, kv_length, v_first)
             if self.config.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                x = torch.utils.checkpoint.checkpoint(block, x, rope, mask, input_pos, kv_length, use_reentrant=False)
+                x, values = torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
             else:
-                x = block(x, rope, mask, input_pos, kv_length)
+                x, values = block(*args)
+            if self.config.value_residual and v_first is None:
+                v_first = values
         return self.norm(x)  # (B, T, C)
 
 
@@ -426,12 +481,12 @@ def flops_per_token(config: Config, seq_len: int | None = None, training: bool =
     section 2.1; PaLM, Chowdhery et al. 2022, appendix B). With C = n_embd, hs = head_size, nh = n_head,
     nkv = n_kv_head, F = intermediate_size, V = padded_vocab_size, T = seq_len, per layer:
     q/k/v projections ``2*C*(nh + 2*nkv)*hs``, output projection ``2*nh*hs*C``, MLP ``2*C*F`` per matrix (3 for
-    SwiGLU, 2 for GELU), attention scores QK^T and the weighted sum AV ``2 * 2*nh*hs*T``; plus ``lm_head``
+    SwiGLU, 2 for GELU and ReLU²), attention scores QK^T and the weighted sum AV ``2 * 2*nh*hs*T``; plus ``lm_head``
     ``2*C*V`` once. Attention counts the full T x T score matrix, as ``torch.utils.flop_counter`` counts
     scaled_dot_product_attention and as PaLM's and nanoGPT's MFU do; a causal kernel skips about half of it
     (a sliding window more), so that part overstates the work such kernels do.
-    Not counted (not matmuls, a few percent at most): embedding lookups, norms, activations, softmax, RoPE,
-    bias additions, the loss.
+    Not counted (not matmuls, a few percent at most): embedding lookups, norms (QK-norm too), activations,
+    softmax, RoPE, bias additions, value-residual mixing, the logit soft cap, the loss.
 
     ``training=True`` gives forward + backward = 3 x forward: the backward pass does two matmuls (input and
     weight gradients) per forward matmul. Recomputation is not counted (``gradient_checkpointing``'s second

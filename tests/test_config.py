@@ -39,6 +39,21 @@ def test_derived_fields():
 def test_to_dict_round_trip():
     config = Config(n_kv_head=2, position_embedding="learned", dropout=0.1)
     assert Config(**config.to_dict()) == config
+    switched = Config(qk_norm=True, mlp="relu2", zero_init_proj=True, logit_softcap=15.0, value_residual=True)
+    assert Config(**switched.to_dict()) == switched
+
+
+def test_a_config_saved_before_the_switches_loads_with_them_off():
+    old = Config().to_dict()
+    for key in ("qk_norm", "zero_init_proj", "logit_softcap", "value_residual"):
+        del old[key]
+    assert Config(**old) == Config()
+
+
+def test_relu2_mlp_is_4x_wide_with_two_matrices():
+    config = Config(mlp="relu2", n_embd=64, bias=False)
+    assert config.intermediate_size == 256
+    assert config.num_params() == Config(mlp="gelu", n_embd=64).num_params()
 
 
 @pytest.mark.parametrize(
@@ -56,6 +71,12 @@ def test_to_dict_round_trip():
         (dict(norm_eps=0.0), "norm_eps"),
         (dict(sliding_window=0), "sliding_window"),
         (dict(init="orthogonal"), "init"),
+        (dict(qk_norm="yes"), "qk_norm"),
+        (dict(zero_init_proj=1), "zero_init_proj"),
+        (dict(value_residual=None), "value_residual"),
+        (dict(logit_softcap=0.0), "logit_softcap"),
+        (dict(logit_softcap=-15.0), "logit_softcap"),
+        (dict(logit_softcap="30"), "logit_softcap"),
     ],
 )
 def test_bad_values_raise_naming_the_field(kwargs, field):

@@ -21,9 +21,10 @@ from lit_gpt.tokenizer import Tokenizer
 UNICODE = ["naïve café — 日本語 🙂\n", "second document, plain ASCII", "ünïcödé again"]
 
 
-@pytest.fixture
-def model() -> GPT:
-    return GPT(Config(vocab_size=99, block_size=16, n_layer=2, n_head=2, n_embd=32)).eval()
+@pytest.fixture(params=[{}, {"logit_softcap": 2.0, "qk_norm": True, "value_residual": True, "mlp": "relu2"}],
+                ids=["plain", "switches"])
+def model(request) -> GPT:  # "switches": the scores must come from the model's own head (softcap) and forward
+    return GPT(Config(vocab_size=99, block_size=16, n_layer=2, n_head=2, n_embd=32, **request.param)).eval()
 
 
 @pytest.mark.parametrize("n, block_size, stride", [(1, 4, 4), (3, 4, 2), (10, 4, 4), (11, 4, 3), (17, 8, 1),

@@ -193,6 +193,11 @@ def test_weights_that_do_not_fit_the_config(tmp_path):
         ({**GPT2_STYLE, "bias": False}, r"GPT2LMHeadModel .* cannot express bias=False \(GPT-2 always has biases\)"),
         ({**GPT2_STYLE, "n_kv_head": 2}, r"GPT2LMHeadModel .* grouped-query attention \(n_kv_head=2 < n_head=4\)"),
         (dict(sliding_window=8), r"LlamaForCausalLM .* cannot express sliding_window=8"),
+        (dict(mlp="relu2"), r"LlamaForCausalLM .* cannot express mlp='relu2' \(Llama's MLP is gated"),
+        (dict(qk_norm=True), r"LlamaForCausalLM .* qk_norm=True \(Llama has no norm on queries and keys\)"),
+        (dict(logit_softcap=30.0), r"LlamaForCausalLM .* logit_softcap=30.0 \(Llama has no tanh cap"),
+        (dict(value_residual=True), r"LlamaForCausalLM .* value_residual=True \(Llama's layers have no value"),
+        ({**GPT2_STYLE, "mlp": "relu2", "qk_norm": True}, r"GPT2LMHeadModel .* mlp='relu2'.*qk_norm=True"),
     ],
 )
 def test_configs_transformers_cannot_express(fields, match, tmp_path):

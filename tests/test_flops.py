@@ -15,6 +15,8 @@ CONFIGS = {
     "gpt2-tied": Config(**SMALL, position_embedding="learned", norm="layernorm", mlp="gelu", bias=True),
     "gpt2-untied": Config(**SMALL, position_embedding="learned", norm="layernorm", mlp="gelu", bias=True,
                           tie_embeddings=False),
+    "relu2": Config(**SMALL, mlp="relu2"),
+    "switches": Config(**SMALL, qk_norm=True, mlp="relu2", logit_softcap=15.0, value_residual=True, n_kv_head=2),
 }  # fmt: skip
 B, T = 3, 12  # T < block_size: the attention term follows the sequence length
 

@@ -12,6 +12,10 @@ STYLES = {
     "gqa": dict(n_kv_head=2),
     "sliding_window": dict(sliding_window=5),
     "gpt2_style": dict(position_embedding="learned", norm="layernorm", mlp="gelu", bias=True),
+    "qk_norm": dict(qk_norm=True),
+    "relu2": dict(mlp="relu2"),
+    "logit_softcap": dict(logit_softcap=1.0),
+    "value_residual_gqa": dict(value_residual=True, n_kv_head=2),
 }
 
 

@@ -123,8 +123,8 @@ def test_the_core_imports_neither_data_nor_train_nor_cli():
 
 def test_the_core_follows_one_direction():
     order = ["lit_gpt.errors", "lit_gpt.extras", "lit_gpt.config", "lit_gpt.memory", "lit_gpt.tokenizer",
-             "lit_gpt.model", "lit_gpt.hf", "lit_gpt.lora", "lit_gpt.quantize", "lit_gpt.checkpoint", "lit_gpt.generate", "lit_gpt.evaluate",
-             "lit_gpt.lm_eval_adapter"]  # fmt: skip
+             "lit_gpt.model", "lit_gpt.hf", "lit_gpt.lora", "lit_gpt.quantize", "lit_gpt.checkpoint",
+             "lit_gpt.generate", "lit_gpt.evaluate", "lit_gpt.lm_eval_adapter"]  # fmt: skip
     core = {name for name, path in MODULES.items() if path.parent == PACKAGE and path.name != "__init__.py"}
     assert set(order) == core, "place every core module in this order"
     graph = project_graph()

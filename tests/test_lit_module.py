@@ -1,3 +1,4 @@
+import copy
 import math
 
 import numpy as np
@@ -5,10 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import Trainer
+from lightning.pytorch.strategies import ModelParallelStrategy, SingleDeviceStrategy
+from torch.utils.data import DataLoader
 
 from lit_gpt.config import Config, ConfigError
 from lit_gpt.train.datamodule import TextDataModule
 from lit_gpt.train.module import LitGPT, lr_at
+from lit_gpt.train.optim import MuonWithAdamW
 
 
 def test_lr_schedule_values():
@@ -91,3 +95,77 @@ def test_init_weights_from_a_hugging_face_folder(tiny_config, byte_encoding, tmp
         assert torch.equal(a, b), name
     with pytest.raises(ConfigError, match="has another architecture .*n_layer: 2 there, 3 here"):
         LitGPT(Config(**{**config.to_dict(), "n_layer": 3}), init_weights=str(tmp_path / "hf"))
+
+
+def muon_module(tiny_config, **switches):
+    config = Config(**{**tiny_config.to_dict(), **switches})
+    module = LitGPT(config, weight_decay=0.1, optimizer="muon")
+    module.trainer = type("T", (), {"max_steps": 100, "strategy": SingleDeviceStrategy()})()
+    return module
+
+
+def test_muon_takes_the_block_matrices_and_adamw_the_rest(tiny_config):
+    module = muon_module(tiny_config, bias=True, tie_embeddings=False, qk_norm=True, value_residual=True)
+    optimizer = module.configure_optimizers()["optimizer"]
+    assert isinstance(optimizer, MuonWithAdamW)
+    groups = {group["name"]: group for group in optimizer.param_groups}
+    assert list(groups) == ["muon", "decay", "no_decay"]
+    assert [g["weight_decay"] for g in groups.values()] == [0.1, 0.1, 0.0]
+    names = {id(p): n for n, p in module.model.named_parameters()}
+    muon = {names[id(p)] for p in groups["muon"]["params"]}
+    assert muon == {n for n in names.values() if n.startswith("layers.") and n.endswith("proj.weight")}
+    assert {names[id(p)] for p in groups["decay"]["params"]} == {"lm_head.weight"}  # untied: AdamW with decay
+    no_decay = {names[id(p)] for p in groups["no_decay"]["params"]}
+    assert "embed_tokens.weight" in no_decay and any(n.endswith("q_norm.weight") for n in no_decay)
+    assert any(n.endswith("value_residual.weight") for n in no_decay) and any(n.endswith(".bias") for n in no_decay)
+    every = [id(p) for group in optimizer.param_groups for p in group["params"]]
+    assert sorted(every) == sorted(names) and len(set(every)) == len(every)  # each parameter exactly once
+    assert optimizer.muon.param_groups == [groups["muon"]] and optimizer.adamw.param_groups[0] is groups["decay"]
+
+
+def test_muon_and_adamw_state_round_trips_exactly(tiny_config):
+    def step(module, optimizer, idx):
+        optimizer.zero_grad()
+        module.model(idx).float().logsumexp(-1).mean().backward()
+        optimizer.step()
+
+    idx = torch.randint(0, tiny_config.vocab_size, (2, 16))
+    module = muon_module(tiny_config)
+    optimizer = module.configure_optimizers()["optimizer"]
+    for _ in range(2):
+        step(module, optimizer, idx)
+    twin = muon_module(tiny_config)
+    twin.model.load_state_dict(module.model.state_dict())
+    restored = twin.configure_optimizers()["optimizer"]
+    restored.load_state_dict(copy.deepcopy(optimizer.state_dict()))  # as saved: no tensor shared with `optimizer`
+    assert restored.muon.state is restored.state and restored.adamw.param_groups[0] is restored.param_groups[1]
+    step(module, optimizer, idx)
+    step(twin, restored, idx)
+    for (name, ours), theirs in zip(twin.model.named_parameters(), module.model.parameters()):
+        assert torch.equal(ours, theirs), name
+
+
+def test_muon_is_refused_where_matrices_are_sharded(tiny_config):
+    module = muon_module(tiny_config)
+    module.trainer.strategy = ModelParallelStrategy()
+    with pytest.raises(ConfigError, match="model.optimizer muon needs whole weight matrices.*ModelParallelStrategy"):
+        module.configure_optimizers()
+
+
+def test_gradient_clipping_covers_muon_and_adamw_parameters(tiny_config, monkeypatch):
+    norms = []
+    step = MuonWithAdamW.step
+
+    def recording_step(self, closure=None):
+        loss = closure()
+        grads = [p.grad for group in self.param_groups for p in group["params"]]
+        norms.append(torch.nn.utils.get_total_norm(grads).item())
+        return step(self) or loss
+
+    monkeypatch.setattr(MuonWithAdamW, "step", recording_step)
+    windows = torch.randint(0, tiny_config.vocab_size, (3, 4, 17))
+    trainer = Trainer(accelerator="cpu", max_steps=3, gradient_clip_val=0.01, limit_val_batches=0, logger=False,
+                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    loader = DataLoader([(w[:, :-1], w[:, 1:]) for w in windows], batch_size=None)
+    trainer.fit(LitGPT(tiny_config, optimizer="muon"), train_dataloaders=loader)
+    assert norms == pytest.approx([0.01] * 3, rel=1e-4)  # at init the norm is ~1: every step was clipped

@@ -20,13 +20,17 @@ def lr_find_args(fit_args):
     return lambda *extra: fit_args("--trainer.val_check_interval", "1000", *extra, command="lr-find")
 
 
-def test_lr_find_sweeps_the_learning_rate_and_prints_a_suggestion(lr_find_args, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_lr_find_sweeps_the_learning_rate_and_prints_a_suggestion(lr_find_args, tmp_path, monkeypatch, capsys,
+                                                                  optimizer):  # fmt: skip
     monkeypatch.chdir(tmp_path)  # Lightning's temporary checkpoint goes to the working directory
     seen = []  # (the module, its hparams.learning_rate, each parameter group's lr) at every optimizer step
+    names = set()  # the parameter groups' names
     optimizer_step = LitGPT.optimizer_step
 
     def recording_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
         seen.append((self, self.hparams.learning_rate, [group["lr"] for group in optimizer.param_groups]))
+        names.update(group["name"] for group in optimizer.param_groups)
         return optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure)
 
     monkeypatch.setattr(LitGPT, "optimizer_step", recording_step)
@@ -34,7 +38,7 @@ def test_lr_find_sweeps_the_learning_rate_and_prints_a_suggestion(lr_find_args, 
     monkeypatch.setattr(lr_find, "save_plot", lambda test, *a: (plotted.append(test), save_plot(test, *a)))
     # a warmup longer than the search: if LitGPT's schedule were still active it would scale every rate down
     flags = ["--model.warmup_steps", "1000", "--lr_find.min_lr", "1e-5", "--lr_find.max_lr", "0.1",
-             "--lr_find.num_training", "20", "--lr_find.early_stop_threshold", "0"]  # fmt: skip
+             "--lr_find.num_training", "20", "--lr_find.early_stop_threshold", "0", "--model.optimizer", optimizer]
     main(lr_find_args(*flags))
     out = capsys.readouterr().out
 
@@ -43,10 +47,11 @@ def test_lr_find_sweeps_the_learning_rate_and_prints_a_suggestion(lr_find_args, 
     suggestion = float(match.group(2))
     assert float(match.group(1)) == suggestion and 1e-5 < suggestion < 0.1
 
-    # Lightning's exponential schedule drove both AdamW groups from min_lr to max_lr, one rate per step
+    # Lightning's exponential schedule drove every group (decay, no-decay, and Muon's) from min_lr to max_lr
     assert len(seen) == 20
     rates = [groups for _, _, groups in seen]
-    assert all(len(set(groups)) == 1 for groups in rates)  # decay and no-decay groups alike
+    assert names == ({"muon", "no_decay"} if optimizer == "muon" else {"decay", "no_decay"})  # a tied head
+    assert all(len(set(groups)) == 1 for groups in rates)  # every group alike
     rates = [groups[0] for groups in rates]
     assert rates[0] == pytest.approx(1e-5) and rates[-1] == pytest.approx(0.1)
     assert all(a < b for a, b in zip(rates, rates[1:]))

@@ -23,6 +23,13 @@ SWITCHES = {
     "xavier_init": dict(init="xavier"),
     "kaiming_init": dict(init="kaiming"),
     "gradient_checkpointing": dict(gradient_checkpointing=True),
+    "qk_norm": dict(qk_norm=True),
+    "relu2": dict(mlp="relu2"),
+    "zero_init_proj": dict(zero_init_proj=True),
+    "logit_softcap": dict(logit_softcap=2.0),
+    "value_residual": dict(value_residual=True),
+    "modded_bias": dict(qk_norm=True, mlp="relu2", zero_init_proj=True, logit_softcap=15.0, value_residual=True,
+                        bias=True, gradient_checkpointing=True),
 }
 
 
@@ -43,7 +50,8 @@ def test_longer_than_block_size_raises(tiny_config):
         model(torch.zeros(1, tiny_config.block_size + 1, dtype=torch.long))
 
 
-@pytest.mark.parametrize("switch", ["llama", "gpt2_style", "gqa"])
+@pytest.mark.parametrize("switch", ["llama", "gpt2_style", "gqa", "qk_norm", "relu2", "logit_softcap",
+                                    "value_residual"])
 def test_causality(tiny_config, switch):
     model = GPT(make(tiny_config, **SWITCHES[switch])).eval()
     idx = torch.randint(0, tiny_config.vocab_size, (2, tiny_config.block_size))
@@ -233,3 +241,47 @@ def test_fused_projections_equal_separate_ones(tiny_config):
     with torch.no_grad():
         separate = model(idx)  # each linear on its own
     torch.testing.assert_close(fused.detach(), separate, rtol=1e-5, atol=1e-6)
+
+
+def test_zero_init_proj_starts_every_block_as_the_identity(tiny_config):
+    model = GPT(make(tiny_config, zero_init_proj=True))
+    for block in model.layers:
+        assert not block.self_attn.o_proj.weight.any() and not block.mlp.down_proj.weight.any()
+        assert block.self_attn.q_proj.weight.std() > 0
+    idx = torch.randint(0, tiny_config.vocab_size, (2, 8))
+    with torch.no_grad():  # no block changes the residual stream yet
+        torch.testing.assert_close(model(idx), model.lm_head(model.norm(model.embed_tokens(idx))))
+
+
+def test_logit_softcap_bounds_the_logits(tiny_config):
+    model = GPT(make(tiny_config, logit_softcap=0.5))
+    idx = torch.randint(0, tiny_config.vocab_size, (2, 8))
+    with torch.no_grad():
+        logits, raw = model(idx), model.lm_head(model.hidden_states(idx))
+    assert logits.abs().max() < 0.5
+    torch.testing.assert_close(logits, 0.5 * torch.tanh(raw / 0.5))
+
+
+def test_qk_norm_gives_queries_and_keys_unit_rms_per_head(tiny_config):
+    attention = GPT(make(tiny_config, qk_norm=True)).layers[0].self_attn
+    seen = {}
+    for name in ("q_norm", "k_norm"):
+        getattr(attention, name).register_forward_hook(lambda mod, args, out, name=name: seen.update({name: out}))
+    attention(100 * torch.randn(2, 8, tiny_config.n_embd), rope=None)  # large enough that eps does not count
+    for out in seen.values():  # (B, T, heads, hs), norm weights at one
+        torch.testing.assert_close(out.pow(2).mean(-1), torch.ones(out.shape[:-1]))
+
+
+def test_value_residual_mixes_the_first_layers_values(tiny_config):
+    model = GPT(make(tiny_config, n_layer=3, value_residual=True))
+    assert not hasattr(model.layers[0].self_attn, "value_residual")
+    assert all(block.self_attn.value_residual.weight.item() == 0.5 for block in model.layers[1:])
+    idx = torch.randint(0, tiny_config.vocab_size, (2, 8))
+    with torch.no_grad():
+        before = model(idx)
+        for block in model.layers[1:]:
+            block.self_attn.value_residual.weight.fill_(1.0)  # every layer keeps its own values: a plain model
+        plain = GPT(make(tiny_config, n_layer=3))
+        plain.load_state_dict({k: v for k, v in model.state_dict().items() if "value_residual" not in k})
+        torch.testing.assert_close(model(idx), plain(idx))
+    assert not torch.allclose(before, plain(idx))

@@ -104,3 +104,16 @@ def test_a_tensor_parallel_size_must_divide_the_heads(tiny_config):
     check_tensor_parallel(model, 2)
     with pytest.raises(ConfigError, match=r"tensor_parallel_size 3 must divide model.config n_head \(4\), n_kv_head"):
         check_tensor_parallel(model, 3)
+
+
+@pytest.mark.slow
+def test_per_head_switches_train_under_tensor_parallelism_like_one_process(tiny, scalars, tmp_path):
+    """QK-norm and value residuals act on each rank's heads after the column split: their replicated weights must
+    learn from every rank's heads (``replicate_per_head``), so tensor-parallel training equals one process."""
+    switches = ["--model.config.n_layer", "2", "--model.config.qk_norm", "true",
+                "--model.config.value_residual", "true"]  # fmt: skip
+    launch(tiny(tmp_path / "one", *COMMON, *switches, "--data.batch_size", "8"))
+    launch(tiny(tmp_path / "tp", *COMMON, *switches, *LAYOUTS["fsdp2+tp-4"]))
+    ours, reference = losses(scalars, tmp_path / "tp"), losses(scalars, tmp_path / "one")
+    assert sorted(ours) == sorted(reference) == list(range(20))
+    assert max(abs(ours[step] - reference[step]) for step in ours) < 1e-4

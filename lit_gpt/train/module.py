@@ -1,7 +1,8 @@
 """LitGPT: the LightningModule that owns a ``GPT`` and the training policy around it.
 
 Policy: next-token cross-entropy; AdamW (Loshchilov & Hutter 2019) with weight decay on the matrices of the
-linear layers only (not on norms, biases or embeddings); a learning rate that warms up linearly for
+linear layers only (not on norms, biases or embeddings), or with ``optimizer="muon"`` Muon for the matrices inside the
+blocks and AdamW for the rest (``lit_gpt.train.optim``); a learning rate that warms up linearly for
 ``warmup_steps`` optimizer steps, then follows a cosine from ``learning_rate`` down to ``min_lr`` at
 ``lr_decay_steps`` (default: the trainer's ``max_steps``) and stays there.
 Logged: ``train/loss`` and ``train/grad_norm`` (before clipping) every ``trainer.log_every_n_steps`` steps;
@@ -9,8 +10,9 @@ Logged: ``train/loss`` and ``train/grad_norm`` (before clipping) every ``trainer
 ``val/ppl`` = exp(val/loss) per validation. With a mixture of corpora (the data module's ``val_corpora``: one
 validation loader per corpus), ``val/loss/<name>`` is each corpus's exact mean and ``val/loss`` their sum
 weighted by the mixture's weights (``lit_gpt.data.mixture`` says why). The learning rate is logged by Lightning's
-LearningRateMonitor (as ``train/lr/decay`` and ``train/lr/no_decay``, one per parameter group), tokens/s, FLOP/s and
-MFU by ``lit_gpt.train.callbacks.ThroughputMonitor`` (from ``flops_per_batch``).
+LearningRateMonitor (as ``train/lr/decay`` and ``train/lr/no_decay``, one per parameter group, and
+``train/lr/muon`` with Muon), tokens/s, FLOP/s and MFU by ``lit_gpt.train.callbacks.ThroughputMonitor`` (from
+``flops_per_batch``).
 Speed: ``compile`` runs the training forward and backward through ``torch.compile`` (evaluation stays eager); AdamW is
 fused on CPU and CUDA; the gradient norm is computed once per step, with no host synchronisation.
 
@@ -43,6 +45,7 @@ from lit_gpt.data.windows import IGNORE_INDEX
 from lit_gpt.errors import ConfigError
 from lit_gpt.lora import LoRA, add_adapters, base_identity
 from lit_gpt.model import GPT, flops_per_token
+from lit_gpt.train.optim import MuonWithAdamW, check_muon_strategy, split_parameters
 from lit_gpt.train.parallel import clip_grads_with_norm_, parallelize, total_norm
 
 
@@ -70,9 +73,13 @@ class LitGPT(LightningModule):
         min_lr: learning rate at the end of the cosine decay.
         warmup_steps: optimizer steps of linear warmup.
         lr_decay_steps: optimizer step where the cosine reaches ``min_lr``; None means ``trainer.max_steps``.
-        weight_decay: AdamW decoupled weight decay on linear-layer matrices.
+        weight_decay: decoupled weight decay on linear-layer matrices (AdamW's and Muon's).
         betas: AdamW (beta1, beta2).
         eps: AdamW epsilon.
+        optimizer: ``adamw`` for every parameter, or ``muon``: Muon (``torch.optim.Muon`` with
+            ``adjust_lr_fn="match_rms_adamw"``, so the same learning rate and weight decay carry over) for the 2-D
+            projections inside the blocks and AdamW for embeddings, head, norms and biases. Muon needs whole matrices:
+            one device or DDP only (ConfigError under FSDP, ModelParallelStrategy or DeepSpeed).
         init_weights: start from the weights of a ``.ckpt``, a ``lit-gpt export`` folder or a Hugging Face Llama /
             GPT-2 folder (fine-tuning) instead of a random init; its architecture must equal ``config``'s, and its
             tokenizer the data's.
@@ -101,6 +108,7 @@ class LitGPT(LightningModule):
         weight_decay: float = 0.1,
         betas: tuple[float, float] = (0.9, 0.95),
         eps: float = 1e-8,
+        optimizer: Literal["adamw", "muon"] = "adamw",
         init_weights: str | None = None,
         compile: bool | None = None,
         compile_mode: str | None = None,
@@ -114,6 +122,11 @@ class LitGPT(LightningModule):
             raise ConfigError(f"model.warmup_steps must be >= 0, got {warmup_steps}")
         if lora is not None and init_weights is None:
             raise ConfigError("model.lora adapts a pretrained model: set model.init_weights (a .ckpt or a folder)")
+        if optimizer not in ("adamw", "muon"):
+            raise ConfigError(f"model.optimizer must be 'adamw' or 'muon', got {optimizer!r}")
+        if optimizer == "muon" and lora is not None:
+            raise ConfigError("model.optimizer muon is not used with model.lora (not measured on low-rank adapters): "
+                              "train the adapters with --model.optimizer adamw")  # fmt: skip
         self.save_hyperparameters()
         self.config, self.tokenizer = config, tokenizer
         self.lora, self.base = lora, None  # LoRA: the settings, and the base's identity (set by _load_weights)
@@ -189,6 +202,11 @@ class LitGPT(LightningModule):
             checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state()  # this rank's device
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = checkpoint.get("hyper_parameters", {}).get("optimizer", "adamw")  # older checkpoints: AdamW
+        if "optimizer_states" in checkpoint and saved != self.hparams.optimizer:
+            raise ConfigError(f"cannot resume a run trained with model.optimizer {saved} with model.optimizer "
+                              f"{self.hparams.optimizer}: set --model.optimizer {saved}, or start a new run from its "
+                              "weights with --model.init_weights")  # fmt: skip
         if self.lora is not None:
             self._restore_base(checkpoint)
         states = checkpoint.get("rng_states", {})
@@ -297,22 +315,28 @@ class LitGPT(LightningModule):
         self._evaluation_step(batch, "test", dataloader_idx)
 
     def configure_optimizers(self):
-        embeddings = {id(m.weight) for m in self.model.modules() if isinstance(m, nn.Embedding)}
-        decay, no_decay = [], []
-        for param in self.model.parameters():  # deduplicated: a tied matrix appears once, as an embedding
-            if param.requires_grad:  # with LoRA: the adapter matrices only (decayed; no_decay stays empty)
-                (decay if param.dim() >= 2 and id(param) not in embeddings else no_decay).append(param)
-        groups = [  # named: LearningRateMonitor logs train/lr/decay and train/lr/no_decay
-            {"params": decay, "weight_decay": self.hparams.weight_decay, "name": "decay"},
-            {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
+        hp = self.hparams
+        muon = hp.optimizer == "muon"
+        if muon:
+            check_muon_strategy(self.trainer.strategy)
+        split = split_parameters(self.model, muon)  # trainable parameters only: with LoRA, the adapter matrices
+        groups = [  # named: LearningRateMonitor logs train/lr/muon (with Muon), train/lr/decay and train/lr/no_decay
+            {"params": split[name], "weight_decay": hp.weight_decay if name != "no_decay" else 0.0, "name": name}
+            for name in ("muon", "decay", "no_decay")
+            if split[name] or (self.lora is not None and name != "muon")  # LoRA: the tags of full training
         ]
         if self.device_mesh is not None:  # AdamW's fused and foreach kernels take DTensors or tensors, not both
             groups = _split_by_tensor_kind(groups)
-        hp = self.hparams
         # The fused kernel updates every parameter in one pass (CPU and CUDA); elsewhere PyTorch picks foreach. Not
         # with 16-mixed's GradScaler: a fused step unscales internally, so Lightning could not clip unscaled grads.
         fused = True if self.device.type in ("cpu", "cuda") and self._grad_scaler() is None else None
-        optimizer = torch.optim.AdamW(groups, lr=hp.learning_rate, betas=hp.betas, eps=hp.eps, fused=fused)
+        adamw = dict(lr=hp.learning_rate, betas=hp.betas, eps=hp.eps, fused=fused)
+        if muon:
+            muon_groups = [group for group in groups if group["name"] == "muon"]
+            adamw_groups = [group for group in groups if group["name"] != "muon"]
+            optimizer = MuonWithAdamW(muon_groups, adamw_groups, weight_decay=hp.weight_decay, **adamw)
+        else:
+            optimizer = torch.optim.AdamW(groups, **adamw)
         decay_steps = self.hparams.lr_decay_steps or self.trainer.max_steps
         if decay_steps is None or decay_steps < 0:
             raise ConfigError("set trainer.max_steps (or model.lr_decay_steps): the cosine schedule needs a horizon")

@@ -9,6 +9,10 @@
   columns), and o_proj and down_proj by input rows (``RowwiseParallel``: partial sums all-reduced). Attention and
   the activation run on the local shards unchanged (``CausalSelfAttention`` counts heads from the widths), so one
   all-reduce per attention and one per MLP. Embeddings, norms and the head stay whole on each tensor-parallel rank.
+  The per-head modules that sit after the column split (QK-norm's ``q_norm``/``k_norm``, ``value_residual``) see
+  only their rank's heads: ``replicate_per_head`` makes their weights replicated ``DTensor``s and their inputs
+  head-sharded ones, so each rank computes on its heads as before and the weight gradients are summed over the
+  tensor-parallel ranks (without that, each replica would learn from its own heads only and they would drift apart).
 - FSDP2 (``fully_shard``, PyTorch's per-parameter sharding; ZeRO-3 in DeepSpeed's terms) over ``data_parallel``:
   every block is a unit (its parameters gathered for its forward and backward, then freed), and the root holds
   the embeddings, the final norm and the tied head.
@@ -38,6 +42,23 @@ def tensor_parallel_plan(block: nn.Module) -> dict:
     return plan
 
 
+def replicate_per_head(module: nn.Module, mesh, head_dim: int) -> None:
+    """Make ``module``'s own parameters replicated over ``mesh`` and its tensor inputs ``DTensor``s sharded on
+    dimension ``head_dim`` (the heads), in place; its output comes back as the local tensor. Gradients of the
+    replicated parameters are then reduced over the mesh by ``DTensor``'s autograd."""
+    from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_module, distribute_tensor
+
+    def replicate(name: str, mod: nn.Module, device_mesh) -> None:
+        for param_name, param in list(mod.named_parameters(recurse=False)):
+            mod.register_parameter(param_name, nn.Parameter(distribute_tensor(param, device_mesh, [Replicate()])))
+
+    def shard_inputs(mod: nn.Module, inputs: tuple, device_mesh) -> tuple:
+        return tuple(DTensor.from_local(x, device_mesh, [Shard(head_dim)], run_check=False) for x in inputs)
+
+    distribute_module(module, mesh, replicate, input_fn=shard_inputs,
+                      output_fn=lambda mod, outputs, device_mesh: outputs.to_local())  # fmt: skip
+
+
 def check_tensor_parallel(model: GPT, size: int) -> None:
     """Raise ConfigError unless ``size`` divides the heads, the key/value heads and the MLP width."""
     config = model.config
@@ -65,6 +86,12 @@ def parallelize(model: GPT, mesh) -> None:
         check_tensor_parallel(model, tp_mesh.size())
         for block in model.layers:
             parallelize_module(block, tp_mesh, tensor_parallel_plan(block))
+            attention = block.self_attn
+            for norm in (getattr(attention, "q_norm", None), getattr(attention, "k_norm", None)):
+                if norm is not None:
+                    replicate_per_head(norm, tp_mesh, head_dim=2)  # (B, T, nh / tp, hs)
+            if hasattr(attention, "value_residual"):
+                replicate_per_head(attention.value_residual, tp_mesh, head_dim=1)  # (B, nkv / tp, T, hs)
     if dp_mesh.size() > 1 or tp_mesh.size() == 1:
         for block in model.layers:
             fully_shard(block, mesh=dp_mesh)

@@ -1,0 +1,126 @@
+"""The optimizers of ``LitGPT``: AdamW alone, or Muon for the hidden matrices and AdamW for the rest, as one
+``torch.optim.Optimizer``.
+
+Muon (Jordan et al. 2024, https://kellerjordan.github.io/posts/muon/; ``torch.optim.Muon``) replaces each update of a
+2-D weight matrix by its Newton-Schulz orthogonalisation (about U V^T of the momentum's SVD U S V^T). It suits the
+hidden matrices only: the projections inside the blocks (q/k/v/o, gate/up/down). Embeddings, the output head, norms,
+biases and value-residual weights keep AdamW, as in modded-nanogpt and Moonshot's "Muon is Scalable for LLM Training"
+(Liu et al. 2025, https://arxiv.org/abs/2502.16982). With ``adjust_lr_fn="match_rms_adamw"`` Muon scales each
+matrix's update to the RMS of a typical AdamW update (0.2 * sqrt(max(rows, cols)) times the learning rate), so both
+share one learning rate, one schedule and one weight decay.
+
+Lightning's automatic optimization takes one optimizer: ``MuonWithAdamW`` is one, whose ``param_groups`` are the
+Muon groups followed by the AdamW groups (the very dicts the two inner optimizers read), and whose ``state`` is
+shared by both. So Lightning's LR schedulers, gradient clipping, gradient accumulation and LR finder, which work on
+``param_groups``, see every parameter, and ``state_dict`` / ``load_state_dict`` are ``torch.optim.Optimizer``'s own:
+one state dict with both optimizers' state, restored exactly.
+
+Muon needs each whole matrix in every step; sharded parameters (FSDP, FSDP2, tensor parallelism, DeepSpeed ZeRO)
+hold slices of them, so ``LitGPT`` refuses ``optimizer="muon"`` under those strategies (``check_muon_strategy``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from lit_gpt.errors import ConfigError
+
+
+class MuonWithAdamW(torch.optim.Optimizer):
+    """``torch.optim.Muon`` on ``muon_groups`` and ``torch.optim.AdamW`` on ``adamw_groups``, stepped together.
+
+    Args:
+        muon_groups: parameter groups (dicts with ``params``, optionally ``weight_decay``, ``name``) of 2-D matrices.
+        adamw_groups: parameter groups of every other trainable parameter.
+        lr: the learning rate of both (Muon's is rescaled per matrix by ``adjust_lr_fn``).
+        weight_decay: default decoupled weight decay of both (a group's own ``weight_decay`` wins).
+        betas, eps, fused: AdamW's.
+        momentum, nesterov, adjust_lr_fn: Muon's (see ``torch.optim.Muon``).
+    Raises:
+        ValueError: from ``torch.optim.Muon`` if a Muon parameter is not 2-D, or from ``torch.optim.Optimizer`` if a
+            parameter appears in two groups.
+    """
+
+    def __init__(
+        self,
+        muon_groups: list[dict],
+        adamw_groups: list[dict],
+        lr: float,
+        weight_decay: float = 0.1,
+        betas: tuple[float, float] = (0.9, 0.95),
+        eps: float = 1e-8,
+        fused: bool | None = None,
+        momentum: float = 0.95,
+        nesterov: bool = True,
+        adjust_lr_fn: str = "match_rms_adamw",
+    ) -> None:
+        self.muon = torch.optim.Muon(muon_groups, lr=lr, weight_decay=weight_decay, momentum=momentum,
+                                     nesterov=nesterov, adjust_lr_fn=adjust_lr_fn)  # fmt: skip
+        self.adamw = torch.optim.AdamW(adamw_groups, lr=lr, weight_decay=weight_decay, betas=betas, eps=eps,
+                                       fused=fused)  # fmt: skip
+        # The union of the very group dicts the inner optimizers read: a scheduler's or Lightning's change of a
+        # group's "lr" reaches the optimizer that steps it.
+        super().__init__(self.muon.param_groups + self.adamw.param_groups, {"lr": lr})
+        self._link()
+
+    def _link(self) -> None:
+        """Point the inner optimizers at this one's groups and state (after ``__init__`` and ``load_state_dict``)."""
+        n_muon = len(self.muon.param_groups)
+        self.muon.param_groups, self.adamw.param_groups = self.param_groups[:n_muon], self.param_groups[n_muon:]
+        self.muon.state = self.adamw.state = self.state  # disjoint parameters: one mapping serves both
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
+        """Run ``closure`` (forward and backward, as Lightning passes it) once, then a Muon and an AdamW step."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self.muon.step()
+        self.adamw.step()
+        return loss
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """``torch.optim.Optimizer.load_state_dict`` (both optimizers' state and groups), then relink the inner
+        optimizers to the restored groups and state."""
+        super().load_state_dict(state_dict)
+        self._link()
+
+
+def split_parameters(model: nn.Module, muon: bool) -> dict[str, list[nn.Parameter]]:
+    """``model``'s trainable parameters by optimizer role, each exactly once (a tied matrix counts as an embedding).
+
+    Returns ``{"muon": ..., "decay": ..., "no_decay": ...}``: ``muon`` holds the weights of the linear layers inside
+    the blocks (``model.layers``) when ``muon`` is set, else nothing; ``decay`` the other matrices of linear layers
+    (AdamW with weight decay: the block projections without Muon, an untied ``lm_head``); ``no_decay`` embeddings,
+    norms, biases and value-residual weights.
+    """
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    hidden = set()
+    if muon:
+        hidden = {id(m.weight) for m in model.layers.modules() if isinstance(m, nn.Linear) and m.weight.dim() == 2}
+    groups: dict[str, list[nn.Parameter]] = {"muon": [], "decay": [], "no_decay": []}
+    for param in model.parameters():  # deduplicated: a tied matrix appears once, as the embedding
+        if not param.requires_grad:
+            continue
+        if id(param) in hidden and id(param) not in embeddings:
+            groups["muon"].append(param)
+        elif param.dim() >= 2 and id(param) not in embeddings:
+            groups["decay"].append(param)
+        else:
+            groups["no_decay"].append(param)
+    return groups
+
+
+def check_muon_strategy(strategy: object) -> None:
+    """Raise ConfigError unless ``strategy`` keeps whole parameters on every device (one device or DDP), as Muon's
+    Newton-Schulz orthogonalisation needs each whole matrix."""
+    from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
+
+    if type(strategy) not in (SingleDeviceStrategy, DDPStrategy):
+        raise ConfigError(f"model.optimizer muon needs whole weight matrices on every device (Newton-Schulz "
+                          f"orthogonalises each matrix), but {type(strategy).__name__} shards them; train on one "
+                          "device or with --trainer.strategy ddp, or use --model.optimizer adamw")  # fmt: skip
