@@ -109,7 +109,8 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     argv = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default="configs/shakespeare-char.yaml")
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS),
+                        help="single variants to run (none: only the --combo ones)")
     parser.add_argument("--combo", nargs="+", action="append", default=[], choices=list(VARIANTS),
                         help="variants to combine into one run (repeat for several combinations)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1337, 1338, 1339])
