@@ -9,7 +9,8 @@ Read by ``load_checkpoint`` / ``load_model`` / ``load_tokenizer`` (``path`` may 
   (``{"format": "lit_gpt", "version": 1, "config": ..., "tokenizer": ...}``) and ``model.safetensors`` with the
   state dict under our module names. A tied output head is stored once, as ``embed_tokens.weight`` (safetensors
   refuses tensors that share memory), and re-tied on load;
-- a Hugging Face ``LlamaForCausalLM`` or ``GPT2LMHeadModel`` folder (``save_hf``, ``lit-gpt export --format hf``),
+- a Hugging Face ``LlamaForCausalLM``, ``Qwen3ForCausalLM`` (``qk_norm``) or ``GPT2LMHeadModel`` folder
+  (``save_hf``, ``lit-gpt export --format hf``),
   ours or not: ``config.json``, ``model.safetensors`` (or sharded, or ``pytorch_model.bin``),
   ``generation_config.json``, and for the GPT-2 BPE ``vocab.json``, ``merges.txt`` and ``tokenizer_config.json``;
 - a LoRA training ``.ckpt`` (``model.lora``): its ``lit_gpt`` record also holds ``lora`` (the LoRA settings and the
@@ -160,7 +161,7 @@ def save_hf(model: GPT, tokenizer: Tokenizer, out_dir: str | Path) -> str:
     equivalent here and get no tokenizer files (the ``lit_gpt`` record in ``config.json`` still names them).
 
     Returns:
-        the architecture written: ``"LlamaForCausalLM"`` or ``"GPT2LMHeadModel"``.
+        the architecture written: ``"LlamaForCausalLM"``, ``"Qwen3ForCausalLM"`` or ``"GPT2LMHeadModel"``.
     Raises:
         ConfigError: if the config cannot be expressed by the chosen class (nothing is written then), or
             ``out_dir`` exists and is not a folder.

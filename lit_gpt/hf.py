@@ -1,11 +1,13 @@
-"""Hugging Face interop as pure maps: our ``Config`` and state dict <-> ``LlamaForCausalLM`` / ``GPT2LMHeadModel``.
+"""Hugging Face interop as pure maps: our ``Config`` and state dict <-> ``LlamaForCausalLM`` / ``Qwen3ForCausalLM`` /
+``GPT2LMHeadModel``.
 
-A LLaMA-style config maps to ``LlamaForCausalLM`` and a GPT-2-style one to ``GPT2LMHeadModel``. Our module names
-follow transformers' ``models/llama/modeling_llama.py``, so the Llama map adds a ``model.`` prefix; GPT-2
-(``models/gpt2/modeling_gpt2.py``) stores ``Conv1D`` weights transposed, as (in, out), and fuses q, k and v into
-``attn.c_attn``. RoPE is already in HF's half-split (``rotate_half``) layout, so no weight is permuted; every map
-is exact, so export -> import gives bit-identical tensors. GPT-2's byte-level BPE files (``vocab.json``,
-``merges.txt``) are rebuilt from tiktoken's ranks.
+A LLaMA-style config maps to ``LlamaForCausalLM`` (with ``qk_norm``: ``Qwen3ForCausalLM``, Llama plus a per-head
+RMSNorm on queries and keys, ``self_attn.q_norm`` / ``k_norm`` as ours) and a GPT-2-style one to
+``GPT2LMHeadModel``. Our module names follow transformers' ``models/llama/modeling_llama.py``, so the Llama map
+adds a ``model.`` prefix; GPT-2 (``models/gpt2/modeling_gpt2.py``) stores ``Conv1D`` weights transposed, as (in,
+out), and fuses q, k and v into ``attn.c_attn``. RoPE is already in HF's half-split (``rotate_half``) layout, so
+no weight is permuted; every map is exact, so export -> import gives bit-identical tensors. GPT-2's byte-level BPE
+files (``vocab.json``, ``merges.txt``) are rebuilt from tiktoken's ranks.
 
 Dicts and tensors in, dicts and tensors out: no file is read or written here (``lit_gpt.checkpoint`` does that),
 and neither transformers nor Lightning is imported (the tests compare against transformers).
@@ -31,7 +33,8 @@ HF_TOKENIZERS = ("gpt2", "r50k_base")
 
 
 def config_to_hf(config: Config, tokenizer: Tokenizer) -> dict:
-    """The Hugging Face ``config.json`` for ``config``: ``LlamaForCausalLM`` for RoPE, ``GPT2LMHeadModel`` otherwise.
+    """The Hugging Face ``config.json`` for ``config``: ``LlamaForCausalLM`` for RoPE (``Qwen3ForCausalLM`` with
+    ``qk_norm``), ``GPT2LMHeadModel`` otherwise.
 
     ``vocab_size`` is ``padded_vocab_size``; bos and eos are the tokenizer's end-of-text id. RoPE's base is written
     as ``rope_parameters`` (read by transformers 5) and as ``rope_theta`` (transformers 4). Llama has no embedding
@@ -53,23 +56,28 @@ def _hf_architecture(config: Config) -> dict:
     """The model fields of ``config_to_hf`` (no token ids, no ``lit_gpt`` record)."""
     common = {"vocab_size": config.padded_vocab_size, "tie_word_embeddings": config.tie_embeddings}
     if config.position_embedding == "rope":
-        _check_expressible("LlamaForCausalLM", "position_embedding='rope'", {
-            "norm='layernorm' (Llama uses RMSNorm)": config.norm != "rmsnorm",
-            "mlp='gelu' (Llama's MLP is gated: SwiGLU)": config.mlp == "gelu",
-            f"sliding_window={config.sliding_window} (Llama attends to the whole prefix)": config.sliding_window
+        # QK-norm: Qwen3 is Llama with a per-head RMSNorm on queries and keys before RoPE (our q_norm / k_norm)
+        qwen3 = config.qk_norm
+        arch, name = ("Qwen3ForCausalLM", "Qwen3") if qwen3 else ("LlamaForCausalLM", "Llama")
+        _check_expressible(arch, "qk_norm=True" if qwen3 else "position_embedding='rope'", {
+            f"norm='layernorm' ({name} uses RMSNorm)": config.norm != "rmsnorm",
+            f"mlp='gelu' ({name}'s MLP is gated: SwiGLU)": config.mlp == "gelu",
+            f"sliding_window={config.sliding_window} ({name} attends to the whole prefix here)": config.sliding_window
             is not None,
-            **_switch_problems(config, "Llama"),
+            "bias=True (Qwen3's MLP has no biases)": qwen3 and config.bias,
+            **_switch_problems(config, name),
         })
-        return {
-            "architectures": ["LlamaForCausalLM"], "model_type": "llama", **common,
+        fields = {
+            "architectures": [arch], "model_type": "qwen3" if qwen3 else "llama", **common,
             "hidden_size": config.n_embd, "intermediate_size": config.intermediate_size,
             "num_hidden_layers": config.n_layer, "num_attention_heads": config.n_head,
             "num_key_value_heads": config.n_kv_head, "head_dim": config.head_size,
             "max_position_embeddings": config.block_size, "rms_norm_eps": config.norm_eps,
             "rope_parameters": {"rope_type": "default", "rope_theta": config.rope_theta},
             "rope_theta": config.rope_theta, "hidden_act": "silu",
-            "attention_bias": config.bias, "mlp_bias": config.bias, "attention_dropout": config.dropout,
+            "attention_bias": config.bias, "attention_dropout": config.dropout,
         }
+        return {**fields, "use_sliding_window": False} if qwen3 else {**fields, "mlp_bias": config.bias}
     _check_expressible("GPT2LMHeadModel", "position_embedding='learned'", {
         "norm='rmsnorm' (GPT-2 uses LayerNorm)": config.norm != "layernorm",
         "mlp='swiglu' (GPT-2's MLP is GELU)": config.mlp == "swiglu",
@@ -91,11 +99,12 @@ def _hf_architecture(config: Config) -> dict:
 
 
 def _switch_problems(config: Config, name: str) -> dict[str, bool]:
-    """The architecture switches of issue 14 that neither LlamaForCausalLM nor GPT2LMHeadModel has, with why."""
+    """The architecture switches of issue 14 that the Hugging Face class ``name`` (Llama, Qwen3, GPT-2) lacks, with
+    why (Qwen3 has QK-norm)."""
     return {
-        f"mlp='relu2' ({name}'s MLP is {'gated: SwiGLU' if name == 'Llama' else 'GELU'}, not squared ReLU)":
+        f"mlp='relu2' ({name}'s MLP is {'GELU' if name == 'GPT-2' else 'gated: SwiGLU'}, not squared ReLU)":
             config.mlp == "relu2",
-        f"qk_norm=True ({name} has no norm on queries and keys)": config.qk_norm,
+        f"qk_norm=True ({name} has no norm on queries and keys)": config.qk_norm and name != "Qwen3",
         f"logit_softcap={config.logit_softcap} ({name} has no tanh cap on the logits)":
             config.logit_softcap is not None,
         f"value_residual=True ({name}'s layers have no value residuals)": config.value_residual,
@@ -103,7 +112,8 @@ def _switch_problems(config: Config, name: str) -> dict[str, bool]:
 
 
 def config_from_hf(hf: dict) -> Config:
-    """Our ``Config`` for a Hugging Face ``config.json`` of a Llama or GPT-2 model (``model_type`` llama or gpt2).
+    """Our ``Config`` for a Hugging Face ``config.json`` of a Llama, Qwen3 or GPT-2 model (``model_type`` llama,
+    qwen3 or gpt2; Qwen3 is Llama with ``qk_norm``).
 
     The padded vocabulary is taken as it is (``padding_multiple=1``), unless the file carries the ``lit_gpt``
     record that ``config_to_hf`` writes and that record still describes the same model.
@@ -113,10 +123,11 @@ def config_from_hf(hf: dict) -> Config:
             head_dim other than hidden_size / heads, separate attention and MLP bias flags, an exact-erf GELU, ...).
     """
     model_type = hf.get("model_type")
-    if model_type not in ("llama", "gpt2"):
-        raise ConfigError(f"cannot import Hugging Face model_type {model_type!r}: lit_gpt reads 'llama' and 'gpt2'")
+    if model_type not in ("llama", "qwen3", "gpt2"):
+        raise ConfigError(f"cannot import Hugging Face model_type {model_type!r}: lit_gpt reads 'llama', 'qwen3' "
+                          "and 'gpt2'")  # fmt: skip
     try:
-        config = _llama_config_from_hf(hf) if model_type == "llama" else _gpt2_config_from_hf(hf)
+        config = _gpt2_config_from_hf(hf) if model_type == "gpt2" else _llama_config_from_hf(hf, model_type)
     except KeyError as err:
         raise ConfigError(f"the Hugging Face {model_type} config.json lacks {err.args[0]!r}") from None
     record = hf.get("lit_gpt")
@@ -131,11 +142,12 @@ def config_from_hf(hf: dict) -> Config:
     return config
 
 
-def _llama_config_from_hf(hf: dict) -> Config:
+def _llama_config_from_hf(hf: dict, model_type: str) -> Config:
     rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
     rope_type = rope.get("rope_type", rope.get("type", "default"))
     hidden, heads = hf["hidden_size"], hf["num_attention_heads"]
-    _check_importable("llama", {
+    _check_importable(model_type, {
+        "use_sliding_window=True (lit_gpt's window covers every layer)": hf.get("use_sliding_window", False),
         f"rope_type {rope_type!r} (lit_gpt has plain RoPE only)": rope_type != "default",
         f"partial rotary factor {rope.get('partial_rotary_factor')}": rope.get("partial_rotary_factor", 1.0) != 1.0,
         f"hidden_act {hf.get('hidden_act')!r} (lit_gpt's SwiGLU uses silu)": hf.get("hidden_act", "silu") != "silu",
@@ -151,6 +163,7 @@ def _llama_config_from_hf(hf: dict) -> Config:
         position_embedding="rope", rope_theta=float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))),
         norm="rmsnorm", norm_eps=hf.get("rms_norm_eps", 1e-6), mlp="swiglu", bias=hf.get("attention_bias", False),
         tie_embeddings=hf.get("tie_word_embeddings", False), dropout=hf.get("attention_dropout", 0.0),
+        qk_norm=model_type == "qwen3",
     )
 
 
@@ -209,7 +222,8 @@ def _gpt2_key(key: str) -> tuple[str, bool]:
 
 
 def state_to_hf(state: dict[str, torch.Tensor], config: Config) -> dict[str, torch.Tensor]:
-    """Map our state dict to ``LlamaForCausalLM`` / ``GPT2LMHeadModel`` names and layouts (contiguous tensors).
+    """Map our state dict to ``LlamaForCausalLM`` (and Qwen3) / ``GPT2LMHeadModel`` names and layouts (contiguous
+    tensors).
 
     A tied head is left out, as transformers saves it. Llama: ``model.`` prefix on all but ``lm_head``. GPT-2:
     ``c_attn`` is ``cat(q, k, v)`` along the output dimension, and Conv1D weights are transposed to (in, out).

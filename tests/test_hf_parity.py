@@ -26,6 +26,8 @@ CONFIGS = {
     "llama-mha-tied": Config(**BASE),
     "llama-gqa-untied-bias": Config(**BASE, n_kv_head=2, tie_embeddings=False, bias=True, padding_multiple=64),
     "llama-mqa-theta-eps": Config(**BASE, n_kv_head=1, intermediate_size=48, rope_theta=500.0, norm_eps=1e-3),
+    "qwen3-gqa-tied": Config(**BASE, n_kv_head=2, qk_norm=True),
+    "qwen3-untied-theta": Config(**BASE, qk_norm=True, tie_embeddings=False, rope_theta=500.0, norm_eps=1e-5),
     "gpt2-tied": Config(**BASE, **GPT2_STYLE),
     "gpt2-untied-eps": Config(**BASE, **GPT2_STYLE, tie_embeddings=False, norm_eps=1e-3, intermediate_size=80),
 }
@@ -77,7 +79,8 @@ def test_exported_model_matches_transformers(name, tmp_path):
     hf, messages = load_hf_quietly(tmp_path)
     assert messages == []  # no missing, unexpected or newly initialised weights, no config complaints
     llama = config.position_embedding == "rope"
-    assert type(hf).__name__ == arch == ("LlamaForCausalLM" if llama else "GPT2LMHeadModel")
+    expected = ("Qwen3ForCausalLM" if config.qk_norm else "LlamaForCausalLM") if llama else "GPT2LMHeadModel"
+    assert type(hf).__name__ == arch == expected
     assert hf.config.vocab_size == config.padded_vocab_size
     if llama:
         assert hf.config.rope_parameters["rope_theta"] == config.rope_theta
@@ -100,11 +103,19 @@ def test_exported_model_matches_transformers(name, tmp_path):
     assert torch.equal(ours, theirs)
 
 
-@pytest.mark.parametrize("name", ["llama-gqa-untied-bias", "gpt2-tied"])
+@pytest.mark.parametrize("name", ["llama-gqa-untied-bias", "qwen3-gqa-tied", "gpt2-tied"])
 def test_transformers_model_imports(name, tmp_path):
     """A model built and saved by transformers itself (not by our export) imports with the same logits."""
     config = CONFIGS[name]
-    if config.position_embedding == "rope":
+    if config.qk_norm:
+        hf_config = transformers.Qwen3Config(
+            vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=8, max_position_embeddings=32, rms_norm_eps=1e-5,
+            rope_parameters={"rope_type": "default", "rope_theta": 1000.0}, tie_word_embeddings=True,
+            bos_token_id=0, eos_token_id=0,
+        )
+        hf = transformers.Qwen3ForCausalLM(hf_config)
+    elif config.position_embedding == "rope":
         hf_config = transformers.LlamaConfig(
             vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, max_position_embeddings=32, rms_norm_eps=1e-5, attention_bias=True, mlp_bias=True,

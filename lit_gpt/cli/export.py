@@ -24,8 +24,9 @@ def main(args: list[str]) -> None:
     parser.add_argument("--checkpoint", required=True, help="a .ckpt written by `lit-gpt fit`, or an exported folder")
     parser.add_argument("--out", required=True, help="the folder to write (created if missing; files are replaced)")
     parser.add_argument("--format", choices=("hf", "lit_gpt", "peft"), default="hf",
-                        help="hf: LlamaForCausalLM or GPT2LMHeadModel for transformers; lit_gpt: our own folder; "
-                        "peft: a LoRA checkpoint's adapters (adapter_model.safetensors, adapter_config.json)")
+                        help="hf: LlamaForCausalLM, Qwen3ForCausalLM (qk_norm) or GPT2LMHeadModel for transformers; "
+                             "lit_gpt: our own folder; peft: a LoRA checkpoint's adapters "
+                             "(adapter_model.safetensors, adapter_config.json)")
     parser.add_argument("--merge", action="store_true",
                         help="a LoRA checkpoint: merge the adapters into its base and export the result")  # fmt: skip
     opts = parser.parse_args(args[1:])
