@@ -166,15 +166,9 @@ class Config:
         """The constructor arguments (no derived fields), as a JSON-serialisable dict."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
 
-    def num_params(self) -> int:
-        """Number of trainable parameters of ``GPT(self)``, from the formula (each tied tensor counted once).
-
-        With V = padded_vocab_size, C = n_embd, L = n_layer, hs = head_size, F = intermediate_size:
-        embeddings V*C (+ block_size*C learned positions), per block the attention
-        C*(n_head*hs) + 2*C*(n_kv_head*hs) + (n_head*hs)*C (+ 2*hs for the q/k norms, + 1 value-residual lambda
-        after the first layer) and the MLP 2*C*F (GELU, ReLU²) or 3*C*F (SwiGLU), two norms per block plus the final
-        one, and the head V*C unless tied; biases where enabled (never in the head, as in GPT-2 and LLaMA).
-        """
+    def block_params(self) -> int:
+        """Parameters of one transformer block (attention, MLP, its two norms; see ``num_params``), without the
+        value-residual lambda that all blocks but the first hold."""
         C, F, hs = self.n_embd, self.intermediate_size, self.head_size
         q_out, kv_out = self.n_head * hs, self.n_kv_head * hs
         norm = C * (2 if self.norm == "layernorm" and self.bias else 1)
@@ -185,7 +179,20 @@ class Config:
             mlp += (2 * F if self.mlp == "swiglu" else F) + C
         if self.qk_norm:
             attn += 2 * hs
-        block = attn + mlp + 2 * norm
+        return attn + mlp + 2 * norm
+
+    def num_params(self) -> int:
+        """Number of trainable parameters of ``GPT(self)``, from the formula (each tied tensor counted once).
+
+        With V = padded_vocab_size, C = n_embd, L = n_layer, hs = head_size, F = intermediate_size:
+        embeddings V*C (+ block_size*C learned positions), per block the attention
+        C*(n_head*hs) + 2*C*(n_kv_head*hs) + (n_head*hs)*C (+ 2*hs for the q/k norms, + 1 value-residual lambda
+        after the first layer) and the MLP 2*C*F (GELU, ReLU²) or 3*C*F (SwiGLU), two norms per block plus the final
+        one, and the head V*C unless tied; biases where enabled (never in the head, as in GPT-2 and LLaMA).
+        """
+        C = self.n_embd
+        norm = C * (2 if self.norm == "layernorm" and self.bias else 1)
+        block = self.block_params()
         total = self.padded_vocab_size * C + self.n_layer * block + norm
         if self.value_residual:
             total += self.n_layer - 1

@@ -60,16 +60,8 @@ class MemoryEstimate:
 
 
 def block_parameters(config: Config) -> int:
-    """Parameters of one transformer block: attention, MLP and its two norms (as ``Config.num_params`` counts them)."""
-    C, F, hs = config.n_embd, config.intermediate_size, config.head_size
-    q_out, kv_out = config.n_head * hs, config.n_kv_head * hs
-    norm = C * (2 if config.norm == "layernorm" and config.bias else 1)
-    attn = C * q_out + 2 * C * kv_out + q_out * C
-    mlp = (3 if config.mlp == "swiglu" else 2) * C * F
-    if config.bias:
-        attn += q_out + 2 * kv_out + C
-        mlp += (2 * F if config.mlp == "swiglu" else F) + C
-    return attn + mlp + 2 * norm
+    """Parameters of one transformer block: attention, MLP and its two norms (``Config.block_params``)."""
+    return config.block_params()
 
 
 def activation_bytes(config: Config, batch_size: int, block_size: int, precision: str = "32-true",
