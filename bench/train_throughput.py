@@ -20,7 +20,7 @@ reports each one's median, since a shared machine drifts by +-10%.
 
 Prints the machine (CPU class from lit_gpt.train.hardware.cpu_class, threads), then one markdown row per contender:
 ms per optimizer step, tokens/s, the ratio to the peer, model FLOP utilisation (MFU: training FLOPs from
-``lit_gpt.model.flops_per_token`` per second over ``--peak_flops``, or Lightning's GPU table) and peak memory (CUDA:
+``lit_gpt.flops.flops_per_token`` per second over ``--peak_flops``, or Lightning's GPU table) and peak memory (CUDA:
 the allocator's peak; CPU: the process's peak resident set).
 """
 
@@ -41,7 +41,7 @@ import torch
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from lit_gpt.model import flops_per_token
+from lit_gpt.flops import flops_per_token
 from lit_gpt.train.hardware import cpu_class
 from lit_gpt.train.lightning_cli import build_cli
 

@@ -40,7 +40,8 @@ from lit_gpt import hf
 from lit_gpt.config import Config
 from lit_gpt.errors import ConfigError
 from lit_gpt.lora import LoRA, add_adapters, check_base, load_adapters, merge_adapters
-from lit_gpt.model import GPT, meta_model
+from lit_gpt.meta import meta_model
+from lit_gpt.model import GPT
 from lit_gpt.quantize import prepare_loading, torchao_version
 from lit_gpt.tokenizer import Tokenizer
 

@@ -21,7 +21,7 @@ import torch
 
 from lit_gpt.config import Config
 from lit_gpt.errors import ConfigError
-from lit_gpt.model import meta_model
+from lit_gpt.meta import meta_model
 from lit_gpt.tokenizer import EOT_TEXT, Tokenizer, gpt2_byte_to_char
 
 HF_TOKENIZERS = ("gpt2", "r50k_base")

@@ -2,7 +2,7 @@
 
 Architecture (each choice is a ``Config`` field):
 - positions: rotary embeddings, RoPE (Su et al. 2021, https://arxiv.org/abs/2104.09864) in the half-split
-  ("rotate_half") layout of Hugging Face Llama, or GPT-2's learned position table;
+  ("rotate_half") layout of Hugging Face Llama (``lit_gpt.rope``), or GPT-2's learned position table;
 - pre-norm blocks with RMSNorm (Zhang & Sennrich 2019) or LayerNorm;
 - causal self-attention through ``torch.nn.functional.scaled_dot_product_attention`` (flash / memory-efficient
   kernels where the device has them), with grouped-query attention (Ainslie et al. 2023) when n_kv_head < n_head;
@@ -11,11 +11,12 @@ Architecture (each choice is a ``Config`` field):
 - switches from the fast small-GPT training work (modded-nanogpt): RMSNorm on queries and keys (QK-norm), output
   projections initialised to zero, value residuals (Zhou et al. 2024) and a tanh soft cap on the logits (Gemma 2);
 - optional sliding-window attention and per-block activation checkpointing;
-- a preallocated key/value cache for generation (``GPT.setup_kv_cache``), with left-padded batches.
+- a preallocated key/value cache for generation (``GPT.setup_kv_cache``), with left-padded batches; the cache, the
+  attention masks and the positions of cached tokens are ``lit_gpt.kv_cache``'s.
 
 Speed: q/k/v and gate/up run as one matmul each over concatenated weights (``_fused_linear``); on CPU, attention
-runs in float32 even under bf16 autocast (``CausalSelfAttention._attend``). ``flops_per_token`` gives the model
-FLOPs that MFU is measured against.
+runs in float32 even under bf16 autocast (``CausalSelfAttention._attend``). ``lit_gpt.flops`` counts the model
+FLOPs that MFU is measured against; ``lit_gpt.meta.meta_model`` builds the model without memory for loading.
 
 Module names follow Hugging Face ``LlamaForCausalLM`` (``q_proj``, ``gate_proj``, ``input_layernorm``, ``norm``,
 ``lm_head`` ...), so converting a state dict is a rename.
@@ -23,9 +24,9 @@ Module names follow Hugging Face ``LlamaForCausalLM`` (``q_proj``, ``gate_proj``
 Notation in shape comments: B batch size, T sequence length, C n_embd, nh n_head, nkv n_kv_head, hs head_size,
 V padded_vocab_size, S key length (T without a cache, the cache length with one).
 
-This file imports torch and the config only: no Lightning, no training policy (loss, optimizer), no parallelism
-(FSDP and tensor parallelism are applied from ``lit_gpt.train``) and no file I/O (``lit_gpt.checkpoint`` loads
-models: ``lit_gpt.load_model(path)``).
+This file imports torch, the config, ``lit_gpt.rope`` and ``lit_gpt.kv_cache`` (which import torch only): no
+Lightning, no training policy (loss, optimizer), no parallelism (FSDP and tensor parallelism are applied from
+``lit_gpt.train``) and no file I/O (``lit_gpt.checkpoint`` loads models: ``lit_gpt.load_model(path)``).
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from lit_gpt.config import Config
+from lit_gpt.kv_cache import KVCache, attention_layout
+from lit_gpt.rope import apply_rope, rope_cache
 
 
 class RMSNorm(nn.Module):
@@ -69,32 +71,6 @@ def build_norm(config: Config) -> nn.Module:
     return nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=config.bias)
 
 
-def rope_cache(seq_len: int, head_size: int, theta: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cosine and sine tables for RoPE in the half-split layout, each of shape (seq_len, head_size), float32, on
-    the CPU (whatever the default device; callers move them).
-
-    Frequency i (0 <= i < head_size/2) is ``theta ** (-2i / head_size)``; both halves of the last dimension
-    repeat the same frequencies, matching Hugging Face ``LlamaRotaryEmbedding``.
-    """
-    arange = dict(dtype=torch.float32, device="cpu")
-    inv_freq = 1.0 / theta ** (torch.arange(0, head_size, 2, **arange) / head_size)  # (hs/2,)
-    angles = torch.outer(torch.arange(seq_len, **arange), inv_freq)  # (seq_len, hs/2)
-    angles = torch.cat((angles, angles), dim=-1)  # (seq_len, hs)
-    return angles.cos(), angles.sin()
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate queries or keys ``x`` of shape (B, n_heads, T, hs) by position.
-
-    cos/sin have shape (T, hs) (positions shared by the batch) or (B, 1, T, hs) (a position per row).
-    ``x * cos + rotate_half(x) * sin`` with ``rotate_half(x) = cat(-x2, x1)`` for the halves x1, x2 of the
-    last dimension. Computed in x's dtype.
-    """
-    x1, x2 = x.chunk(2, dim=-1)
-    rotated = torch.cat((-x2, x1), dim=-1)
-    return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
-
-
 def _fused_linear(x: torch.Tensor, linears: tuple[nn.Module, ...]) -> tuple[torch.Tensor, ...]:
     """``tuple(linear(x) for linear in linears)``, as one matmul over the concatenated weights when that is exact.
 
@@ -111,25 +87,6 @@ def _fused_linear(x: torch.Tensor, linears: tuple[nn.Module, ...]) -> tuple[torc
     weight = torch.cat([linear.weight for linear in linears])
     bias = None if linears[0].bias is None else torch.cat([linear.bias for linear in linears])
     return F.linear(x, weight, bias).split([linear.out_features for linear in linears], dim=-1)
-
-
-class KVCache(nn.Module):
-    """Preallocated keys and values of one attention layer, each (B, nkv, max_seq_length, hs).
-
-    ``update`` writes new entries at cache indices ``input_pos`` and returns the whole cache; entries not yet
-    written are excluded by the attention mask (see ``GPT.forward``), so decoding needs no host-device sync.
-    """
-
-    def __init__(self, k_shape: tuple[int, int, int, int], device=None, dtype=None) -> None:
-        super().__init__()
-        self.register_buffer("k", torch.zeros(k_shape, device=device, dtype=dtype), persistent=False)
-        self.register_buffer("v", torch.zeros(k_shape, device=device, dtype=dtype), persistent=False)
-
-    def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store k, v (B, nkv, T, hs) at cache indices input_pos (T,); return the full (B, nkv, S, hs) cache."""
-        self.k.index_copy_(2, input_pos, k.to(self.k.dtype))
-        self.v.index_copy_(2, input_pos, v.to(self.v.dtype))
-        return self.k, self.v
 
 
 class ValueResidual(nn.Module):
@@ -180,8 +137,8 @@ class CausalSelfAttention(nn.Module):
         """Attention output (B, T, C) for x (B, T, C), and the values (B, nkv, T, hs) of these T positions.
 
         rope: (cos, sin) for these T positions (see ``apply_rope``), or None for learned positions.
-        mask: boolean (T, S) or (B, 1, T, S), True where a query may attend to a key; None means causal over
-            these T keys, or every one of the ``kv_length`` cached keys.
+        mask: boolean (T, S), (1, T, S) or (B, 1, T, S), True where a query may attend to a key; None means causal
+            over these T keys, or every one of the ``kv_length`` cached keys (``lit_gpt.kv_cache.attention_layout``).
         input_pos: cache indices (T,) of these positions when decoding with the KV cache, else None.
         kv_length: with ``input_pos``, attend to the first ``kv_length`` cache entries (S = kv_length); None attends
             to these T keys only (a prefill from position 0), which are still written to the cache.
@@ -211,26 +168,21 @@ class CausalSelfAttention(nn.Module):
         y = y.transpose(1, 2).reshape(B, T, -1)  # (B, T, nh*hs)
         return self.o_proj(y), values
 
-    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-                is_causal: bool) -> torch.Tensor:
+    def _attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, is_causal: bool
+    ) -> torch.Tensor:
         """SDPA of q (B, nh, T, hs) over k, v (B, nkv, S, hs), in q's dtype; returns (B, nh, T, hs).
 
         On CPU, attention in bfloat16/float16 (autocast included) runs in float32 instead: PyTorch's CPU
-        flash-attention backward is ~4x slower in bfloat16 than in float32 at these sizes (bench/attention_cpu.py),
-        and float32 is the more accurate of the two.
+        flash-attention backward is slower in bfloat16 than in float32 at these sizes (docs/benchmarks.md,
+        bench/attention_cpu.py), and float32 is the more accurate of the two.
         """
         dropout_p = self.dropout if self.training else 0.0
-        enable_gqa = k.size(1) != q.size(1)
+        options = dict(attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal, enable_gqa=k.size(1) != q.size(1))
         if q.device.type != "cpu" or (q.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")):
-            return F.scaled_dot_product_attention(
-                q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal,
-                enable_gqa=enable_gqa,
-            )  # fmt: skip
+            return F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), **options)
         with torch.autocast("cpu", enabled=False):
-            y = F.scaled_dot_product_attention(
-                q.float(), k.float(), v.float(), attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal,
-                enable_gqa=enable_gqa,
-            )  # fmt: skip
+            y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), **options)
         return y.to(q.dtype)
 
 
@@ -253,7 +205,7 @@ class MLP(nn.Module):
         if self.swiglu:
             gate, up = _fused_linear(x, (self.gate_proj, self.up_proj))
             # silu(gate) = gate * sigmoid(gate), written out so that a compiled backward computes the sigmoid once
-            # (Inductor recomputes F.silu's in both of its gradient terms: ~3% of a CPU step, docs/benchmarks.md)
+            # (Inductor recomputes F.silu's in both of its gradient terms; the cost is in docs/benchmarks.md)
             return self.down_proj(gate * torch.sigmoid(gate) * up)
         if self.relu2:
             return self.down_proj(F.relu(self.up_proj(x)).square())
@@ -389,24 +341,6 @@ class GPT(nn.Module):
             block.self_attn.kv_cache = None
         self.left_pad = None
 
-    def _cached_mask(self, input_pos: torch.Tensor, cache_length: int) -> torch.Tensor:
-        """Boolean (B or 1, 1, T, S) mask: query at cache index i sees key j iff j <= i, j is not padding and
-        i - j < sliding_window. A padding query also sees itself, so no row is fully masked (which would give NaN).
-        """
-        j = torch.arange(cache_length, device=input_pos.device)
-        i = input_pos[:, None]  # (T, 1)
-        mask = j <= i  # (T, S)
-        if self.config.sliding_window is not None:
-            mask = mask & (i - j < self.config.sliding_window)
-        if self.left_pad is not None:
-            mask = (mask & (j >= self.left_pad[:, None, None])) | (j == i)  # (B, T, S)
-        return mask.unsqueeze(-3)  # (B or 1, 1, T, S)
-
-    def _window_mask(self, T: int, device: torch.device) -> torch.Tensor:
-        i = torch.arange(T, device=device)[:, None]
-        j = torch.arange(T, device=device)
-        return (j <= i) & (i - j < self.config.sliding_window)  # (T, T)
-
     def forward(self, idx: torch.Tensor, input_pos: torch.Tensor | None = None) -> torch.Tensor:
         """Logits for the next token at every position.
 
@@ -437,23 +371,11 @@ class GPT(nn.Module):
         T = idx.size(1)
         if T > self.config.block_size:
             raise ValueError(f"sequence length {T} exceeds block_size {self.config.block_size}; crop the input")
-        mask, kv_length = None, None
         if input_pos is not None and self.layers[0].self_attn.kv_cache is None:
             raise ValueError("input_pos needs a KV cache: call setup_kv_cache first")
-        # With the cache, attention reads entries 0 .. last written index only (one host sync per call). A prefill
-        # from position 0 without padding attends like plain causal attention over its own keys.
-        if input_pos is not None and not (T > 1 and self.left_pad is None and int(input_pos[0]) == 0):
-            kv_length = int(input_pos[-1]) + 1
-        if kv_length is None:
-            positions = torch.arange(T, device=idx.device)  # (T,)
-            if self.config.sliding_window is not None and self.config.sliding_window < T:
-                mask = self._window_mask(T, idx.device)
-        else:
-            if T > 1 or self.left_pad is not None or self.config.sliding_window is not None:
-                mask = self._cached_mask(input_pos, kv_length)  # else a single query sees every stored key
-            positions = input_pos
-            if self.left_pad is not None:  # each row counts positions from its first real token
-                positions = (input_pos[None, :] - self.left_pad[:, None]).clamp(min=0)  # (B, T)
+        # (T,) or (B, T) positions; the mask and the cache entries read (see lit_gpt.kv_cache.attention_layout)
+        window = self.config.sliding_window
+        positions, mask, kv_length = attention_layout(T, input_pos, window, self.left_pad, idx.device)
         x = self.embed_tokens(idx)  # (B, T, C)
         rope = None
         if self.config.position_embedding == "learned":
@@ -472,60 +394,3 @@ class GPT(nn.Module):
             if self.config.value_residual and v_first is None:
                 v_first = values
         return self.norm(x)  # (B, T, C)
-
-
-def flops_per_token(config: Config, seq_len: int | None = None, training: bool = True) -> int:
-    """Matmul FLOPs per token of ``GPT(config)`` on sequences of ``seq_len`` tokens (default ``block_size``).
-
-    Counts 2 FLOPs per multiply-add, over every matmul of the forward pass (Kaplan et al. 2020, "Scaling laws",
-    section 2.1; PaLM, Chowdhery et al. 2022, appendix B). With C = n_embd, hs = head_size, nh = n_head,
-    nkv = n_kv_head, F = intermediate_size, V = padded_vocab_size, T = seq_len, per layer:
-    q/k/v projections ``2*C*(nh + 2*nkv)*hs``, output projection ``2*nh*hs*C``, MLP ``2*C*F`` per matrix (3 for
-    SwiGLU, 2 for GELU and ReLU²), attention scores QK^T and the weighted sum AV ``2 * 2*nh*hs*T``; plus ``lm_head``
-    ``2*C*V`` once. Attention counts the full T x T score matrix, as ``torch.utils.flop_counter`` counts
-    scaled_dot_product_attention and as PaLM's and nanoGPT's MFU do; a causal kernel skips about half of it
-    (a sliding window more), so that part overstates the work such kernels do.
-    Not counted (not matmuls, a few percent at most): embedding lookups, norms (QK-norm too), activations,
-    softmax, RoPE, bias additions, value-residual mixing, the logit soft cap, the loss.
-
-    ``training=True`` gives forward + backward = 3 x forward: the backward pass does two matmuls (input and
-    weight gradients) per forward matmul. Recomputation is not counted (``gradient_checkpointing``'s second
-    forward, FlashAttention's recomputed scores), so FLOPs / time / peak is model FLOPs utilisation (MFU, PaLM),
-    not hardware FLOPs utilisation.
-
-    A batch of B sequences of T tokens costs ``B * T * flops_per_token(config, T, training)``.
-
-    Raises:
-        ValueError: if ``seq_len`` is not in [1, block_size].
-    """
-    T = config.block_size if seq_len is None else seq_len
-    if not 1 <= T <= config.block_size:
-        raise ValueError(f"seq_len must be in [1, block_size={config.block_size}], got {seq_len}")
-    C, hs, nh, nkv, F = config.n_embd, config.head_size, config.n_head, config.n_kv_head, config.intermediate_size
-    projections = C * (nh + 2 * nkv) * hs + nh * hs * C  # q/k/v and o_proj, multiply-adds
-    mlp = (3 if config.mlp == "swiglu" else 2) * C * F
-    attention = 2 * nh * hs * T  # QK^T and AV over T keys
-    forward = 2 * (config.n_layer * (projections + mlp + attention) + C * config.padded_vocab_size)
-    return 3 * forward if training else forward
-
-
-class _SkipInitialisation(TorchFunctionMode):
-    """Makes the random initialisers do nothing: on the meta device they have no values to fill, and the meta kernel
-    of ``normal_`` would import ``torch._dynamo`` (about 1 s of a ``lit-gpt generate`` start)."""
-
-    SKIPPED = {torch.nn.init.normal_, torch.nn.init.uniform_, torch.nn.init.kaiming_uniform_,
-               torch.Tensor.normal_, torch.Tensor.uniform_}  # fmt: skip
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func in self.SKIPPED:
-            return args[0] if args else kwargs["tensor"]  # the tensor, left as it is
-        return func(*args, **kwargs)
-
-
-def meta_model(config: Config) -> GPT:
-    """``GPT(config)`` on the meta device, with no initialisation computed: parameter names and shapes only, to
-    load weights into with ``load_state_dict(state, assign=True)`` (then call ``reset_rope_cache``) or to list the
-    names a state dict must have. Takes no memory for the weights."""
-    with torch.device("meta"), _SkipInitialisation():
-        return GPT(config)

@@ -1,4 +1,4 @@
-"""``lit_gpt.model.flops_per_token`` against the FLOPs that ``torch.utils.flop_counter.FlopCounterMode`` counts."""
+"""``lit_gpt.flops.flops_per_token`` against the FLOPs that ``torch.utils.flop_counter.FlopCounterMode`` counts."""
 
 import pytest
 import torch
@@ -6,7 +6,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from lit_gpt.config import Config
-from lit_gpt.model import GPT, flops_per_token
+from lit_gpt.flops import flops_per_token
+from lit_gpt.model import GPT
 
 aten = torch.ops.aten
 SMALL = dict(vocab_size=50, padding_multiple=16, block_size=16, n_layer=2, n_head=4, n_embd=32)

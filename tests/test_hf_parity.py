@@ -15,7 +15,8 @@ from torch.testing import assert_close
 from lit_gpt.checkpoint import load_hf, save_hf
 from lit_gpt.config import Config
 from lit_gpt.generate import generate
-from lit_gpt.model import GPT, RMSNorm, apply_rope, rope_cache
+from lit_gpt.model import GPT, RMSNorm
+from lit_gpt.rope import apply_rope, rope_cache
 from lit_gpt.tokenizer import Tokenizer
 
 transformers = pytest.importorskip("transformers")

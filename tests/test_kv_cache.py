@@ -1,10 +1,12 @@
-"""KV-cache generation equals recomputing the whole sequence: tokens, logits, padding, sliding windows, stopping."""
+"""KV-cache generation equals recomputing the whole sequence: tokens, logits, padding, sliding windows, stopping; and
+the masks and layouts of ``lit_gpt.kv_cache`` follow their definitions."""
 
 import pytest
 import torch
 
 from lit_gpt.config import Config
 from lit_gpt.generate import generate, left_pad, stream
+from lit_gpt.kv_cache import attention_layout, cached_mask, window_mask
 from lit_gpt.model import GPT
 
 STYLES = {
@@ -106,3 +108,30 @@ def test_cache_errors():
         model.setup_kv_cache(1, 25)
     with pytest.raises(ValueError, match="need the KV cache"):
         generate(model, torch.zeros(2, 3, dtype=torch.long), 2, pad=torch.tensor([1, 0]), use_cache=False)
+
+
+def test_masks_follow_their_definitions():
+    input_pos, S, window, pad = torch.tensor([3, 4, 5]), 6, 3, torch.tensor([0, 2, 4])
+    mask = cached_mask(input_pos, S, window, pad)  # (B, 1, T, S)
+    assert mask.shape == (3, 1, 3, 6)
+    for b in range(3):
+        for t, i in enumerate(input_pos.tolist()):
+            for j in range(S):
+                # causal, not padding, within the window; a padding query sees itself
+                expected = (pad[b] <= j <= i and i - j < window) or j == i
+                assert bool(mask[b, 0, t, j]) == expected, (b, i, j)
+    full = window_mask(6, window, torch.device("cpu"))  # (T, T): the same rule without a cache or padding
+    assert torch.equal(full, cached_mask(torch.arange(6), 6, window).reshape(6, 6))
+
+
+def test_attention_layout_reads_only_the_written_cache():
+    cpu = torch.device("cpu")
+    positions, mask, kv_length = attention_layout(4, torch.arange(4), None, None, cpu)  # prefill from position 0
+    assert (positions.tolist(), mask, kv_length) == ([0, 1, 2, 3], None, None)  # plain causal over its own keys
+    positions, mask, kv_length = attention_layout(1, torch.tensor([6]), None, None, cpu)  # a decode step
+    assert (positions.tolist(), mask, kv_length) == ([6], None, 7)  # every written entry, no mask
+    positions, mask, kv_length = attention_layout(1, torch.tensor([6]), None, torch.tensor([0, 2]), cpu)
+    assert positions.tolist() == [[6], [4]] and kv_length == 7  # each row counts from its first real token
+    assert mask[:, 0, 0].tolist() == [[True] * 7, [False, False] + [True] * 5]
+    positions, mask, kv_length = attention_layout(8, None, 4, None, cpu)  # no cache, a window shorter than T
+    assert kv_length is None and torch.equal(mask, window_mask(8, 4, cpu))

@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from lit_gpt.config import Config
-from lit_gpt.model import GPT, RMSNorm, apply_rope, rope_cache
+from lit_gpt.model import GPT, RMSNorm
+from lit_gpt.rope import apply_rope, rope_cache
 
 SWITCHES = {
     "llama": {},

@@ -13,7 +13,7 @@ from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 from lit_gpt.cli import main
 from lit_gpt.config import Config
 from lit_gpt.errors import ConfigError
-from lit_gpt.model import flops_per_token
+from lit_gpt.flops import flops_per_token
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.train.callbacks import TextSamples, ThroughputMonitor
 from lit_gpt.train.lightning_cli import build_cli

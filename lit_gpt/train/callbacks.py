@@ -67,7 +67,7 @@ class _Meter:
 class ThroughputMonitor(Callback):
     """Tokens/s, FLOP/s and MFU of training and validation, for ``(x, y)`` batches of token ids (B, T).
 
-    FLOPs per batch come from the module's ``flops_per_batch`` (``LitGPT``: ``lit_gpt.model.flops_per_token``);
+    FLOPs per batch come from the module's ``flops_per_batch`` (``LitGPT``: ``lit_gpt.flops.flops_per_token``);
     the arithmetic is Lightning's public ``Throughput`` meter, averaged over the last ``window_size`` batches.
     Logged every ``trainer.log_every_n_steps`` optimizer steps once the window is full (at the step of
     ``train/loss``), per device: ``train/throughput/tokens_per_sec``, ``samples_per_sec``, ``batches_per_sec``,

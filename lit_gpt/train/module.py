@@ -44,7 +44,8 @@ from lit_gpt.config import Config
 from lit_gpt.data.windows import IGNORE_INDEX
 from lit_gpt.errors import ConfigError
 from lit_gpt.lora import LoRA, add_adapters, base_identity
-from lit_gpt.model import GPT, flops_per_token
+from lit_gpt.flops import flops_per_token
+from lit_gpt.model import GPT
 from lit_gpt.train.optim import MuonWithAdamW, check_muon_strategy, split_parameters
 from lit_gpt.train.parallel import clip_grads_with_norm_, parallelize, total_norm
 
