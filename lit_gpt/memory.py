@@ -29,9 +29,9 @@ the largest term for a small model with a large vocabulary). Gradient checkpoint
 (``n_embd`` values per token) plus one block's activations while it is recomputed. Tensor parallelism divides the
 attention and MLP parts by N; data parallelism divides the batch, which ``batch_size`` (per device) already is.
 
-The estimate leaves out the framework's own memory (the CPU process's ~0.3-0.5 GB of libraries, the CUDA context),
-allocator caching and fragmentation, and temporaries inside single kernels; ``bench/memory_estimate.py`` compares
-it with measured peaks.
+The estimate leaves out the framework's own memory (the process's libraries, the CUDA context), allocator caching
+and fragmentation, and temporaries inside single kernels; ``bench/memory_estimate.py`` compares it with measured
+peaks (docs/benchmarks.md, which also gives the size of what is left out).
 """
 
 from __future__ import annotations
@@ -59,13 +59,14 @@ class MemoryEstimate:
         return self.weights + self.gradients + self.optimizer + self.activations
 
 
-def block_parameters(config: Config) -> int:
-    """Parameters of one transformer block: attention, MLP and its two norms (``Config.block_params``)."""
-    return config.block_params()
-
-
-def activation_bytes(config: Config, batch_size: int, block_size: int, precision: str = "32-true",
-                     gradient_checkpointing: bool = False, tensor_parallel: int = 1) -> int:  # fmt: skip
+def activation_bytes(
+    config: Config,
+    batch_size: int,
+    block_size: int,
+    precision: str = "32-true",
+    gradient_checkpointing: bool = False,
+    tensor_parallel: int = 1,
+) -> int:
     """Bytes of activations saved for the backward pass on one device (see the module docstring)."""
     C, F, L = config.n_embd, config.intermediate_size, config.n_layer
     tokens = batch_size * block_size
@@ -80,9 +81,15 @@ def activation_bytes(config: Config, batch_size: int, block_size: int, precision
     return int(blocks + logits)
 
 
-def estimate_memory(config: Config, strategy: str = "single", devices: int = 1, batch_size: int = 8,
-                    block_size: int | None = None, precision: str = "32-true",
-                    gradient_checkpointing: bool = False) -> MemoryEstimate:  # fmt: skip
+def estimate_memory(
+    config: Config,
+    strategy: str = "single",
+    devices: int = 1,
+    batch_size: int = 8,
+    block_size: int | None = None,
+    precision: str = "32-true",
+    gradient_checkpointing: bool = False,
+) -> MemoryEstimate:
     """Estimated training memory per device of ``GPT(config)`` with AdamW (see the module docstring).
 
     Args:
@@ -100,7 +107,7 @@ def estimate_memory(config: Config, strategy: str = "single", devices: int = 1, 
     if devices < 1:
         raise ConfigError(f"devices must be >= 1, got {devices}")
     n = devices if strategy != "single" else 1
-    P, block = config.num_params(), block_parameters(config)
+    P, block = config.num_params(), config.block_params()
     state_bytes = 2 if precision in ("bf16-true", "16-true") else 4
     weights = gradients = P * state_bytes
     optimizer = 2 * P * state_bytes
@@ -119,6 +126,6 @@ def estimate_memory(config: Config, strategy: str = "single", devices: int = 1, 
         weights = gradients = (shared + config.n_layer * block // n) * state_bytes
         optimizer = 2 * weights
     tensor_parallel = n if strategy == "tp" else 1
-    activations = activation_bytes(config, batch_size, block_size or config.block_size, precision,
-                                   gradient_checkpointing, tensor_parallel)  # fmt: skip
+    block_size = block_size or config.block_size
+    activations = activation_bytes(config, batch_size, block_size, precision, gradient_checkpointing, tensor_parallel)
     return MemoryEstimate(weights, gradients, optimizer, activations)

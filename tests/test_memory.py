@@ -5,7 +5,7 @@ import pytest
 
 from lit_gpt.config import Config
 from lit_gpt.errors import ConfigError
-from lit_gpt.memory import activation_bytes, block_parameters, estimate_memory
+from lit_gpt.memory import activation_bytes, estimate_memory
 
 
 @pytest.fixture
@@ -13,8 +13,8 @@ def config():
     return Config.from_name("medium", vocab_size=50257)
 
 
-def test_block_parameters_add_up_to_the_model(config):
-    without_blocks = config.num_params() - config.n_layer * block_parameters(config)
+def test_block_params_add_up_to_the_model(config):
+    without_blocks = config.num_params() - config.n_layer * config.block_params()
     assert without_blocks == config.padded_vocab_size * config.n_embd + config.n_embd  # tied embedding + final norm
 
 
@@ -35,8 +35,8 @@ def test_zero_stages_divide_what_their_papers_say(config, strategy, divided):
 
 def test_tensor_parallelism_divides_the_blocks_not_the_embeddings(config):
     one, two = estimate_memory(config, "single"), estimate_memory(config, "tp", devices=2)
-    shared = config.num_params() - config.n_layer * block_parameters(config)
-    assert two.weights == (shared + config.n_layer * block_parameters(config) // 2) * 4
+    shared = config.num_params() - config.n_layer * config.block_params()
+    assert two.weights == (shared + config.n_layer * config.block_params() // 2) * 4
     assert two.activations < one.activations
 
 
