@@ -49,12 +49,12 @@ def run_contender(
 
     else:
         from lit_gpt.checkpoint import load_model
-        from lit_gpt.generate import stream
+        from lit_gpt.generate import iter_tokens
 
         model = load_model(folder)
 
         def generate(idx: torch.Tensor, n: int) -> torch.Tensor:
-            return torch.stack(list(stream(model, idx, n, temperature=0.0, use_cache=name == "lit_gpt")), dim=1)
+            return torch.stack(list(iter_tokens(model, idx, n, temperature=0.0, use_cache=name == "lit_gpt")), dim=1)
 
     def timed(n: int) -> tuple[float, torch.Tensor]:
         start = time.perf_counter()

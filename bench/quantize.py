@@ -35,7 +35,7 @@ import torch
 from lit_gpt.checkpoint import load_checkpoint
 from lit_gpt.data.corpus import Cleaning, iter_documents, resolve_sources
 from lit_gpt.evaluate import Evaluation, document_tokens, negative_log_likelihood
-from lit_gpt.generate import stream
+from lit_gpt.generate import iter_tokens
 from lit_gpt.quantize import model_bytes, quantize
 
 MODES = ("fp32", "bf16", "int8", "int4")
@@ -66,9 +66,9 @@ def text_tokens(path: str, tokenizer, max_tokens: int | None) -> tuple[torch.Ten
 def decode_speed(model, prompt: torch.Tensor, new_tokens: int, vocab_size: int) -> float:
     """Greedy KV-cache decoding tokens/s of one sequence, timed from the first generated token to the last."""
     sync = torch.cuda.synchronize if prompt.device.type == "cuda" else (lambda: None)
-    list(stream(model, prompt, 4, temperature=0.0, vocab_size=vocab_size))  # warm-up
+    list(iter_tokens(model, prompt, 4, temperature=0.0, vocab_size=vocab_size))  # warm-up
     started = None
-    for i, _ in enumerate(stream(model, prompt, new_tokens, temperature=0.0, vocab_size=vocab_size)):
+    for i, _ in enumerate(iter_tokens(model, prompt, new_tokens, temperature=0.0, vocab_size=vocab_size)):
         if i == 0:
             sync()
             started = time.perf_counter()

@@ -1,9 +1,9 @@
 """Sampling from a ``GPT``: temperature, top-k and top-p (nucleus) sampling, KV-cache decoding, left-padded batches.
 
-``stream`` yields one token per row per step: the prompt is processed once into the model's KV cache (prefill),
-then each new token costs one single-token forward pass; a row that produced end-of-text keeps producing it.
-``generate`` collects the stream. The command around it is ``lit_gpt.cli.generate``. Torch only: no Lightning, no
-file I/O (``lit_gpt.load_checkpoint`` reads models).
+``iter_tokens`` yields the next token of every row, one step at a time: the prompt is processed once into the
+model's KV cache (prefill), then each new token costs one single-token forward pass; a row that produced end-of-text
+keeps producing it. ``generate`` collects those tokens into one tensor. The command around them is
+``lit_gpt.cli.generate``. Torch only: no Lightning, no file I/O (``lit_gpt.load_checkpoint`` reads models).
 """
 
 from __future__ import annotations
@@ -52,13 +52,17 @@ def sample_next(
 
 
 def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
-    """Raise ConfigError unless temperature >= 0, top_k is None or >= 1, and top_p is None or in (0, 1]."""
+    """Raise ConfigError unless temperature >= 0, top_k is None or >= 1, and top_p is None or in (0, 1].
+
+    The message starts with the name of the offending argument (``temperature``, ``top_k``, ``top_p``), so a caller
+    that spells the option its own way prefixes it (``--`` on the command line, ``samples.`` in a training config).
+    """
     if temperature < 0:
-        raise ConfigError(f"--temperature must be >= 0 (0 means greedy), got {temperature}")
+        raise ConfigError(f"temperature must be >= 0 (0 means greedy), got {temperature}")
     if top_k is not None and top_k < 1:
-        raise ConfigError(f"--top_k must be >= 1, got {top_k}")
+        raise ConfigError(f"top_k must be >= 1, got {top_k}")
     if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ConfigError(f"--top_p must be in (0, 1], got {top_p}")
+        raise ConfigError(f"top_p must be in (0, 1], got {top_p}")
 
 
 def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,7 +76,7 @@ def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch
 
 
 @torch.no_grad()
-def stream(
+def iter_tokens(
     model: GPT,
     idx: torch.Tensor,
     max_new_tokens: int,
@@ -96,7 +100,7 @@ def stream(
         idx: prompt token ids (B, T); with ``pad``, left-padded (see ``left_pad``).
         pad: (B,) padding tokens at the start of each row; needs ``use_cache``.
         vocab_size: ids >= this (the padding rows of a padded vocabulary) are never sampled.
-        eos_id: a row that produced it keeps producing it, and the stream ends when every row has.
+        eos_id: a row that produced it keeps producing it, and the iteration ends when every row has.
         temperature, top_k, top_p, generator: see ``sample_next``.
     Raises:
         ConfigError: for bad sampling options (see ``sample_next``).
@@ -128,8 +132,9 @@ def stream(
             model.clear_kv_cache()
 
 
-def _last_hidden(model: GPT, tokens: torch.Tensor, step: int, cache_length: int, pad: torch.Tensor | None,
-                 use_cache: bool) -> torch.Tensor:  # fmt: skip
+def _last_hidden(
+    model: GPT, tokens: torch.Tensor, step: int, cache_length: int, pad: torch.Tensor | None, use_cache: bool
+) -> torch.Tensor:
     """Final hidden state (B, C) of the last position of ``tokens`` (B, L), through the KV cache when ``use_cache``:
     at step 0, or once the sequence outgrew the cache, the last ``cache_length`` tokens are prefilled afresh;
     otherwise only the newest token runs, at cache index L - 1."""
@@ -147,7 +152,7 @@ def _last_hidden(model: GPT, tokens: torch.Tensor, step: int, cache_length: int,
 
 def generate(model: GPT, idx: torch.Tensor, max_new_tokens: int, **kwargs) -> torch.Tensor:
     """``idx`` (B, T) extended by up to ``max_new_tokens`` tokens: (B, T + n), n < max_new_tokens only when every
-    row reached ``eos_id``. Keyword arguments and errors as for ``stream``.
+    row reached ``eos_id``. Keyword arguments and errors as for ``iter_tokens``.
     """
-    new = list(stream(model, idx, max_new_tokens, **kwargs))
+    new = list(iter_tokens(model, idx, max_new_tokens, **kwargs))
     return torch.cat([idx, torch.stack(new, dim=1)], dim=1) if new else idx

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lit_gpt.config import Config
-from lit_gpt.generate import generate, left_pad, stream
+from lit_gpt.generate import generate, iter_tokens, left_pad
 from lit_gpt.kv_cache import attention_layout, cached_mask, window_mask
 from lit_gpt.model import GPT
 
@@ -74,15 +74,15 @@ def test_seeded_sampling_with_cache_equals_without():
 def test_stops_at_end_of_text_per_row():
     model = tiny()
     idx = torch.randint(0, 61, (3, 4))
-    free = torch.stack(list(stream(model, idx, 12, temperature=0.0)), dim=1)  # (3, 12), no end-of-text id
+    free = torch.stack(list(iter_tokens(model, idx, 12, temperature=0.0)), dim=1)  # (3, 12), no end-of-text id
     eos = free[0, 2].item()  # call what row 0 says at step 2 "end of text"
-    stopped = torch.stack(list(stream(model, idx, 12, temperature=0.0, eos_id=eos)), dim=1)
+    stopped = torch.stack(list(iter_tokens(model, idx, 12, temperature=0.0, eos_id=eos)), dim=1)
     expected, ends = [], []
     for row in free.tolist():
         end = row.index(eos) if eos in row else len(row)
         expected.append(row[:end] + [eos] * (len(row) - end))
         ends.append(end)
-    n_steps = 12 if ends.count(12) else max(ends) + 1  # the stream ends once every row has said eos
+    n_steps = 12 if ends.count(12) else max(ends) + 1  # iteration ends once every row has said eos
     assert stopped.tolist() == [row[:n_steps] for row in expected]
     assert ends[0] <= 2
 

@@ -1,9 +1,9 @@
 """``lit-gpt generate --checkpoint PATH --prompt TEXT [...]``: sample text from a trained model.
 
 The checkpoint carries the model config and the tokenizer spec, so no YAML is needed. Decoding is
-``lit_gpt.generate.stream`` (KV cache, left-padded batches); text is printed as it comes, holding back what could be
-the start of a ``--stop`` string. ``--quantize int8|int4`` quantizes the weights after loading (``lit_gpt.quantize``).
-No Lightning is imported.
+``lit_gpt.generate.iter_tokens`` (KV cache, left-padded batches); text is printed as it comes, holding back what could
+be the start of a ``--stop`` string. ``--quantize int8|int4`` quantizes the weights after loading
+(``lit_gpt.quantize``). No Lightning is imported.
 """
 
 from __future__ import annotations
@@ -16,15 +16,16 @@ import torch
 from lit_gpt.cli.args import ArgumentParser
 from lit_gpt.cli.loading import add_model_arguments, load_for_inference
 from lit_gpt.errors import ConfigError
-from lit_gpt.generate import check_sampling, left_pad, stream
+from lit_gpt.generate import check_sampling, iter_tokens, left_pad
 from lit_gpt.tokenizer import Tokenizer
 
 
 def _parser() -> ArgumentParser:
     parser = ArgumentParser(prog="lit-gpt generate", description="Sample text from a lit_gpt checkpoint.")
     add_model_arguments(parser)
-    parser.add_argument("--prompt", action="append", help="text to continue (repeat for a batch); none starts "
-                        "from end-of-text")  # fmt: skip
+    parser.add_argument(
+        "--prompt", action="append", help="text to continue (repeat for a batch); none starts from end-of-text"
+    )
     parser.add_argument("--max_new_tokens", type=int, default=500, help="tokens to generate per sample")
     parser.add_argument("--temperature", type=float, default=0.8, help="softmax temperature; 0 is greedy")
     parser.add_argument("--top_k", type=int, default=None, help="sample among the k most likely tokens only")
@@ -43,7 +44,10 @@ def main(args: list[str]) -> None:
         ConfigError: for bad flags or sampling options, an unusable checkpoint, or a prompt outside the vocabulary.
     """
     opts = _parser().parse_args(args[1:])
-    check_sampling(opts.temperature, opts.top_k, opts.top_p)
+    try:
+        check_sampling(opts.temperature, opts.top_k, opts.top_p)
+    except ConfigError as err:
+        raise ConfigError(f"--{err}") from None  # the message starts with the option's name
     if opts.max_new_tokens < 0 or opts.num_samples < 1:
         raise ConfigError("--max_new_tokens must be >= 0 and --num_samples >= 1")
     model, tokenizer, device = load_for_inference(opts)
@@ -57,10 +61,19 @@ def main(args: list[str]) -> None:
         generator.manual_seed(opts.seed)
     else:
         generator.seed()
-    tokens = stream(
-        model, idx.to(device), opts.max_new_tokens, opts.temperature, opts.top_k, opts.top_p, tokenizer.vocab_size,
-        generator, pad.to(device) if pad.any() else None, tokenizer.eot_id, use_cache=not opts.no_cache,
-    )  # fmt: skip
+    tokens = iter_tokens(
+        model,
+        idx.to(device),
+        opts.max_new_tokens,
+        temperature=opts.temperature,
+        top_k=opts.top_k,
+        top_p=opts.top_p,
+        vocab_size=tokenizer.vocab_size,
+        generator=generator,
+        pad=pad.to(device) if pad.any() else None,
+        eos_id=tokenizer.eot_id,
+        use_cache=not opts.no_cache,
+    )
     if len(prompts) == 1:
         _print_streaming(prompts[0], tokens, tokenizer, opts.stop)
     else:
@@ -74,8 +87,11 @@ def _encode(prompts: list[str], tokenizer: Tokenizer, block_size: int) -> list[l
     for text in prompts:
         ids = tokenizer.encode(text) if text else [tokenizer.eot_id]
         if len(ids) > block_size:
-            print(f"warning: the prompt has {len(ids)} tokens, more than block_size {block_size}; keeping the last "
-                  f"{block_size}", file=sys.stderr)  # fmt: skip
+            print(
+                f"warning: the prompt has {len(ids)} tokens, more than block_size {block_size}; keeping the last "
+                f"{block_size}",
+                file=sys.stderr,
+            )
             ids = ids[-block_size:]
         encoded.append(ids)
     return encoded

@@ -199,7 +199,7 @@ class TextSamples(Callback):
         try:
             check_sampling(temperature, top_k, top_p)
         except ConfigError as err:
-            raise ConfigError(str(err).replace("--", "samples.", 1)) from None  # generate's flags, here samples.*
+            raise ConfigError(f"samples.{err}") from None  # the message starts with the option's name
         if max_new_tokens < 0:
             raise ConfigError(f"samples.max_new_tokens must be >= 0 (0 turns samples off), got {max_new_tokens}")
         self.prompt, self.max_new_tokens, self.seed = prompt, max_new_tokens, seed
