@@ -89,8 +89,9 @@ def sliding_windows(n_targets: int, block_size: int, stride: int) -> list[tuple[
 
 
 @torch.no_grad()
-def negative_log_likelihood(model: GPT, tokens: torch.Tensor, block_size: int | None = None,
-                            stride: int | None = None, batch_size: int = 8) -> Evaluation:  # fmt: skip
+def negative_log_likelihood(
+    model: GPT, tokens: torch.Tensor, block_size: int | None = None, stride: int | None = None, batch_size: int = 8
+) -> Evaluation:
     """Score ``tokens[1:]`` given what precedes each, with ``sliding_windows`` (see the module docstring).
 
     Args:
@@ -109,8 +110,10 @@ def negative_log_likelihood(model: GPT, tokens: torch.Tensor, block_size: int | 
     if tokens.numel() < 2:
         raise ConfigError("the text has fewer than 2 tokens: nothing to score")
     if not 1 <= block_size <= model.config.block_size or not 1 <= stride <= block_size or batch_size < 1:
-        raise ConfigError(f"need 1 <= --block_size <= {model.config.block_size} (the model's), 1 <= --stride <= "
-                          f"block_size and --batch_size >= 1; got {block_size}, {stride}, {batch_size}")  # fmt: skip
+        raise ConfigError(
+            f"need 1 <= block_size <= {model.config.block_size} (the model's), 1 <= stride <= block_size and "
+            f"batch_size >= 1; got {block_size}, {stride}, {batch_size}"
+        )
     windows = sliding_windows(tokens.numel() - 1, block_size, stride)
     T = min(block_size, tokens.numel() - 1)
     device = model.lm_head.weight.device
@@ -152,8 +155,14 @@ def document_tokens(tokenizer: Tokenizer, documents: Iterable[str]) -> tuple[tor
     return torch.tensor(ids, dtype=torch.long), n_bytes, n_documents
 
 
-def evaluate_documents(model: GPT, tokenizer: Tokenizer, documents: Iterable[str], block_size: int | None = None,
-                       stride: int | None = None, batch_size: int = 8) -> Evaluation:  # fmt: skip
+def evaluate_documents(
+    model: GPT,
+    tokenizer: Tokenizer,
+    documents: Iterable[str],
+    block_size: int | None = None,
+    stride: int | None = None,
+    batch_size: int = 8,
+) -> Evaluation:
     """``negative_log_likelihood`` of ``document_tokens(tokenizer, documents)``, with the byte count, so that
     ``bits_per_byte`` is set. Raises ``ConfigError`` as those two do."""
     tokens, n_bytes, _ = document_tokens(tokenizer, documents)

@@ -38,10 +38,10 @@ def require(module: str, extra: str, what: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as err:
-        if err.name != module.split(".")[0]:
+        package = module.split(".")[0]
+        if err.name != package:
             raise  # the package is there but this part of it (or one of its dependencies) is not: the caller decides
-        raise ConfigError(f"{what} needs the optional package {module.split('.')[0]}: "
-                          f'pip install -e ".[{extra}]"') from None  # fmt: skip
+        raise ConfigError(f'{what} needs the optional package {package}: pip install -e ".[{extra}]"') from None
     finally:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)

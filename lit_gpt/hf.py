@@ -99,8 +99,8 @@ def _hf_architecture(config: Config) -> dict:
 
 
 def _switch_problems(config: Config, name: str) -> dict[str, bool]:
-    """The architecture switches of issue 14 that the Hugging Face class ``name`` (Llama, Qwen3, GPT-2) lacks, with
-    why (Qwen3 has QK-norm)."""
+    """The optional architecture switches (squared-ReLU MLP, QK-norm, logit soft cap, value residuals) that the
+    Hugging Face class ``name`` (Llama, Qwen3, GPT-2) lacks, each with why (Qwen3 has QK-norm)."""
     return {
         f"mlp='relu2' ({name}'s MLP is {'GELU' if name == 'GPT-2' else 'gated: SwiGLU'}, not squared ReLU)":
             config.mlp == "relu2",
@@ -124,8 +124,9 @@ def config_from_hf(hf: dict) -> Config:
     """
     model_type = hf.get("model_type")
     if model_type not in ("llama", "qwen3", "gpt2"):
-        raise ConfigError(f"cannot import Hugging Face model_type {model_type!r}: lit_gpt reads 'llama', 'qwen3' "
-                          "and 'gpt2'")  # fmt: skip
+        raise ConfigError(
+            f"cannot import Hugging Face model_type {model_type!r}: lit_gpt reads 'llama', 'qwen3' and 'gpt2'"
+        )
     try:
         config = _gpt2_config_from_hf(hf) if model_type == "gpt2" else _llama_config_from_hf(hf, model_type)
     except KeyError as err:
@@ -331,9 +332,13 @@ def gpt2_tokenizer_files(tokenizer: Tokenizer, block_size: int) -> dict[str, str
     vocab[EOT_TEXT] = encoding.eot_token
     merges = [_merge_pair(ranks, token) for token, _ in sorted(ranks.items(), key=lambda kv: kv[1]) if len(token) > 1]
     config = {
-        "tokenizer_class": "GPT2Tokenizer", "model_max_length": block_size, "add_prefix_space": False,
-        "bos_token": EOT_TEXT, "eos_token": EOT_TEXT, "unk_token": EOT_TEXT,
-    }  # fmt: skip
+        "tokenizer_class": "GPT2Tokenizer",
+        "model_max_length": block_size,
+        "add_prefix_space": False,
+        "bos_token": EOT_TEXT,
+        "eos_token": EOT_TEXT,
+        "unk_token": EOT_TEXT,
+    }
     return {
         "vocab.json": json.dumps(vocab, indent=2, ensure_ascii=False) + "\n",
         "merges.txt": "#version: 0.2\n" + "".join(f"{text(a)} {text(b)}\n" for a, b in merges),
@@ -350,10 +355,11 @@ def tokenizer_spec_from_vocab(vocab: object) -> dict | None:
     char_byte = {c: b for b, c in gpt2_byte_to_char().items()}
     try:
         same = all(
-            (i == gpt2.eot_token) if text == EOT_TEXT
+            (i == gpt2.eot_token)
+            if text == EOT_TEXT
             else gpt2.decode_single_token_bytes(i) == bytes(map(char_byte.get, text))
             for text, i in vocab.items()
-        )  # fmt: skip
+        )
     except (KeyError, TypeError, ValueError):  # a character outside the byte map, or an id outside gpt2's range
         return None
     return {"kind": "tiktoken", "name": "gpt2"} if same else None

@@ -137,7 +137,8 @@ class Tokenizer:
     def spec(self) -> dict:
         """A JSON-able description from which ``from_spec`` rebuilds this tokenizer.
 
-        For kind ``bpe`` it holds the ranks as text (about 12 bytes per token: ~25 KB for 2,000 tokens).
+        For kind ``bpe`` it holds the whole vocabulary as the ranks' text (the ``tokenizer.tiktoken`` format), so
+        its size grows with ``vocab_size`` (docs/benchmarks.md gives it for a trained BPE).
         """
         if self.kind == "bpe":
             if self._spec is None:  # built once: serializing the ranks costs O(vocab_size)
@@ -269,7 +270,7 @@ def save_bpe(encoding: tiktoken.Encoding, out_dir: str | os.PathLike) -> Path:
         (out / RANKS_FILE).write_text(ranks_to_text(encoding._mergeable_ranks), encoding="ascii")
         (out / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     except OSError as err:
-        raise ConfigError(f"cannot write the tokenizer to {out} ({err.strerror}); choose another --out") from None
+        raise ConfigError(f"cannot write the tokenizer to {out} ({err.strerror}); choose another folder") from None
     return out
 
 

@@ -31,19 +31,27 @@ from lit_gpt.tokenizer import Tokenizer
 
 
 def _parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="lit-gpt evaluate", description="Perplexity and bits per byte of a model on a text, "
-                            "or lm-evaluation-harness tasks.")  # fmt: skip
+    description = "Perplexity and bits per byte of a model on a text, or lm-evaluation-harness tasks."
+    parser = ArgumentParser(prog="lit-gpt evaluate", description=description)
     add_model_arguments(parser)
     parser.add_argument("--data.path", dest="path", help="the text: a .txt/.jsonl(.gz) file, a folder or a glob")
-    parser.add_argument("--data.separator", dest="separator", default=None,
-                        help="string between documents inside .txt files (e.g. <|endoftext|>)")  # fmt: skip
+    parser.add_argument(
+        "--data.separator",
+        dest="separator",
+        default=None,
+        help="string between documents inside .txt files (e.g. <|endoftext|>)",
+    )
     parser.add_argument("--data.text_field", dest="text_field", default="text", help="the text field of .jsonl records")
     parser.add_argument("--block_size", type=int, default=None, help="window length (default: the model's)")
     parser.add_argument("--stride", type=int, default=None, help="advance of the windows; each token after the "
                         "first window sees >= block_size - stride tokens of context (default: block_size // 2)")
     parser.add_argument("--batch_size", type=int, default=8, help="windows (or harness requests) per forward pass")
-    parser.add_argument("--tasks", default=None, help="lm-eval task names, comma-separated (pip install -e "
-                        "\".[eval]\"); most of the harness's tasks download their datasets")  # fmt: skip
+    parser.add_argument(
+        "--tasks",
+        default=None,
+        help='lm-eval task names, comma-separated (pip install -e ".[eval]"); most of the harness\'s tasks download '
+        "their datasets",
+    )
     parser.add_argument("--include_path", default=None, help="a folder of extra lm-eval task YAML files")
     parser.add_argument("--num_fewshot", type=int, default=None, help="lm-eval: examples in each prompt")
     parser.add_argument("--limit", type=float, default=None, help="lm-eval: documents per task (or a fraction)")
@@ -67,8 +75,8 @@ def main(args: list[str]) -> None:
         result = _score_text(opts, model, tokenizer)
     else:
         result = _run_tasks(opts, model, tokenizer)
-    result = {"checkpoint": opts.checkpoint, "quantize": opts.quantize, "device": device, **result,
-              "seconds": round(time.perf_counter() - started, 3)}  # fmt: skip
+    seconds = round(time.perf_counter() - started, 3)
+    result = {"checkpoint": opts.checkpoint, "quantize": opts.quantize, "device": device, **result, "seconds": seconds}
     text = json.dumps(result, indent=2, default=str)
     print(text)
     if opts.out:
@@ -85,8 +93,14 @@ def _score_text(opts, model: GPT, tokenizer: Tokenizer) -> dict:
     cleaning = Cleaning(remove_control=False, deduplicate=False)  # score the text as it is
     documents = iter_documents(resolve_sources(opts.path), cleaning, opts.separator, opts.text_field, stats)
     evaluation = evaluate_documents(model, tokenizer, documents, block_size, stride, opts.batch_size)
-    settings = {"data": opts.path, "files": stats.files, "documents": stats.documents_kept,
-                "tokenizer": tokenizer.name, "block_size": block_size, "stride": stride}  # fmt: skip
+    settings = {
+        "data": opts.path,
+        "files": stats.files,
+        "documents": stats.documents_kept,
+        "tokenizer": tokenizer.name,
+        "block_size": block_size,
+        "stride": stride,
+    }
     return {**settings, **evaluation.to_dict()}
 
 
@@ -100,9 +114,12 @@ def _run_tasks(opts, model: GPT, tokenizer: Tokenizer) -> dict:
     tasks = [name.strip() for name in opts.tasks.split(",") if name.strip()]
     unknown = [name for name in tasks if name not in manager.all_tasks]
     if unknown:
-        raise ConfigError(f"unknown lm-eval task(s) {unknown}: see `lm_eval ls tasks`, or add a folder of task "
-                          "YAML files with --include_path")  # fmt: skip
+        raise ConfigError(
+            f"unknown lm-eval task(s) {unknown}: see `lm_eval ls tasks`, or add a folder of task YAML files with "
+            "--include_path"
+        )
     limit = int(opts.limit) if opts.limit is not None and opts.limit >= 1 else opts.limit
-    output = lm_eval.simple_evaluate(model=lm, tasks=tasks, num_fewshot=opts.num_fewshot, limit=limit,
-                                     task_manager=manager, log_samples=False)  # fmt: skip
+    output = lm_eval.simple_evaluate(
+        model=lm, tasks=tasks, num_fewshot=opts.num_fewshot, limit=limit, task_manager=manager, log_samples=False
+    )
     return {"tasks": tasks, "results": output["results"], "versions": output.get("versions", {})}
