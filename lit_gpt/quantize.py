@@ -13,8 +13,8 @@ norms and the KV cache keep the model's float dtype. What each mode does (torcha
   ``Int4WeightOnlyConfig`` with the ``tile_packed_to_4d`` layout (tinygemm), which needs bfloat16, so the model is
   cast to bfloat16 first. The packed layouts differ, so an int4 model runs on the kind of device it was quantized on.
 
-Perplexity and memory against float32 are measured by ``bench/quantize.py``. Files: ``lit_gpt.checkpoint``'s
-``save_quantized`` and ``load_checkpoint`` (a quantized folder). torchao is an optional extra
+Perplexity and memory against float32 are measured by ``bench/quantize.py``. Files: ``lit_gpt.formats.quantized``
+(``save_quantized``, ``load_quantized``; ``lit_gpt.load_checkpoint`` reads the folder). torchao is an optional extra
 (``pip install -e ".[quant]"``), imported only here.
 """
 
@@ -47,7 +47,7 @@ def quantize(model: GPT, mode: str, group_size: int = DEFAULT_GROUP_SIZE) -> GPT
     if mode not in MODES:
         raise ConfigError(f"quantization mode {mode!r}: choose one of {', '.join(MODES)}")
     if mode == "int4" and group_size not in GROUP_SIZES:
-        raise ConfigError(f"--group_size {group_size}: choose one of {', '.join(map(str, GROUP_SIZES))}")
+        raise ConfigError(f"int4 group size {group_size}: choose one of {', '.join(map(str, GROUP_SIZES))}")
     if is_quantized(model):
         raise ConfigError("the model is already quantized: load the float checkpoint it was made from")
     if has_adapters(model):
@@ -75,14 +75,16 @@ def _linear_config(quantization, mode: str, group_size: int, device: torch.devic
         return quantization.Int8WeightOnlyConfig(set_inductor_config=False)
     narrow = [name for name, linear in linears.items() if linear.in_features % group_size]
     if narrow:
-        raise ConfigError(f"int4 groups of {group_size} need input widths that are multiples of {group_size}; "
-                          f"{narrow[0]} has {linears[narrow[0]].in_features}: choose a smaller --group_size")
+        raise ConfigError(
+            f"int4 groups of {group_size} need input widths that are multiples of {group_size}; "
+            f"{narrow[0]} has {linears[narrow[0]].in_features}: choose a smaller group size"
+        )
     if device.type == "cuda":
         return quantization.Int4WeightOnlyConfig(
             group_size=group_size, int4_packing_format="tile_packed_to_4d", set_inductor_config=False
         )
     if device.type != "cpu":
-        raise ConfigError(f"int4 runs on a CPU or a CUDA GPU, not {device.type}: use --mode int8")
+        raise ConfigError(f"int4 runs on a CPU or a CUDA GPU, not {device.type}: quantize to int8 instead")
     try:
         prototype = require("torchao.prototype.quantization.int4", "quant", "int4 quantization")
         config = prototype.PrototypeInt4WeightOnlyConfig
@@ -90,7 +92,7 @@ def _linear_config(quantization, mode: str, group_size: int, device: torch.devic
         raise ConfigError(
             f"this torchao ({torchao_version()}) has no CPU int4 path (torchao 0.18's "
             "torchao.prototype.quantization.int4.PrototypeInt4WeightOnlyConfig): install torchao 0.18, quantize on a "
-            "CUDA GPU, or use --mode int8"
+            "CUDA GPU, or quantize to int8"
         ) from None
     return config(group_size=group_size, set_inductor_config=False)
 

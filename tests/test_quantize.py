@@ -156,6 +156,6 @@ def test_a_torchao_without_the_cpu_int4_path_is_named(monkeypatch):
         return real(module, *args)
 
     monkeypatch.setattr(lit_gpt.quantize, "require", without_prototype)
-    with pytest.raises(ConfigError, match=r"has no CPU int4 path .*PrototypeInt4WeightOnlyConfig.*--mode int8"):
+    with pytest.raises(ConfigError, match=r"has no CPU int4 path .*PrototypeInt4WeightOnlyConfig.*quantize to int8"):
         quantize(GPT(CONFIG), "int4", 32)
 
