@@ -1,14 +1,15 @@
 """lit_gpt: train LLaMA- and GPT-2-style language models from scratch with PyTorch Lightning.
 
-The package has three layers, and imports only point down:
+The package has four layers, and imports only point down:
 
 - ``lit_gpt`` (this folder): ``config``, ``model``, ``tokenizer``, ``hf`` (Hugging Face name and shape maps),
-  ``checkpoint`` (every file the models are read from and written to) and ``generate``; torch, numpy and tiktoken
-  only. With optional extras (``extras``): ``lora`` (peft), ``quantize`` (torchao), ``evaluate`` (perplexity and
-  bits per byte, torch only) and ``lm_eval_adapter`` (lm-eval).
+  ``checkpoint`` (the entry point for every file a model is read from and written to; one module per format in
+  ``lit_gpt.formats``) and ``generate``; torch, numpy, safetensors and tiktoken only. With optional extras
+  (``extras``): ``lora`` (peft), ``quantize`` (torchao), ``evaluate`` (perplexity and bits per byte, torch only) and
+  ``lm_eval_adapter`` (lm-eval).
 - ``lit_gpt.data``: reading, cleaning and tokenizing corpora, training windows, BPE training; no Lightning.
-- ``lit_gpt.train``: the LightningModule, DataModule, callbacks and the LightningCLI builder: the only code that
-  imports Lightning.
+- ``lit_gpt.train``: the LightningModule and the plain policies it calls (optimizer, schedule, parallelism, resume),
+  DataModules, callbacks and the LightningCLI builder: the only code that imports Lightning.
 - ``lit_gpt.cli``: one module per ``lit-gpt`` subcommand; argument parsing and ``error:`` lines live there only.
 
 Names are exported lazily, so ``import lit_gpt.config`` stays free of torch and tiktoken.

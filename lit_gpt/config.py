@@ -8,6 +8,7 @@ re-exported here.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -165,6 +166,12 @@ class Config:
     def to_dict(self) -> dict:
         """The constructor arguments (no derived fields), as a JSON-serialisable dict."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+
+    def differences(self, other: "Config", ignore: Iterable[str] = ()) -> list[str]:
+        """The names of the constructor arguments (``to_dict``'s keys, in declaration order) whose values differ
+        between ``self`` and ``other``, leaving out the names in ``ignore``; empty when the two agree."""
+        ours, theirs, skip = self.to_dict(), other.to_dict(), set(ignore)
+        return [name for name in ours if name not in skip and ours[name] != theirs[name]]
 
     def block_params(self) -> int:
         """Parameters of one transformer block (attention, MLP, its two norms; see ``num_params``), without the

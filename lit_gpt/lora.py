@@ -9,9 +9,10 @@ Hugging Face Llama's, so peft's names and files apply unchanged); ``lit_gpt.mode
 
 A LoRA training checkpoint (``lit_gpt.train.module.LitGPT`` with ``model.lora``) stores the adapter matrices and the
 base's identity (``base_identity``: its path and the SHA-256 of its weights), not a second copy of the base;
-``lit_gpt.checkpoint`` rebuilds the model from both and refuses a base that moved or changed. ``save_peft_adapter``
-writes the adapters as a peft folder for Hugging Face models. peft is an optional extra (``pip install -e ".[lora]"``),
-imported only here.
+``lit_gpt.formats.training`` writes and reads that record, rebuilds the model from both and refuses a base that moved
+or changed (``check_base``). ``lit_gpt.formats.peft.save_peft_adapter`` writes the adapters as a peft folder for
+Hugging Face models. peft is an optional extra (``pip install -e ".[lora]"``), imported only through
+``lit_gpt.extras.require``.
 """
 
 from __future__ import annotations
@@ -22,10 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
-from lit_gpt import hf
 from lit_gpt.errors import ConfigError
 from lit_gpt.extras import require
 from lit_gpt.model import GPT
@@ -172,32 +171,3 @@ def check_base(model: nn.Module, identity: dict, checkpoint: str | Path) -> None
             f"changed since (SHA-256 {found[:12]}..., recorded {identity['sha256'][:12]}...): restore that base, or "
             "train the adapters again on the new one"
         )
-
-
-def save_peft_adapter(model: GPT, lora: LoRA, out_dir: str | Path, base: str | None = None) -> Path:
-    """Write the adapters of ``model`` as a peft folder: ``adapter_model.safetensors`` and ``adapter_config.json``.
-
-    ``peft.PeftModel.from_pretrained(LlamaForCausalLM.from_pretrained(hf_base), out_dir)`` then computes our model's
-    logits, where ``hf_base`` is the base exported by ``lit-gpt export --format hf``. Names follow transformers'
-    Llama (``base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight``). ``base`` is recorded as
-    ``base_model_name_or_path``. Returns the folder.
-
-    Raises:
-        ConfigError: for a GPT-2-style model (transformers' GPT-2 fuses q, k and v into one Conv1D, which peft adapts
-            as one matrix, so our adapters have no exact peft form there), or a model without adapters.
-    """
-    peft = require("peft", "lora", "LoRA")
-    if model.config.position_embedding != "rope":
-        raise ConfigError("--format peft writes adapters for LlamaForCausalLM (RoPE models); transformers' GPT-2 "
-                          "fuses q, k and v, so export this model merged (--merge) instead")  # fmt: skip
-    if not has_adapters(model):
-        raise ConfigError("--format peft needs a LoRA checkpoint (written by `lit-gpt fit` with model.lora)")
-    state = peft.get_peft_model_state_dict(model, adapter_name=ADAPTER)
-    state = {f"base_model.model.{k}": v.detach().cpu() for k, v in hf.state_to_hf(state, model.config).items()}
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file; give a folder (it is created if missing)")
-    out.mkdir(parents=True, exist_ok=True)
-    save_file(state, out / "adapter_model.safetensors", metadata={"format": "pt"})
-    peft_config(lora, base).save_pretrained(str(out))
-    return out

@@ -13,8 +13,8 @@ norms and the KV cache keep the model's float dtype. What each mode does (torcha
   ``Int4WeightOnlyConfig`` with the ``tile_packed_to_4d`` layout (tinygemm), which needs bfloat16, so the model is
   cast to bfloat16 first. The packed layouts differ, so an int4 model runs on the kind of device it was quantized on.
 
-Perplexity and memory against float32 are measured by ``bench/quantize.py``. Files: ``lit_gpt.checkpoint``'s
-``save_quantized`` and ``load_checkpoint`` (a quantized folder). torchao is an optional extra
+Perplexity and memory against float32 are measured by ``bench/quantize.py``. Files: ``lit_gpt.formats.quantized``
+(``save_quantized``, ``load_quantized``; ``lit_gpt.load_checkpoint`` reads the folder). torchao is an optional extra
 (``pip install -e ".[quant]"``), imported only here.
 """
 
@@ -92,7 +92,7 @@ def _linear_config(quantization, mode: str, group_size: int, device: torch.devic
         raise ConfigError(
             f"this torchao ({torchao_version()}) has no CPU int4 path (torchao 0.18's "
             "torchao.prototype.quantization.int4.PrototypeInt4WeightOnlyConfig): install torchao 0.18, quantize on a "
-            "CUDA GPU, or use --mode int8"
+            "CUDA GPU, or quantize to int8"
         ) from None
     return config(group_size=group_size, set_inductor_config=False)
 

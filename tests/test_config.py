@@ -43,6 +43,15 @@ def test_to_dict_round_trip():
     assert Config(**switched.to_dict()) == switched
 
 
+def test_differences_name_the_fields_that_differ_in_declaration_order():
+    ours = Config(vocab_size=100, n_layer=2, n_head=4, n_embd=32)
+    theirs = Config(vocab_size=100, n_layer=3, n_head=2, n_embd=32, dropout=0.1)
+    assert ours.differences(ours) == []
+    assert ours.differences(theirs) == ["n_layer", "n_head", "n_kv_head", "dropout"]  # n_kv_head follows n_head
+    assert ours.differences(theirs, ignore=("dropout", "n_head", "n_kv_head")) == ["n_layer"]
+    assert ours.differences(Config(vocab_size=101, n_layer=2, n_head=4, n_embd=32)) == ["vocab_size"]  # not derived
+
+
 def test_a_config_saved_before_the_switches_loads_with_them_off():
     old = Config().to_dict()
     for key in ("qk_norm", "zero_init_proj", "logit_softcap", "value_residual"):

@@ -11,8 +11,8 @@ from torch.utils.data import DataLoader
 
 from lit_gpt.config import Config, ConfigError
 from lit_gpt.train.datamodule import TextDataModule
-from lit_gpt.train.module import LitGPT, lr_at
-from lit_gpt.train.optim import MuonWithAdamW
+from lit_gpt.train.module import LitGPT
+from lit_gpt.train.optim import MuonWithAdamW, lr_at
 
 
 def test_lr_schedule_values():
@@ -95,6 +95,23 @@ def test_init_weights_from_a_hugging_face_folder(tiny_config, byte_encoding, tmp
         assert torch.equal(a, b), name
     with pytest.raises(ConfigError, match="has another architecture .*n_layer: 2 there, 3 here"):
         LitGPT(Config(**{**config.to_dict(), "n_layer": 3}), init_weights=str(tmp_path / "hf"))
+
+
+def test_init_weights_build_no_random_model_and_keep_this_runs_training_settings(tiny_config, tmp_path):
+    from lit_gpt.checkpoint import save_folder
+    from lit_gpt.tokenizer import Tokenizer
+
+    source = LitGPT(tiny_config).model
+    save_folder(source, Tokenizer(chars=[chr(33 + i) for i in range(95)]), tmp_path / "folder")
+    before = torch.get_rng_state()
+    module = LitGPT(Config(**{**tiny_config.to_dict(), "dropout": 0.1}), init_weights=str(tmp_path / "folder"))
+    assert torch.equal(torch.get_rng_state(), before)  # no random initialisation drew from the generator
+    assert module.model.training and all(p.requires_grad for p in module.model.parameters())
+    dropouts = [m.p for m in module.model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert dropouts and all(p == 0.1 for p in dropouts)  # this run's dropout, not the file's 0.0
+    assert module.model.lm_head.weight is module.model.embed_tokens.weight  # the tied head is one Parameter
+    for (name, a), b in zip(source.state_dict().items(), module.model.state_dict().values()):
+        assert torch.equal(a, b), name
 
 
 def muon_module(tiny_config, **switches):

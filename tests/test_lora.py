@@ -8,17 +8,9 @@ import json
 import pytest
 import torch
 
-from lit_gpt.checkpoint import load_checkpoint, load_model, save_folder, save_hf
+from lit_gpt.checkpoint import load_checkpoint, load_model, save_folder, save_hf, save_peft_adapter
 from lit_gpt.config import Config, ConfigError
-from lit_gpt.lora import (
-    PROJECTIONS,
-    LoRA,
-    adapter_names,
-    add_adapters,
-    merge_adapters,
-    save_peft_adapter,
-    weights_sha256,
-)
+from lit_gpt.lora import PROJECTIONS, LoRA, adapter_names, add_adapters, merge_adapters, weights_sha256
 from lit_gpt.model import GPT
 from lit_gpt.tokenizer import Tokenizer
 
@@ -200,7 +192,7 @@ def test_gpt2_style_adapters_have_no_peft_form(tmp_path):
     model = add_adapters(GPT(Config(**{**CONFIG.to_dict(), "n_kv_head": 4, "position_embedding": "learned",
                                        "norm": "layernorm", "mlp": "gelu", "bias": True})), LoRA())  # fmt: skip
     assert adapter_names(model)  # up/down/q/k/v/o adapted; GELU has no gate_proj
-    with pytest.raises(ConfigError, match="transformers' GPT-2 fuses q, k and v.*--merge"):
+    with pytest.raises(ConfigError, match="transformers' GPT-2 fuses q, k and v.*merge the adapters"):
         save_peft_adapter(model, LoRA(), tmp_path / "adapter")
 
 

@@ -132,6 +132,14 @@ def test_int4_folders_load_only_on_their_kind_of_device(tmp_path):
         load_checkpoint(tmp_path)
 
 
+def test_a_quantized_folder_is_no_starting_point_for_training(tmp_path):
+    from lit_gpt.train.module import LitGPT
+
+    save_quantized(quantize(trained_like(), "int8"), char_tokenizer(), tmp_path, "int8", None)
+    with pytest.raises(ConfigError, match="holds quantized weights .*start from the float checkpoint"):
+        LitGPT(CONFIG, init_weights=str(tmp_path))
+
+
 def test_bad_requests():
     with pytest.raises(ConfigError, match="choose one of int8, int4"):
         quantize(GPT(CONFIG), "int2")
@@ -156,6 +164,6 @@ def test_a_torchao_without_the_cpu_int4_path_is_named(monkeypatch):
         return real(module, *args)
 
     monkeypatch.setattr(lit_gpt.quantize, "require", without_prototype)
-    with pytest.raises(ConfigError, match=r"has no CPU int4 path .*PrototypeInt4WeightOnlyConfig.*--mode int8"):
+    with pytest.raises(ConfigError, match=r"has no CPU int4 path .*PrototypeInt4WeightOnlyConfig.*quantize to int8"):
         quantize(GPT(CONFIG), "int4", 32)
 

@@ -214,3 +214,17 @@ def test_resuming_with_another_optimizer_is_one_error_line(checkpoints, tiny, tm
     assert exit_info.value.code == 2
     (line,) = errors(capsys.readouterr().err)
     assert line.startswith("error: cannot resume a run trained with model.optimizer adamw with model.optimizer muon")
+
+
+def test_last_is_the_newest_last_file_and_the_fallback_the_newest_readable_one(checkpoints, tmp_path):
+    from lit_gpt.train.resume import newest_last_checkpoint, newest_readable_checkpoint
+
+    assert newest_last_checkpoint(None) is None and newest_last_checkpoint(tmp_path / "missing") is None
+    readable = (checkpoints / "ckpt" / "last.ckpt").read_bytes()
+    files = {"last.ckpt": readable, "last-v1.ckpt": readable, "lastly.ckpt": b"", "step10.ckpt": b"junk"}
+    for age, (name, data) in enumerate(files.items()):  # each file newer than the one before
+        (tmp_path / name).write_bytes(data)
+        os.utime(tmp_path / name, (1000 + age, 1000 + age))
+    assert newest_last_checkpoint(tmp_path) == tmp_path / "last-v1.ckpt"  # not lastly.ckpt, which is newer
+    assert newest_readable_checkpoint(tmp_path) == tmp_path / "last-v1.ckpt"  # step10.ckpt is newer but unreadable
+    assert newest_readable_checkpoint(tmp_path, exclude=tmp_path / "last-v1.ckpt") == tmp_path / "last.ckpt"

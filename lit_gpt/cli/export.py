@@ -1,14 +1,14 @@
 """``lit-gpt export --checkpoint PATH --out DIR [--format hf|lit_gpt|peft] [--merge]``: write a model folder for
 transformers (``hf``), our own safetensors folder (``lit_gpt``), or a LoRA checkpoint's adapters for peft (``peft``);
-see ``lit_gpt.checkpoint`` and ``lit_gpt.lora``. No Lightning is imported."""
+see ``lit_gpt.checkpoint`` (``lit_gpt.formats``) and ``lit_gpt.lora``. No Lightning is imported."""
 
 from __future__ import annotations
 
 from lit_gpt import hf
-from lit_gpt.checkpoint import load_checkpoint, lora_record, save_folder, save_hf
+from lit_gpt.checkpoint import load_checkpoint, lora_record, save_folder, save_hf, save_peft_adapter
 from lit_gpt.cli.args import ArgumentParser
 from lit_gpt.errors import ConfigError
-from lit_gpt.lora import LoRA, save_peft_adapter
+from lit_gpt.lora import LoRA
 from lit_gpt.quantize import is_quantized
 
 

@@ -9,14 +9,13 @@ Facts live in one place and the parser copies them: ``model.config.block_size`` 
 parsing, and the data module's ``vocab_size`` and tokenizer spec into the model when instantiating. The callbacks
 are configured sections: ``checkpoint`` (ModelCheckpoint), ``lr_monitor``, ``throughput``, ``samples``,
 ``hparams`` and ``stability``. Before a run resumes (``--ckpt_path``), the checkpoint is checked
-(``lit_gpt.checkpoint.check_resumable``), so an unreadable or foreign file is one ``error:`` line. Settings left
+(``lit_gpt.train.resume.check_resumable``), so an unreadable or foreign file is one ``error:`` line. Settings left
 unset (``trainer.precision``, ``model.compile``, ``trainer.deterministic``) are chosen from the machine
 (``lit_gpt.train.hardware``) before anything is built, said in one log line, and saved in the run's config.yaml.
 """
 
 from __future__ import annotations
 
-import re
 import warnings
 from pathlib import Path
 
@@ -25,12 +24,12 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
-from lit_gpt.checkpoint import check_resumable
 from lit_gpt.errors import ConfigError
 from lit_gpt.train.callbacks import HParams, TextSamples, ThroughputMonitor
 from lit_gpt.train.datamodule import TokenDataModule
 from lit_gpt.train.hardware import check_strategy, choose
 from lit_gpt.train.module import LitGPT
+from lit_gpt.train.resume import NotResumable, check_resumable, newest_last_checkpoint
 from lit_gpt.train.stability import LossGuard
 
 TRAINER_DEFAULTS = {
@@ -115,27 +114,26 @@ class LitGPTCLI(LightningCLI):
 
 
 def _check_ckpt_path(ckpt_path: str | None, checkpoint: dict | None) -> None:
-    """Raise ConfigError unless ``--ckpt_path`` (a path, or ``last``) names a checkpoint lit_gpt can resume from;
-    ``last`` is resolved as Lightning does: the newest ``last*.ckpt`` in the checkpoint folder (none: Lightning warns
-    and starts afresh, so "last" may be set before the first run)."""
+    """Raise ConfigError unless ``--ckpt_path`` (a path, or ``last``) names a checkpoint lit_gpt can resume from
+    (``lit_gpt.train.resume``), saying which flag to pass instead; ``last`` is resolved as Lightning does (none:
+    Lightning warns and starts afresh, so "last" may be set before the first run)."""
     if ckpt_path in (None, "best", "hpc", "registry"):
         return
     if ckpt_path == "last":
-        ckpt_path = _newest_last((checkpoint or {}).get("dirpath"))
+        ckpt_path = newest_last_checkpoint((checkpoint or {}).get("dirpath"))
         if ckpt_path is None:
             return
     elif not Path(ckpt_path).exists():
         raise ConfigError(f"--ckpt_path {ckpt_path} does not exist; pass a .ckpt written by `lit-gpt fit` or last")
-    check_resumable(ckpt_path)
-
-
-def _newest_last(dirpath: str | None) -> Path | None:
-    """The ``last.ckpt`` (or ``last-vN.ckpt``) with the newest modification time in ``dirpath``, or None."""
-    folder = Path(dirpath) if dirpath else None
-    if folder is None or not folder.is_dir():
-        return None
-    lasts = [p for p in folder.glob("last*.ckpt") if re.fullmatch(r"last(-v?\d+)?", p.stem)]
-    return max(lasts, key=lambda p: p.stat().st_mtime_ns, default=None)
+    try:
+        check_resumable(ckpt_path)
+    except NotResumable as err:
+        if err.weights_only:
+            hint = f"to start a new run from its weights use --model.init_weights {ckpt_path}"
+            raise ConfigError(f"{err}; {hint}") from None
+        if err.fallback is not None:
+            raise ConfigError(f"{err}: resume with --ckpt_path {err.fallback}") from None
+        raise
 
 
 def build_cli(args: list[str], run: bool = True, description: str = "") -> LitGPTCLI:

@@ -1,10 +1,13 @@
-"""LitGPT: the LightningModule that owns a ``GPT`` and the training policy around it.
+"""LitGPT: the Lightning adapter around a ``GPT``: training and validation steps, metrics and hooks. The policies are
+plain functions it calls: the optimizer and the LR schedule (``lit_gpt.train.optim``), the gradient norm and
+clipping (``lit_gpt.train.parallel``), loading pretrained weights (``lit_gpt.checkpoint.load_checkpoint``) and the
+checkpoint record (``lit_gpt.formats.training``, through ``lit_gpt.checkpoint``).
 
 Policy: next-token cross-entropy; AdamW (Loshchilov & Hutter 2019) with weight decay on the matrices of the
 linear layers only (not on norms, biases or embeddings), or with ``optimizer="muon"`` Muon for the matrices inside the
-blocks and AdamW for the rest (``lit_gpt.train.optim``); a learning rate that warms up linearly for
-``warmup_steps`` optimizer steps, then follows a cosine from ``learning_rate`` down to ``min_lr`` at
-``lr_decay_steps`` (default: the trainer's ``max_steps``) and stays there.
+blocks and AdamW for the rest; a learning rate that warms up linearly for ``warmup_steps`` optimizer steps, then
+follows a cosine from ``learning_rate`` down to ``min_lr`` at ``lr_decay_steps`` (default: the trainer's
+``max_steps``) and stays there.
 Logged: ``train/loss`` and ``train/grad_norm`` (before clipping) every ``trainer.log_every_n_steps`` steps;
 ``val/loss`` (the exact token-weighted mean over the validation split, reduced across devices by torchmetrics) and
 ``val/ppl`` = exp(val/loss) per validation. With a mixture of corpora (the data module's ``val_corpora``: one
@@ -12,10 +15,12 @@ validation loader per corpus), ``val/loss/<name>`` is each corpus's exact mean a
 weighted by the mixture's weights (``lit_gpt.data.mixture`` says why). The learning rate is logged by Lightning's
 LearningRateMonitor (as ``train/lr/decay`` and ``train/lr/no_decay``, one per parameter group, and
 ``train/lr/muon`` with Muon), tokens/s, FLOP/s and MFU by ``lit_gpt.train.callbacks.ThroughputMonitor`` (from
-``flops_per_batch``).
+``flops_per_batch``: ``batch_flops`` of the latest batch on this device, None before the first).
 Speed: ``compile`` runs the training forward and backward through ``torch.compile`` (evaluation stays eager); AdamW is
 fused on CPU and CUDA; the gradient norm is computed once per step, with no host synchronisation.
 
+Pretrained weights (``init_weights``) are read once, and the model is built from their tensors without a random
+initialisation; a random model (no ``init_weights``) is ``GPT(config)``, drawing from torch's global generator.
 LoRA (``lora``, peft through ``lit_gpt.lora``): the model loads ``init_weights`` (the base), freezes it and gets
 adapters; the optimizer holds the adapter matrices only, and checkpoints hold them with the base's identity (path and
 SHA-256 of its weights) instead of a second copy of the base. Resuming rebuilds the base from ``init_weights``, checks
@@ -28,40 +33,103 @@ LoRA paper's GPT-2 runs (weight decay 0.01). Set ``weight_decay: 0`` to turn it 
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
-from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy, SingleDeviceStrategy
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import nn
+from torch.optim import Optimizer
 from torchmetrics import MeanMetric
 
-from lit_gpt.checkpoint import CHECKPOINT_FORMAT, load_model, load_tokenizer
+from lit_gpt.checkpoint import build_model, load_checkpoint, restore_training_record, write_training_record
 from lit_gpt.config import Config
 from lit_gpt.data.windows import IGNORE_INDEX
 from lit_gpt.errors import ConfigError
-from lit_gpt.lora import LoRA, add_adapters, base_identity
 from lit_gpt.flops import flops_per_token
+from lit_gpt.lora import LoRA, add_adapters, base_identity
 from lit_gpt.model import GPT
-from lit_gpt.train.optim import MuonWithAdamW, check_muon_strategy, split_parameters
-from lit_gpt.train.parallel import clip_grads_with_norm_, parallelize, total_norm
+from lit_gpt.train.optim import build_optimizer, check_muon_strategy, check_resumed_optimizer, cosine_schedule
+from lit_gpt.train.parallel import clip_grad_norm_, gradient_norm, owns_gradient_norm, parallelize
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+"""Token ids ``(x, y)``, both (B, T) int64: inputs and next-token targets (``IGNORE_INDEX`` where none)."""
+TRAINING_FIELDS = ("dropout", "init", "gradient_checkpointing")
+"""``Config`` fields that are training-time settings: ``init_weights`` may have been trained with other values."""
 
 
-def lr_at(step: int, learning_rate: float, min_lr: float, warmup_steps: int, decay_steps: int) -> float:
-    """Learning rate at optimizer step ``step`` (0-based): linear warmup, cosine decay, then flat at min_lr.
+def check_settings(learning_rate: float, min_lr: float, warmup_steps: int, optimizer: str, lora, init_weights) -> None:
+    """Raise ConfigError for ``LitGPT`` settings that do not go together (named by their ``model.*`` keys)."""
+    if not 0 <= min_lr <= learning_rate:
+        raise ConfigError(f"need 0 <= model.min_lr <= model.learning_rate, got {min_lr} and {learning_rate}")
+    if warmup_steps < 0:
+        raise ConfigError(f"model.warmup_steps must be >= 0, got {warmup_steps}")
+    if lora is not None and init_weights is None:
+        raise ConfigError("model.lora adapts a pretrained model: set model.init_weights (a .ckpt or a folder)")
+    if optimizer not in ("adamw", "muon"):
+        raise ConfigError(f"model.optimizer must be 'adamw' or 'muon', got {optimizer!r}")
+    if optimizer == "muon" and lora is not None:
+        raise ConfigError(
+            "model.optimizer muon is not used with model.lora (not measured on low-rank adapters): train the "
+            "adapters with model.optimizer adamw"
+        )
 
-    Warmup reaches ``learning_rate`` at step ``warmup_steps - 1``; the cosine runs from step ``warmup_steps``
-    (``learning_rate``) to step ``decay_steps`` (``min_lr``), as in nanoGPT's ``get_lr``.
+
+def load_pretrained(path: str, config: Config, tokenizer: dict | None, lora: LoRA | None) -> tuple[GPT, dict | None]:
+    """The model to train from the weights at ``path`` (any form ``lit_gpt.checkpoint.load_checkpoint`` reads, read
+    once), and with ``lora`` the base's identity (``lit_gpt.lora.base_identity``), else None.
+
+    The tensors are assigned to ``GPT(config)`` built without a random initialisation, so the model has this run's
+    training-time settings (``TRAINING_FIELDS``, e.g. dropout). With ``lora`` the weights are frozen and adapters
+    added (their A matrices drawn from torch's global generator).
+
+    Raises:
+        ConfigError: if the checkpoint's architecture differs from ``config`` (outside ``TRAINING_FIELDS``), or it
+            names a tokenizer other than ``tokenizer`` (a spec; a checkpoint without one is not compared).
     """
-    if step < warmup_steps:
-        return learning_rate * (step + 1) / warmup_steps
-    if step >= decay_steps:
-        return min_lr
-    progress = (step - warmup_steps) / max(1, decay_steps - warmup_steps)
-    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (learning_rate - min_lr)
+    pretrained, theirs = load_checkpoint(path, require_tokenizer=False)
+    if different := pretrained.config.differences(config, ignore=TRAINING_FIELDS):
+        there = pretrained.config
+        details = "; ".join(f"{k}: {getattr(there, k)!r} there, {getattr(config, k)!r} here" for k in different)
+        raise ConfigError(
+            f"model.init_weights {path} has another architecture ({details}); set model.config to match it"
+        )
+    if theirs is not None and tokenizer is not None and theirs.spec != tokenizer:
+        raise ConfigError(
+            f"model.init_weights {path} was trained with another tokenizer ({theirs.spec.get('name', 'char')!r}) than "
+            "the data uses: set data.tokenizer to the one the weights were trained with"
+        )
+    model = build_model(config, pretrained.state_dict(), path)  # the same tensors, assigned: no copy
+    if lora is None:
+        return model, None
+    base = base_identity(path, model)
+    return add_adapters(model, lora), base
+
+
+def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy (float32) of ``logits`` (B, T, V) against ``targets`` (B, T), skipping ``IGNORE_INDEX``."""
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX)
+
+
+def batch_flops(config: Config, batch: Batch, training: bool, lora: bool) -> int:
+    """Model FLOPs of one (B, T) batch (``lit_gpt.flops.flops_per_token``): forward + backward in training, forward
+    only in evaluation. With LoRA the backward pass computes input gradients only (the frozen weights need none), so
+    training is 2 x forward; the adapters' own matmuls (about r / n_embd of the rest) are not counted."""
+    B, T = batch[0].shape
+    passes = (2 if lora else 3) if training else 1  # forward + backward, in forwards
+    return B * T * passes * flops_per_token(config, T, training=False)
+
+
+def fused_adamw(module: LightningModule) -> bool | None:
+    """AdamW's ``fused`` for ``module``: True (one kernel for every parameter) on CPU and CUDA, None (PyTorch's
+    choice) elsewhere and with 16-mixed's GradScaler, whose fused step would unscale internally, so Lightning could
+    not clip unscaled gradients."""
+    try:
+        scaler = getattr(module.trainer.precision_plugin, "scaler", None)
+    except (RuntimeError, AttributeError):  # not attached to a Trainer (a script or test calling us directly)
+        scaler = None
+    return True if module.device.type in ("cpu", "cuda") and scaler is None else None
 
 
 class LitGPT(LightningModule):
@@ -77,25 +145,19 @@ class LitGPT(LightningModule):
         weight_decay: decoupled weight decay on linear-layer matrices (AdamW's and Muon's).
         betas: AdamW (beta1, beta2).
         eps: AdamW epsilon.
-        optimizer: ``adamw`` for every parameter, or ``muon``: Muon (``torch.optim.Muon`` with
-            ``adjust_lr_fn="match_rms_adamw"``, so the same learning rate and weight decay carry over) for the 2-D
-            projections inside the blocks and AdamW for embeddings, head, norms and biases. Muon needs whole matrices:
-            one device or DDP only (ConfigError under FSDP, ModelParallelStrategy or DeepSpeed).
-        init_weights: start from the weights of a ``.ckpt``, a ``lit-gpt export`` folder or a Hugging Face Llama /
-            GPT-2 folder (fine-tuning) instead of a random init; its architecture must equal ``config``'s, and its
-            tokenizer the data's.
+        optimizer: ``adamw`` for every parameter, or ``muon``: Muon (``lit_gpt.train.optim``: the same learning rate
+            and weight decay carry over) for the 2-D projections inside the blocks and AdamW for the rest. Muon needs
+            whole matrices: one device or DDP only (ConfigError under FSDP, ModelParallelStrategy or DeepSpeed).
+        init_weights: start from the weights of any checkpoint form (``lit_gpt.checkpoint``) instead of a random
+            init (fine-tuning); its architecture must equal ``config``'s, and its tokenizer the data's.
         lora: train LoRA adapters on the frozen ``init_weights`` instead of every weight (``lit_gpt.lora.LoRA``:
             ``r``, ``alpha``, ``dropout``, ``target_modules``); needs ``pip install -e ".[lora]"``.
-        compile: run training and evaluation forward passes through ``torch.compile`` (Inductor; on CPU it needs
-            a C++ compiler). The first steps are slower while it compiles; checkpoints are unaffected. None (the
-            default): ``lit-gpt fit`` chooses from the machine (``lit_gpt.train.hardware``); built directly in
-            Python, None means off.
-        compile_mode: ``torch.compile``'s ``mode``: None (default), "reduce-overhead", "max-autotune" or
-            "max-autotune-no-cudagraphs" (on CPU the latter picks Inductor's own C++ matmul kernels where they beat
-            oneDNN, faster for small models).
-        float32_matmul_precision: ``torch.set_float32_matmul_precision`` for this process, set at setup: "high" lets
-            float32 matmuls use TF32 on NVIDIA GPUs since Ampere (bf16-mixed runs only keep float32 for a few ops);
-            "highest" keeps full float32 everywhere.
+        compile: run training forward passes through ``torch.compile`` (Inductor; on CPU it needs a C++ compiler).
+            None: ``lit-gpt fit`` chooses from the machine (``lit_gpt.train.hardware``); in Python, None means off.
+        compile_mode: ``torch.compile``'s ``mode``: None, "reduce-overhead", "max-autotune" or
+            "max-autotune-no-cudagraphs" (on CPU: Inductor's own C++ matmuls where they beat oneDNN, for small models).
+        float32_matmul_precision: ``torch.set_float32_matmul_precision``, set at setup: "high" lets float32 matmuls
+            use TF32 on NVIDIA GPUs since Ampere; "highest" keeps full float32 everywhere.
     """
 
     def __init__(
@@ -117,55 +179,24 @@ class LitGPT(LightningModule):
         lora: LoRA | None = None,
     ) -> None:
         super().__init__()
-        if not 0 <= min_lr <= learning_rate:
-            raise ConfigError(f"need 0 <= model.min_lr <= model.learning_rate, got {min_lr} and {learning_rate}")
-        if warmup_steps < 0:
-            raise ConfigError(f"model.warmup_steps must be >= 0, got {warmup_steps}")
-        if lora is not None and init_weights is None:
-            raise ConfigError("model.lora adapts a pretrained model: set model.init_weights (a .ckpt or a folder)")
-        if optimizer not in ("adamw", "muon"):
-            raise ConfigError(f"model.optimizer must be 'adamw' or 'muon', got {optimizer!r}")
-        if optimizer == "muon" and lora is not None:
-            raise ConfigError("model.optimizer muon is not used with model.lora (not measured on low-rank adapters): "
-                              "train the adapters with --model.optimizer adamw")  # fmt: skip
+        check_settings(learning_rate, min_lr, warmup_steps, optimizer, lora, init_weights)
         self.save_hyperparameters()
-        self.config, self.tokenizer = config, tokenizer
-        self.lora, self.base = lora, None  # LoRA: the settings, and the base's identity (set by _load_weights)
-        self.model = GPT(config)
-        if init_weights is not None:
-            self._load_weights(init_weights)
-        # Training calls ``self._compiled`` when ``compile`` is set, else ``self.model``. ``self.model`` stays the
-        # plain module (evaluation, generation, text samples and checkpoints use it): compiling the bound method
-        # registers no second module, so state-dict keys have no ``_orig_mod.`` prefix and no second copy. Evaluation
-        # runs eagerly: in eval mode and on its batch shapes a compiled forward would compile twice more (~5 s each on
-        # a CPU) to save ~15% of a validation (bench/validation_cost.py, docs/benchmarks.md).
+        self.config, self.tokenizer, self.lora = config, tokenizer, lora
+        # self.base: the identity of LoRA's base (path, weight hash), recorded in checkpoints; None without LoRA
+        if init_weights is None:
+            self.model, self.base = GPT(config), None
+        else:
+            self.model, self.base = load_pretrained(init_weights, config, tokenizer, lora)
+        # Training runs ``self._compiled`` when set; ``self.model`` stays the plain module for evaluation, samples and
+        # checkpoints (compiling the bound method registers no second module: no ``_orig_mod.`` keys, no copy).
+        # Evaluation stays eager: its shapes and eval mode would compile twice more (bench/validation_cost.py).
         self._compiled = torch.compile(self.model.forward, dynamic=False, mode=compile_mode) if compile else None
         self.val_loss = MeanMetric()
         self.corpus_losses = nn.ModuleList()  # one MeanMetric per corpus of a mixture (setup)
         self.val_corpora: list[tuple[str, float]] | None = None
-
-    def _load_weights(self, path: str) -> None:
-        pretrained = load_model(path)
-        try:
-            tokenizer = load_tokenizer(path).spec
-        except ConfigError:  # a Hugging Face folder without a tokenizer lit_gpt knows: nothing to compare
-            tokenizer = None
-        ignore = {"dropout", "init", "gradient_checkpointing"}  # training-time settings, free to differ
-        theirs, ours = pretrained.config.to_dict(), self.config.to_dict()
-        different = [
-            f"{k}: {theirs[k]!r} there, {ours[k]!r} here" for k in ours if k not in ignore and theirs[k] != ours[k]
-        ]
-        if different:
-            raise ConfigError(f"model.init_weights {path} has another architecture ({'; '.join(different)}); "
-                              "set model.config to match it")  # fmt: skip
-        if tokenizer is not None and self.tokenizer is not None and tokenizer != self.tokenizer:
-            name = tokenizer.get("name", "char")
-            raise ConfigError(f"model.init_weights {path} was trained with another tokenizer ({name!r}) than the data "
-                              "uses: set data.tokenizer to the one the weights were trained with")  # fmt: skip
-        self.model.load_state_dict(pretrained.state_dict())
-        if self.lora is not None:  # freeze the base and add the adapters (lit_gpt.lora)
-            self.base = base_identity(path, self.model)
-            add_adapters(self.model, self.lora)
+        self.flops_per_batch: int | None = None
+        self._grad_norm: torch.Tensor | None = None  # this optimizer step's (gradient_norm)
+        self._parallelized = False
 
     def setup(self, stage: str) -> None:
         torch.set_float32_matmul_precision(self.hparams.float32_matmul_precision)
@@ -174,8 +205,6 @@ class LitGPT(LightningModule):
         if self.val_corpora and len(self.corpus_losses) != len(self.val_corpora):
             self.corpus_losses = nn.ModuleList(MeanMetric() for _ in self.val_corpora)
 
-    _parallelized = False
-
     def configure_model(self) -> None:
         """Under Lightning's ``ModelParallelStrategy``, shard ``self.model`` over the strategy's device mesh: tensor
         parallelism and FSDP2 (``lit_gpt.train.parallel.parallelize``); once, however often Lightning calls this."""
@@ -183,102 +212,46 @@ class LitGPT(LightningModule):
             parallelize(self.model, self.device_mesh)
             self._parallelized = True
             if self._compiled is not None:  # a compiled forward would skip the FSDP2 root's hooks
-                rank_zero_warn("model.compile is not applied under ModelParallelStrategy (not verified with FSDP2 and "
-                               "tensor parallelism here); training runs eagerly")  # fmt: skip
+                rank_zero_warn(
+                    "model.compile is not applied under ModelParallelStrategy (not verified with FSDP2 and tensor "
+                    "parallelism here); training runs eagerly"
+                )
                 self._compiled = None
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # A plain, versioned record that lit_gpt.checkpoint reads: the model can be rebuilt without Lightning.
-        record = {"format": CHECKPOINT_FORMAT, "config": self.config.to_dict(), "tokenizer": self.tokenizer}
-        if self.lora is not None:  # the adapters and the base's identity, not a second copy of the base
-            record["lora"] = {**self.lora.to_dict(), "base": self.base}
-            adapters = {f"model.{name}" for name, param in self.model.named_parameters() if param.requires_grad}
-            state = checkpoint["state_dict"]
-            checkpoint["state_dict"] = {k: v for k, v in state.items() if k in adapters or not k.startswith("model.")}
-        checkpoint["lit_gpt"] = record
-        # Dropout draws from torch's global generators, which Lightning does not checkpoint: with them a resumed run
-        # draws the same masks as an uninterrupted one (the data loaders have their own generators).
-        checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state()  # this rank's device
+        write_training_record(checkpoint, self.model, self.tokenizer, self.lora, self.base)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        saved = checkpoint.get("hyper_parameters", {}).get("optimizer", "adamw")  # older checkpoints: AdamW
-        if "optimizer_states" in checkpoint and saved != self.hparams.optimizer:
-            raise ConfigError(f"cannot resume a run trained with model.optimizer {saved} with model.optimizer "
-                              f"{self.hparams.optimizer}: set --model.optimizer {saved}, or start a new run from its "
-                              "weights with --model.init_weights")  # fmt: skip
-        if self.lora is not None:
-            self._restore_base(checkpoint)
-        states = checkpoint.get("rng_states", {})
-        if "torch" in states:
-            torch.set_rng_state(states["torch"])
-        if "cuda" in states and torch.cuda.is_available():
-            torch.cuda.set_rng_state(states["cuda"])
-
-    def _restore_base(self, checkpoint: dict) -> None:
-        """Before Lightning loads a LoRA checkpoint's state dict (adapters only): check that it was trained on the
-        base this run loaded (``init_weights``), then fill the frozen base weights in from the model."""
-        record = checkpoint.get("lit_gpt", {}).get("lora")
-        if record is None:
-            raise ConfigError("this run trains LoRA adapters (model.lora) but the checkpoint has none: resume it "
-                              "without model.lora, or start from its weights with model.init_weights")  # fmt: skip
-        if record["base"]["sha256"] != self.base["sha256"]:
-            raise ConfigError(f"the checkpoint's adapters were trained on the base at {record['base']['path']}, not on "
-                              f"model.init_weights {self.base['path']} (different weights): resume with that base")
-        state = checkpoint["state_dict"]
-        for name, tensor in self.model.state_dict().items():
-            state.setdefault(f"model.{name}", tensor)
+        check_resumed_optimizer(checkpoint, self.hparams.optimizer)
+        restore_training_record(checkpoint, self.model, self.base)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """Logits (B, T, V) for token ids (B, T)."""
         return self.model(idx)
 
-    _flops_per_batch: int | None = None
+    def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
+        self.flops_per_batch = batch_flops(self.config, batch, training=True, lora=self.lora is not None)
 
-    @property
-    def flops_per_batch(self) -> int | None:
-        """Model FLOPs of the latest (B, T) batch on this device: forward + backward in training, forward only in
-        validation and test (``lit_gpt.model.flops_per_token``); None before the first batch. With LoRA the backward
-        pass computes input gradients only (the frozen weights need none), so training is 2 x forward; the
-        adapters' own matmuls (about r / n_embd of the rest) are not counted.
-
-        ``lit_gpt.train.callbacks.ThroughputMonitor`` reads it for FLOP/s and MFU. The
-        batch-start hooks record it, so the last, smaller validation batch is counted exactly.
-        """
-        return self._flops_per_batch
-
-    def _count_flops(self, batch: tuple[torch.Tensor, torch.Tensor], training: bool) -> None:
-        B, T = batch[0].shape
-        passes = (2 if self.lora is not None else 3) if training else 1  # forward + backward, in forwards
-        self._flops_per_batch = B * T * passes * flops_per_token(self.config, T, training=False)
-
-    def on_train_batch_start(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._count_flops(batch, training=True)
-
-    def on_validation_batch_start(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int,
-                                  dataloader_idx: int = 0) -> None:  # fmt: skip
-        self._count_flops(batch, training=False)
+    def on_validation_batch_start(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.flops_per_batch = batch_flops(self.config, batch, training=False, lora=self.lora is not None)
 
     on_test_batch_start = on_validation_batch_start
 
-    def _loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX)
+    _loss = staticmethod(next_token_loss)
 
     def _logging_step(self) -> bool:
-        """Whether this optimizer step's per-step metrics reach the logger: every ``trainer.log_every_n_steps``-th
-        step, as Lightning writes them. Calling ``self.log`` only then saves ~1 ms of Lightning bookkeeping per step
-        (bench/train_throughput.py on a CPU), so the progress bar's loss also updates at that rate."""
+        """Whether this step's metrics reach the logger (every ``trainer.log_every_n_steps``-th step): ``self.log`` is
+        called only then, skipping Lightning's bookkeeping on the others (the progress bar's loss updates as often)."""
         return (self.global_step + 1) % self.trainer.log_every_n_steps == 0
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         x, y = batch
         loss = self._loss((self._compiled or self.model)(x), y)
         if self._logging_step():  # several devices: the mean over all of them (one all-reduce per logged step)
             self.log("train/loss", loss, prog_bar=True, sync_dist=self.trainer.world_size > 1)
         return loss
 
-    def _evaluation_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str, dataloader_idx: int) -> None:
+    def _evaluation_step(self, batch: Batch, stage: str, dataloader_idx: int) -> None:
         x, y = batch
         loss, targets = self._loss(self.model(x), y), (y != IGNORE_INDEX).sum()
         if not self.val_corpora:
@@ -308,109 +281,52 @@ class LitGPT(LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_perplexity("test")
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int,
-                        dataloader_idx: int = 0) -> None:  # fmt: skip
+    def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._evaluation_step(batch, "val", dataloader_idx)
 
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+    def test_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._evaluation_step(batch, "test", dataloader_idx)
 
-    def configure_optimizers(self):
+    def configure_optimizers(self) -> dict:
+        """``lit_gpt.train.optim``'s optimizer over the trainable parameters (with LoRA, the adapter matrices) and
+        its cosine schedule, stepped per optimizer step and logged as ``train/lr``."""
         hp = self.hparams
-        muon = hp.optimizer == "muon"
-        if muon:
+        if hp.optimizer == "muon":
             check_muon_strategy(self.trainer.strategy)
-        split = split_parameters(self.model, muon)  # trainable parameters only: with LoRA, the adapter matrices
-        groups = [  # named: LearningRateMonitor logs train/lr/muon (with Muon), train/lr/decay and train/lr/no_decay
-            {"params": split[name], "weight_decay": hp.weight_decay if name != "no_decay" else 0.0, "name": name}
-            for name in ("muon", "decay", "no_decay")
-            if split[name] or (self.lora is not None and name != "muon")  # LoRA: the tags of full training
-        ]
-        if self.device_mesh is not None:  # AdamW's fused and foreach kernels take DTensors or tensors, not both
-            groups = _split_by_tensor_kind(groups)
-        # The fused kernel updates every parameter in one pass (CPU and CUDA); elsewhere PyTorch picks foreach. Not
-        # with 16-mixed's GradScaler: a fused step unscales internally, so Lightning could not clip unscaled grads.
-        fused = True if self.device.type in ("cpu", "cuda") and self._grad_scaler() is None else None
-        adamw = dict(lr=hp.learning_rate, betas=hp.betas, eps=hp.eps, fused=fused)
-        if muon:
-            muon_groups = [group for group in groups if group["name"] == "muon"]
-            adamw_groups = [group for group in groups if group["name"] != "muon"]
-            optimizer = MuonWithAdamW(muon_groups, adamw_groups, weight_decay=hp.weight_decay, **adamw)
-        else:
-            optimizer = torch.optim.AdamW(groups, **adamw)
-        decay_steps = self.hparams.lr_decay_steps or self.trainer.max_steps
-        if decay_steps is None or decay_steps < 0:
-            raise ConfigError("set trainer.max_steps (or model.lr_decay_steps): the cosine schedule needs a horizon")
-        base = self.hparams.learning_rate
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer,
-            lambda step: lr_at(step, base, self.hparams.min_lr, self.hparams.warmup_steps, decay_steps) / base,
+        optimizer = build_optimizer(
+            self.model,
+            hp.optimizer,
+            **{key: hp[key] for key in ("learning_rate", "weight_decay", "betas", "eps")},
+            fused=fused_adamw(self),
+            sharded=self.device_mesh is not None,
+            keep_empty_groups=self.lora is not None,
         )
+        decay_steps = hp.lr_decay_steps or self.trainer.max_steps
+        schedule = cosine_schedule(optimizer, hp.learning_rate, hp.min_lr, hp.warmup_steps, decay_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step", "name": "train/lr"}}
-
-    def _grad_scaler(self):
-        """The GradScaler of a ``16-mixed`` run, or None (other precisions, or no Trainer attached yet)."""
-        try:
-            plugin = self.trainer.precision_plugin
-        except (RuntimeError, AttributeError):  # not attached to a Trainer (a script or test calling us directly)
-            return None
-        return getattr(plugin, "scaler", None)
-
-    _grad_norm: torch.Tensor | None = None
 
     def on_after_backward(self) -> None:
         self._grad_norm = None  # the gradients changed
 
-    def gradient_norm(self, optimizer: torch.optim.Optimizer) -> torch.Tensor:
-        """The global L2 norm of the gradients of ``optimizer``'s parameters on this device, a 0-dim float tensor.
-
-        Computed once per optimizer step (after the last backward) and shared by ``configure_gradient_clipping`` and
-        ``lit_gpt.train.stability.LossGuard``; no host synchronisation.
-        """
+    def gradient_norm(self, optimizer: Optimizer) -> torch.Tensor:
+        """``lit_gpt.train.parallel.gradient_norm`` of ``optimizer``'s gradients, computed once per optimizer step and
+        shared by ``configure_gradient_clipping`` and ``lit_gpt.train.stability.LossGuard``."""
         if self._grad_norm is None:
-            grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-            # sharded (DTensor) gradients under ModelParallelStrategy: each mesh's norm reduced over that mesh
-            sharded = self.device_mesh is not None
-            self._grad_norm = total_norm(grads) if sharded else torch.nn.utils.get_total_norm(grads)
+            self._grad_norm = gradient_norm(optimizer, sharded=self.device_mesh is not None)
         return self._grad_norm
 
     def configure_gradient_clipping(
-        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
-        gradient_clip_algorithm: str | None = None,
-    ) -> None:  # fmt: skip
-        """Log ``train/grad_norm``, the global L2 norm of the gradients before clipping, then clip as configured.
-
-        With one device or DDP every rank holds the whole gradient, and under ``ModelParallelStrategy`` (FSDP2, tensor
-        parallelism) the norm of the sharded gradients is reduced over their meshes (``lit_gpt.train.parallel``), so
-        the norm is computed once here and reused for norm clipping. FSDP1 and DeepSpeed clip through Lightning,
-        which knows their shards.
-        """
-        if type(self.trainer.strategy) not in (SingleDeviceStrategy, DDPStrategy, ModelParallelStrategy):
+        self, optimizer: Optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
+    ) -> None:
+        """Log ``train/grad_norm`` (the gradients' global L2 norm before clipping), then clip with that norm as
+        configured; FSDP1 and DeepSpeed clip through Lightning, which knows their shards."""
+        if not owns_gradient_norm(self.trainer.strategy):
             self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
             return
-        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         norm = self.gradient_norm(optimizer)
         if self._logging_step():
             self.log("train/grad_norm", norm)
         if gradient_clip_val and gradient_clip_algorithm in (None, "norm"):
-            if self.device_mesh is not None:
-                clip_grads_with_norm_([p.grad for p in params], gradient_clip_val, norm)
-            else:
-                torch.nn.utils.clip_grads_with_norm_(params, gradient_clip_val, norm)
+            clip_grad_norm_(optimizer, gradient_clip_val, norm, sharded=self.device_mesh is not None)
         elif gradient_clip_val:
             self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
-
-
-def _split_by_tensor_kind(groups: list[dict]) -> list[dict]:
-    """Each parameter group split into its sharded (``DTensor``) and plain parameters, empty parts dropped; the
-    sharded part keeps the group's name, the plain one gets ``_whole`` appended (tensor parallelism leaves
-    embeddings and norms whole)."""
-    from torch.distributed.tensor import DTensor
-
-    split = []
-    for group in groups:
-        for suffix, keep in (("", True), ("_whole", False)):
-            params = [p for p in group["params"] if isinstance(p, DTensor) == keep]
-            if params:
-                split.append({**group, "params": params, "name": group["name"] + suffix})
-    return split

@@ -1,5 +1,12 @@
-"""The optimizers of ``LitGPT``: AdamW alone, or Muon for the hidden matrices and AdamW for the rest, as one
-``torch.optim.Optimizer``.
+"""The optimizer and learning-rate schedule of ``LitGPT``, as plain functions testable without a Trainer:
+``build_optimizer`` (AdamW alone, or Muon for the hidden matrices and AdamW for the rest, as one
+``torch.optim.Optimizer``) and ``cosine_schedule`` / ``lr_at`` (linear warmup, cosine decay, then flat).
+
+Parameter groups (``split_parameters``): weight decay on the matrices of linear layers only, not on norms, biases or
+embeddings (Loshchilov & Hutter 2019, as in nanoGPT); each group is named (``muon``, ``decay``, ``no_decay``) so
+Lightning's LearningRateMonitor logs ``train/lr/<name>``. Under tensor parallelism a group holding both ``DTensor``
+and plain parameters is split in two (``<name>`` and ``<name>_whole``): AdamW's fused and foreach kernels take one
+kind per call.
 
 Muon (Jordan et al. 2024, https://kellerjordan.github.io/posts/muon/; ``torch.optim.Muon``) replaces each update of a
 2-D weight matrix by its Newton-Schulz orthogonalisation (about U V^T of the momentum's SVD U S V^T). It suits the
@@ -21,6 +28,7 @@ hold slices of them, so ``LitGPT`` refuses ``optimizer="muon"`` under those stra
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -39,6 +47,7 @@ class MuonWithAdamW(torch.optim.Optimizer):
         weight_decay: default decoupled weight decay of both (a group's own ``weight_decay`` wins).
         betas, eps, fused: AdamW's.
         momentum, nesterov, adjust_lr_fn: Muon's (see ``torch.optim.Muon``).
+
     Raises:
         ValueError: from ``torch.optim.Muon`` if a Muon parameter is not 2-D, or from ``torch.optim.Optimizer`` if a
             parameter appears in two groups.
@@ -57,10 +66,17 @@ class MuonWithAdamW(torch.optim.Optimizer):
         nesterov: bool = True,
         adjust_lr_fn: str = "match_rms_adamw",
     ) -> None:
-        self.muon = torch.optim.Muon(muon_groups, lr=lr, weight_decay=weight_decay, momentum=momentum,
-                                     nesterov=nesterov, adjust_lr_fn=adjust_lr_fn)  # fmt: skip
-        self.adamw = torch.optim.AdamW(adamw_groups, lr=lr, weight_decay=weight_decay, betas=betas, eps=eps,
-                                       fused=fused)  # fmt: skip
+        self.muon = torch.optim.Muon(
+            muon_groups,
+            lr=lr,
+            weight_decay=weight_decay,
+            momentum=momentum,
+            nesterov=nesterov,
+            adjust_lr_fn=adjust_lr_fn,
+        )
+        self.adamw = torch.optim.AdamW(
+            adamw_groups, lr=lr, weight_decay=weight_decay, betas=betas, eps=eps, fused=fused
+        )
         # The union of the very group dicts the inner optimizers read: a scheduler's or Lightning's change of a
         # group's "lr" reaches the optimizer that steps it.
         super().__init__(self.muon.param_groups + self.adamw.param_groups, {"lr": lr})
@@ -121,6 +137,106 @@ def check_muon_strategy(strategy: object) -> None:
     from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 
     if type(strategy) not in (SingleDeviceStrategy, DDPStrategy):
-        raise ConfigError(f"model.optimizer muon needs whole weight matrices on every device (Newton-Schulz "
-                          f"orthogonalises each matrix), but {type(strategy).__name__} shards them; train on one "
-                          "device or with --trainer.strategy ddp, or use --model.optimizer adamw")  # fmt: skip
+        raise ConfigError(
+            f"model.optimizer muon needs whole weight matrices on every device (Newton-Schulz orthogonalises each "
+            f"matrix), but {type(strategy).__name__} shards them; train on one device or with trainer.strategy ddp, "
+            "or use model.optimizer adamw"
+        )
+
+
+def build_optimizer(
+    model: nn.Module,
+    kind: str = "adamw",
+    *,
+    learning_rate: float,
+    weight_decay: float,
+    betas: tuple[float, float],
+    eps: float,
+    fused: bool | None = None,
+    sharded: bool = False,
+    keep_empty_groups: bool = False,
+) -> torch.optim.Optimizer:
+    """The optimizer of ``model``'s trainable parameters (module docstring): ``torch.optim.AdamW`` for
+    ``kind="adamw"``, ``MuonWithAdamW`` for ``kind="muon"``; ``weight_decay`` on the ``muon`` and ``decay`` groups,
+    none on ``no_decay``.
+
+    Args:
+        fused: AdamW's ``fused`` (True: one kernel for every parameter, CPU and CUDA; None: PyTorch chooses).
+        sharded: the parameters may be ``DTensor``s (``ModelParallelStrategy``): split each group by tensor kind.
+        keep_empty_groups: keep the ``decay`` and ``no_decay`` groups even when empty (LoRA: the group names, and so
+            the logged learning rates, of full training).
+    Raises:
+        ValueError: as ``MuonWithAdamW`` does. Whether the strategy suits Muon is ``check_muon_strategy``'s question.
+    """
+    muon = kind == "muon"
+    split = split_parameters(model, muon)
+    groups = [
+        {"params": split[name], "weight_decay": weight_decay if name != "no_decay" else 0.0, "name": name}
+        for name in ("muon", "decay", "no_decay")
+        if split[name] or (keep_empty_groups and name != "muon")
+    ]
+    if sharded:
+        groups = _split_by_tensor_kind(groups)
+    adamw = dict(lr=learning_rate, betas=betas, eps=eps, fused=fused)
+    if not muon:
+        return torch.optim.AdamW(groups, **adamw)
+    muon_groups = [group for group in groups if group["name"] == "muon"]
+    adamw_groups = [group for group in groups if group["name"] != "muon"]
+    return MuonWithAdamW(muon_groups, adamw_groups, weight_decay=weight_decay, **adamw)
+
+
+def _split_by_tensor_kind(groups: list[dict]) -> list[dict]:
+    """Each parameter group split into its sharded (``DTensor``) and plain parameters, empty parts dropped; the
+    sharded part keeps the group's name, the plain one gets ``_whole`` appended (tensor parallelism leaves
+    embeddings and norms whole)."""
+    from torch.distributed.tensor import DTensor
+
+    split = []
+    for group in groups:
+        for suffix, keep in (("", True), ("_whole", False)):
+            params = [p for p in group["params"] if isinstance(p, DTensor) == keep]
+            if params:
+                split.append({**group, "params": params, "name": group["name"] + suffix})
+    return split
+
+
+def lr_at(step: int, learning_rate: float, min_lr: float, warmup_steps: int, decay_steps: int) -> float:
+    """Learning rate at optimizer step ``step`` (0-based): linear warmup, cosine decay, then flat at min_lr.
+
+    Warmup reaches ``learning_rate`` at step ``warmup_steps - 1``; the cosine runs from step ``warmup_steps``
+    (``learning_rate``) to step ``decay_steps`` (``min_lr``), as in nanoGPT's ``get_lr``.
+    """
+    if step < warmup_steps:
+        return learning_rate * (step + 1) / warmup_steps
+    if step >= decay_steps:
+        return min_lr
+    progress = (step - warmup_steps) / max(1, decay_steps - warmup_steps)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (learning_rate - min_lr)
+
+
+def cosine_schedule(
+    optimizer: torch.optim.Optimizer, learning_rate: float, min_lr: float, warmup_steps: int, decay_steps: int | None
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """A scheduler, stepped once per optimizer step, that sets every group's learning rate to ``lr_at(step, ...)``
+    (the groups' ``lr`` must start at ``learning_rate``).
+
+    Raises:
+        ConfigError: if ``decay_steps`` is None or negative (the cosine needs a horizon).
+    """
+    if decay_steps is None or decay_steps < 0:
+        raise ConfigError("set trainer.max_steps (or model.lr_decay_steps): the cosine schedule needs a horizon")
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_at(step, learning_rate, min_lr, warmup_steps, decay_steps) / learning_rate
+    )
+
+
+def check_resumed_optimizer(checkpoint: dict, optimizer: str) -> None:
+    """Raise ConfigError if Lightning's ``checkpoint`` dict holds optimizer state from another ``LitGPT`` optimizer
+    kind (``adamw``, ``muon``) than ``optimizer``: their states do not fit each other. Checkpoints whose
+    hyperparameters name none were trained with AdamW."""
+    saved = checkpoint.get("hyper_parameters", {}).get("optimizer", "adamw")
+    if "optimizer_states" in checkpoint and saved != optimizer:
+        raise ConfigError(
+            f"cannot resume a run trained with model.optimizer {saved} with model.optimizer {optimizer}: set "
+            f"model.optimizer {saved}, or start a new run from its weights with model.init_weights"
+        )

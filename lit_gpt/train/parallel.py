@@ -17,8 +17,13 @@
   every block is a unit (its parameters gathered for its forward and backward, then freed), and the root holds
   the embeddings, the final norm and the tied head.
 
+The gradient norm and norm clipping must see through that sharding: ``gradient_norm`` and ``clip_grad_norm_`` take
+an optimizer's gradients, plain tensors (one device, DDP: every rank holds the whole gradient) or ``DTensor``
+shards (reduced over their meshes by ``total_norm``); ``owns_gradient_norm`` says for which strategies they apply
+(FSDP1 and DeepSpeed hold flat shards that only their own clipping knows).
+
 Module names and the state dict's keys are unchanged (only the tensors become ``DTensor``s), so checkpoints and
-``lit-gpt export`` read the same names; a sharded checkpoint is a folder that ``lit_gpt.checkpoint`` consolidates.
+``lit-gpt export`` read the same names; a sharded checkpoint is a folder that ``lit_gpt.formats.training`` consolidates.
 """
 
 from __future__ import annotations
@@ -130,3 +135,33 @@ def clip_grads_with_norm_(grads: list[torch.Tensor], max_norm: float, norm: torc
             grad.mul_(DTensor.from_local(factor.to(grad.dtype), mesh, [Replicate()] * mesh.ndim))
         else:
             grad.mul_(factor.to(grad.dtype))
+
+
+def owns_gradient_norm(strategy: object) -> bool:
+    """Whether ``gradient_norm`` and ``clip_grad_norm_`` apply to the gradients under Lightning's ``strategy``: one
+    device, DDP or ``ModelParallelStrategy`` (whole tensors or ``DTensor`` shards), not FSDP1 or DeepSpeed."""
+    from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy, SingleDeviceStrategy
+
+    return type(strategy) in (SingleDeviceStrategy, DDPStrategy, ModelParallelStrategy)
+
+
+def _params_with_grads(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    return [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+
+
+def gradient_norm(optimizer: torch.optim.Optimizer, sharded: bool) -> torch.Tensor:
+    """The global L2 norm of the gradients of ``optimizer``'s parameters, a 0-dim float tensor, with no host
+    synchronisation. ``sharded``: the gradients may be ``DTensor``s (``total_norm`` reduces each mesh's norm);
+    otherwise they are whole local tensors (``torch.nn.utils.get_total_norm``)."""
+    grads = [p.grad for p in _params_with_grads(optimizer)]
+    return total_norm(grads) if sharded else torch.nn.utils.get_total_norm(grads)
+
+
+def clip_grad_norm_(optimizer: torch.optim.Optimizer, max_norm: float, norm: torch.Tensor, sharded: bool) -> None:
+    """Scale the gradients of ``optimizer``'s parameters in place so that their global norm ``norm`` (from
+    ``gradient_norm``) is at most ``max_norm``, with no host synchronisation; ``sharded`` as in ``gradient_norm``."""
+    params = _params_with_grads(optimizer)
+    if sharded:
+        clip_grads_with_norm_([p.grad for p in params], max_norm, norm)
+    else:
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
