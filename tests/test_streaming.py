@@ -41,7 +41,7 @@ def loaders(dirs: list[str], workers: int, block_size: int = 16, batch_size: int
     """A ``StreamingDataLoader`` for each export, as ``StreamingTextDataModule`` builds them."""
     from litdata import StreamingDataLoader
 
-    from lit_gpt.data.stream import int64_batch, open_train
+    from lit_gpt.data.streaming_windows import int64_batch, open_train
 
     return [StreamingDataLoader(open_train(d, block_size, seed=7), batch_size=batch_size, num_workers=workers,
                                 drop_last=True, collate_fn=int64_batch, generator=torch.Generator())
@@ -96,7 +96,7 @@ def test_without_litdata_streaming_is_one_error_naming_the_install(monkeypatch, 
 @needs_litdata
 def test_the_export_holds_the_prepared_tokens_and_counts(shakespeare_export):
     from lit_gpt.data.litdata_export import read_export_meta
-    from lit_gpt.data.stream import read_val_tokens
+    from lit_gpt.data.streaming_windows import read_val_tokens
 
     cache, meta, export = shakespeare_export
     exported = read_export_meta(str(export))
@@ -149,7 +149,7 @@ def test_an_epoch_deals_every_window_once(exports, workers):
 @pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("weights", [[1.0], [0.7, 0.3]], ids=["one-corpus", "mixture"])
 def test_a_stream_resumed_from_a_position_continues_exactly(exports, workers, weights):
-    from lit_gpt.data.stream import MixedStream
+    from lit_gpt.data.streaming_windows import MixedStream
 
     dirs = [str(exports / name) for name in "ab"[: len(weights)]]
     inputs, positions = take(MixedStream(loaders(dirs, workers), np.array(weights), 4, seed=1), 75)
@@ -161,7 +161,7 @@ def test_a_stream_resumed_from_a_position_continues_exactly(exports, workers, we
 @needs_litdata
 @pytest.mark.slow
 def test_mixture_shares_over_1000_batches_are_within_2_percent_of_the_weights(exports):
-    from lit_gpt.data.stream import MixedStream
+    from lit_gpt.data.streaming_windows import MixedStream
 
     dirs = [str(exports / "a"), str(exports / "b")]
     inputs, _ = take(MixedStream(loaders(dirs, 0, batch_size=12), np.array([0.7, 0.3]), 12, seed=3), 1000)
@@ -240,7 +240,8 @@ def test_bad_streaming_settings_are_config_errors(tmp_path):
 
 def test_litdata_internals_this_code_relies_on_are_there():
     """``lit_gpt.data.litdata_export`` moves meta.json with litdata's private ``_get_fs_provider`` (no public way)
-    and ``lit_gpt.data.stream.restore`` builds the state ``StreamingDataLoader.state_dict`` returns: pin both."""
+    and ``lit_gpt.data.streaming_windows.restore`` builds the state ``StreamingDataLoader.state_dict`` returns: pin
+    both."""
     if not HAS_LITDATA:
         pytest.skip(f"litdata is an optional extra: {INSTALL}")
     import inspect

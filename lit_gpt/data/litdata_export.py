@@ -8,15 +8,15 @@ storage (``s3://bucket/prefix``, with the credentials litdata finds in the envir
 
 - ``train/``: the training tokens in chunks of ``chunk_tokens`` tokens (one item each), written for
   ``litdata.TokensLoader``, which serves them as windows of ``block_size + 1`` consecutive tokens chosen at
-  training time (``lit_gpt.data.stream``);
+  training time (``lit_gpt.data.streaming_windows``);
 - ``val/``: the validation tokens, in order, as items of up to ``VAL_ITEM_TOKENS`` tokens (litdata's default
   format), which the data module reads whole, so that validation covers every target exactly once;
 - ``meta.json``: the prepared folder's metadata (tokenizer, counts, cleaning counts, sources) without its shard
   list, plus ``litdata``: the litdata version, ``chunk_tokens`` and the item counts. It is written last, so an
   interrupted export is never trusted, and an export whose ``meta.json`` matches is reused.
 
-litdata is an optional extra, imported only here and in ``lit_gpt.data.stream``: ``import_litdata`` raises one
-``ConfigError`` naming the install command when it is missing.
+litdata is an optional extra, imported only here and in ``lit_gpt.data.streaming_windows``: ``import_litdata``
+raises one ``ConfigError`` naming the install command when it is missing.
 """
 
 from __future__ import annotations

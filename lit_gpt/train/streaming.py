@@ -2,9 +2,9 @@
 that do not fit on every machine; ``--data.class_path lit_gpt.train.streaming.StreamingTextDataModule``.
 
 The data comes from ``lit-gpt prepare --data.format litdata --out DIR_OR_URL`` (``lit_gpt.data.litdata_export``).
-Training windows, their order, mixtures and the exact position are ``lit_gpt.data.stream``'s. Validation reads each
-corpus's whole validation split into memory and covers it exactly once, as ``TextDataModule`` does, so ``val/loss``
-of the two modules on the same prepared corpus is the same for the same model.
+Training windows, their order, mixtures and the exact position are ``lit_gpt.data.streaming_windows``'s. Validation
+reads each corpus's whole validation split into memory and covers it exactly once, as ``TextDataModule`` does, so
+``val/loss`` of the two modules on the same prepared corpus is the same for the same model.
 
 Exact resume: ``state_dict`` returns the stream's position after the batch that the trainer's step reached
 (``global_step x accumulate_grad_batches`` batches), which Lightning stores in the checkpoint; ``load_state_dict``
@@ -20,7 +20,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
 from lit_gpt.data.litdata_export import import_litdata, read_export_meta
 from lit_gpt.data.mixture import StreamingCorpus, mixture_weights
-from lit_gpt.data.stream import MixedStream, int64_batch, open_train, read_val_tokens
+from lit_gpt.data.streaming_windows import MixedStream, int64_batch, open_train, read_val_tokens
 from lit_gpt.errors import ConfigError
 from lit_gpt.train.datamodule import TokenDataModule, data_parallel_rank
 
