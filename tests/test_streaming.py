@@ -17,6 +17,7 @@ import torch
 
 from lit_gpt.data.litdata_export import INSTALL, export_litdata, import_litdata
 from lit_gpt.data.prepare import load_split, prepare
+from lit_gpt.data.settings import Corpus
 from lit_gpt.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,7 +79,7 @@ def shakespeare_export(shakespeare, tmp_path_factory):
     if not HAS_LITDATA:
         pytest.skip(f"litdata is an optional extra: {INSTALL}")
     root = tmp_path_factory.mktemp("shakespeare")
-    meta = prepare(shakespeare, "char", root / "cache")
+    meta = prepare(Corpus(shakespeare), "char", root / "cache")
     export_litdata(str(root / "cache"), meta, str(root / "export"), chunk_tokens=65536)
     return root / "cache", meta, root / "export"
 
@@ -203,7 +204,7 @@ def test_lit_gpt_fit_takes_the_streaming_module_by_class_path_and_links_it_to_th
     _, meta, export = shakespeare_export
     args = streaming_args(tmp_path, export, "--model.config.block_size", 32)[1:]  # without the subcommand
     cli = build_cli(args, run=False)
-    assert isinstance(cli.datamodule, StreamingTextDataModule) and cli.datamodule.block_size == 32
+    assert isinstance(cli.datamodule, StreamingTextDataModule) and cli.datamodule.settings.block_size == 32
     assert cli.model.config.vocab_size == 66 and cli.model.tokenizer == meta["tokenizer"]
 
 
