@@ -14,9 +14,9 @@ Default mode, on WikiText-2 train (``--path``, 10.8 MB) with the GPT-2 BPE and `
   followed by one space and a non-space (also token-neutral): what 2 threads can do on this text.
 - ``tiktoken batch (lines)``: the same, with the text cut into lines (``splitlines(keepends=True)``), for
   reference (36,718 tiny pieces; line cuts are not token-neutral, so the token count differs slightly).
-- ``prepare``: the whole ``prepare(path, "gpt2", tmp, num_threads=threads)`` call into a fresh temporary folder,
-  default ``Cleaning`` (control characters, SHA-1 dedup; NFC is opt-in), i.e. reading, cleaning, dedup, encoding,
-  the uint16 conversion, the tail split and writing the shards and ``meta.json``.
+- ``prepare``: the whole ``prepare(Corpus(path), "gpt2", tmp, num_threads=threads)`` call into a fresh temporary
+  folder, default ``Cleaning`` (control characters, SHA-1 dedup; NFC is opt-in), i.e. reading, cleaning, dedup,
+  encoding, the uint16 conversion, the tail split and writing the shards and ``meta.json``.
 
 Each measurement runs ``--repeat`` times, each in its own fresh subprocess; the best time is reported, and the
 largest ``ru_maxrss`` of the subprocess (peak resident memory, imports included; ``baseline`` is the RSS after the
@@ -83,6 +83,7 @@ def worker(kind: str, path: str, threads: int, tokenizer: str, separator: str | 
 
     from lit_gpt.data.corpus import resolve_sources
     from lit_gpt.data.prepare import _pieces, prepare
+    from lit_gpt.data.settings import Corpus
 
     encoding = tiktoken.get_encoding(tokenizer)
     encoding.encode_ordinary("warm up")  # load the ranks before the clock starts (prepare loads them itself too)
@@ -105,7 +106,7 @@ def worker(kind: str, path: str, threads: int, tokenizer: str, separator: str | 
     else:
         with tempfile.TemporaryDirectory() as out_dir:
             start = time.perf_counter()
-            meta = prepare(path, tokenizer, out_dir, num_threads=threads, separator=separator)
+            meta = prepare(Corpus(path, separator=separator), tokenizer, out_dir, num_threads=threads)
             seconds = time.perf_counter() - start
             shard_bytes = sum(f.stat().st_size for f in Path(out_dir).glob("*.bin"))
         tokens = sum(meta["tokens"].values())

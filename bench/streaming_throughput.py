@@ -90,6 +90,7 @@ def main() -> None:
 
     from lit_gpt.data.litdata_export import export_litdata
     from lit_gpt.data.prepare import prepare
+    from lit_gpt.data.settings import Corpus
     from lit_gpt.train.datamodule import TextDataModule
     from lit_gpt.train.streaming import StreamingTextDataModule
 
@@ -97,18 +98,20 @@ def main() -> None:
         tmp = Path(tmp)
         corpus = build_corpus(Path(args.text), args.megabytes, tmp / "corpus.txt")
         start = time.perf_counter()
-        meta = prepare(corpus, args.tokenizer, tmp / "prepared", val_fraction=0.01)
+        meta = prepare(Corpus(str(corpus), val_fraction=0.01), args.tokenizer, tmp / "prepared")
         export_litdata(str(tmp / "prepared"), meta, str(tmp / "export"), chunk_tokens=args.chunk_tokens)
         print(f"corpus: {args.megabytes:g} MB of {Path(args.text).name}, {meta['tokens']['train']:,} training tokens "
               f"({args.tokenizer}), prepared and exported in {time.perf_counter() - start:.1f} s; batches of "
               f"{args.batch_size} x {args.block_size} tokens; torch threads {torch.get_num_threads()}, "
               f"{os.cpu_count()} CPUs\n")  # fmt: skip
         shape = {"block_size": args.block_size, "batch_size": args.batch_size}
-        loaders = {"memory-mapped (TextDataModule)": lambda: TextDataModule(
-            str(corpus), args.tokenizer, val_fraction=0.01, cache_dir=str(tmp / "prepared"), **shape)}  # fmt: skip
+        memmap = {"path": str(corpus), "tokenizer": args.tokenizer, "val_fraction": 0.01}
+        memmap["cache_dir"] = str(tmp / "prepared")
+        loaders = {"memory-mapped (TextDataModule)": lambda: TextDataModule(**memmap, **shape)}
         for workers in args.workers:
             loaders[f"streaming, {workers} workers"] = lambda w=workers: StreamingTextDataModule(
-                str(tmp / "export"), num_workers=w, **shape)  # fmt: skip
+                input_dir=str(tmp / "export"), num_workers=w, **shape
+            )
         rates = {name: loader_rate(make, args.batches, args.warmup) for name, make in loaders.items()}
         model = None
         if not args.no_model:

@@ -100,9 +100,14 @@ def measure(config: str, setting: str, steps: int, warmup: int, extra: list[str]
         f"{', compile' if cli.model.hparams.compile else ''})",
         "device": torch.cuda.get_device_name() if cuda else f"CPU {cpu_class()}, {torch.get_num_threads()} threads",
         "parameters": cli.model.model.num_params(),
-        "shape": {"n_layer": config_.n_layer, "n_head": config_.n_head, "n_embd": config_.n_embd,
-                  "block_size": config_.block_size, "batch_size": cli.datamodule.batch_size,
-                  "data": cli.datamodule.path},  # fmt: skip
+        "shape": {
+            "n_layer": config_.n_layer,
+            "n_head": config_.n_head,
+            "n_embd": config_.n_embd,
+            "block_size": config_.block_size,
+            "batch_size": cli.datamodule.settings.batch_size,
+            "data": cli.datamodule.settings.path,
+        },
         "tokens_per_step": timer.tokens / timer.steps,
         "steps": timer.steps,
         "seconds": timer.seconds,

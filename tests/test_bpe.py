@@ -17,6 +17,7 @@ from lit_gpt import tokenizer as bpe_files
 from lit_gpt.cli.train_tokenizer import main as train_tokenizer
 from lit_gpt.data import bpe
 from lit_gpt.data.prepare import load_split, prepare
+from lit_gpt.data.settings import Corpus
 from lit_gpt.errors import ConfigError
 from lit_gpt.tokenizer import Tokenizer
 
@@ -119,7 +120,7 @@ def test_prepare_with_a_bpe_folder(folder, valid_text, tmp_path):
     corpus = tmp_path / "stories.txt"
     text = valid_text[:100_000]
     corpus.write_text(text, encoding="utf-8")
-    meta = prepare(corpus, str(folder), tmp_path / "prepared")
+    meta = prepare(Corpus(corpus), str(folder), tmp_path / "prepared")
     tok = Tokenizer.from_name(str(folder))
     ids = tok.encode(text)
     assert meta["dtype"] == "uint16" and meta["vocab_size"] == VOCAB_SIZE

@@ -1,5 +1,6 @@
 """The `lit-gpt` command end to end on real Tiny Shakespeare: configs, fit, TensorBoard, resume, generate, errors."""
 
+import dataclasses
 import signal
 import subprocess
 import sys
@@ -8,8 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from lit_gpt.cli import main
+from lit_gpt.data.settings import TextData
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
@@ -41,6 +44,27 @@ def test_every_config_parses(config, capsys):
     assert exit_info.value.code == 0
     printed = capsys.readouterr().out
     assert "model:" in printed and "data:" in printed and "checkpoint:" in printed
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[str(c.relative_to(REPO / "configs")) for c in CONFIGS])
+def test_every_config_parses_for_prepare(config):
+    from lit_gpt.cli.prepare import parse
+
+    section = yaml.safe_load(config.read_text())["data"]
+    data = parse(["--config", str(config), "--trainer.max_steps", "5"]).data
+    assert isinstance(data, TextData)
+    assert {key: getattr(data, key) for key in section} == section  # every key of the section, as written
+
+
+def test_fit_help_documents_every_field_of_the_data_section(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--data.help", "lit_gpt.train.datamodule.TextDataModule"])
+    assert exit_info.value.code == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    for field in dataclasses.fields(TextData):
+        assert f"--data.{field.name} " in printed
+    assert "share of the corpus used for validation" in printed  # Corpus.val_fraction's documentation
+    assert "training windows per batch (per device)" in printed  # Batching.batch_size's
 
 
 def test_fit_writes_last_and_best_checkpoints(trained):
@@ -169,6 +193,9 @@ def test_killed_run_resumes_from_the_step_it_reached(fit_args, scalars, tmp_path
         (["--data.path", "{tmp}/bad.jsonl"], "bad.jsonl:2 is not JSON"),
         (["--data.path", "{tmp}/utf16.txt"], "is UTF-16 or UTF-32 text"),
         (["--data.path", "{tmp}/nothing-here"], "has no .txt or .jsonl files"),
+        (["--data.val_fraction", "1.5"], "val_fraction must be between 0 and 1"),
+        (["--data.split_by", "lines"], "split_by must be 'auto', 'document' or 'tail'"),
+        (["--data.batch_size", "0"], "data.batch_size and data.val_batch_size must be positive integers"),
     ],
 )
 def test_bad_training_input_is_one_error_line(fit_args, errors, tmp_path, capsys, flags, message):
@@ -228,6 +255,7 @@ def test_prepare_ahead_of_training(shakespeare, tmp_path, capsys):
     [
         (["--data.pth", "x"], "unrecognized arguments: --data.pth x"),
         (["--data.val_fraction", "two"], "data.val_fraction"),
+        (["--data.split_by", "lines"], "split_by must be 'auto', 'document' or 'tail'"),
         (["--data.path", "{tmp}/missing.txt", "--data.download_url", "null"], "corpus not found"),
         (["--config", "{tmp}/nowhere.yaml"], "cannot read --config"),
         (["stray"], "unexpected argument 'stray'"),

@@ -7,6 +7,7 @@ import torch
 
 from lit_gpt.data.corpus import Cleaning
 from lit_gpt.data.prepare import load_split, prepare, read_meta
+from lit_gpt.data.settings import Corpus
 from lit_gpt.data.windows import IGNORE_INDEX, RandomWindowBatches, TrainWindows, ValidationWindows
 from lit_gpt.errors import ConfigError
 from lit_gpt.tokenizer import Tokenizer
@@ -19,7 +20,7 @@ def load_tokens(out_dir, split, meta):
 
 
 def test_shakespeare_gpt2_token_counts(shakespeare, tmp_path):
-    meta = prepare(shakespeare, "gpt2", tmp_path)
+    meta = prepare(Corpus(shakespeare), "gpt2", tmp_path)
     # shared/data/README.md: Tiny Shakespeare is 338,025 GPT-2 tokens
     assert meta["tokens"]["train"] + meta["tokens"]["val"] == 338_025
     assert meta["tokens"]["val"] == round(338_025 * 0.1)
@@ -32,7 +33,7 @@ def test_shakespeare_gpt2_token_counts(shakespeare, tmp_path):
 
 
 def test_char_split_is_the_last_tenth(shakespeare, tmp_path):
-    meta = prepare(shakespeare, "char", tmp_path)
+    meta = prepare(Corpus(shakespeare), "char", tmp_path)
     text = shakespeare.read_text()
     tok = Tokenizer.from_spec(meta["tokenizer"])
     val = load_tokens(tmp_path, "val", meta)
@@ -42,7 +43,7 @@ def test_char_split_is_the_last_tenth(shakespeare, tmp_path):
 
 def test_large_vocabulary_uses_uint32(tmp_path):
     (tmp_path / "a.txt").write_text("Hello there, general Kenobi. " * 20)
-    meta = prepare(tmp_path / "a.txt", "cl100k_base", tmp_path / "out")
+    meta = prepare(Corpus(tmp_path / "a.txt"), "cl100k_base", tmp_path / "out")
     assert meta["dtype"] == "uint32"
     assert load_tokens(tmp_path / "out", "train", meta).dtype == np.uint32
 
@@ -53,20 +54,22 @@ def test_files_are_documents_joined_by_end_of_text(tmp_path):
     (corpus / "a.txt").write_text("aaaa")
     (corpus / "sub" / "b.txt").write_text("bbbbbb")
     (corpus / "notes.md").write_text("ignored: not a .txt file")
-    meta = prepare(corpus, "char", tmp_path / "out", val_fraction=0.2, split_by="tail")
+    meta = prepare(Corpus(corpus, val_fraction=0.2, split_by="tail"), "char", tmp_path / "out")
     tokens = np.concatenate([load_tokens(tmp_path / "out", s, meta) for s in ("train", "val")])
     tok = Tokenizer.from_spec(meta["tokenizer"])
     assert tok.decode(tokens.tolist()) == "aaaa<|endoftext|>bbbbbb"
     assert [os.path.basename(s["path"]) for s in meta["sources"]] == ["a.txt", "b.txt"]
     # the same two files through a glob
-    globbed = prepare(str(corpus / "**" / "*.txt"), "char", tmp_path / "glob", val_fraction=0.2, split_by="tail")
+    globbed = prepare(
+        Corpus(str(corpus / "**" / "*.txt"), val_fraction=0.2, split_by="tail"), "char", tmp_path / "glob"
+    )
     assert globbed["tokens"] == meta["tokens"]
 
 
 def test_split_by_document_is_deterministic_and_keeps_documents_whole(tmp_path):
     stories = [f"Story number {i}: " + "once upon a time " * (1 + i % 7) for i in range(200)]
     (tmp_path / "stories.txt").write_text("<|endoftext|>".join(stories))
-    meta = prepare(tmp_path / "stories.txt", "gpt2", tmp_path / "a", separator="<|endoftext|>", seed=3)
+    meta = prepare(Corpus(tmp_path / "stories.txt", separator="<|endoftext|>"), "gpt2", tmp_path / "a", seed=3)
     assert meta["options"]["split_by"] == "document"  # auto: a corpus of many documents
     assert meta["documents"]["train"] + meta["documents"]["val"] == 200
     assert 5 <= meta["documents"]["val"] <= 40  # about 10% of 200
@@ -74,15 +77,15 @@ def test_split_by_document_is_deterministic_and_keeps_documents_whole(tmp_path):
     for split in ("train", "val"):
         texts = tok.decode(load_tokens(tmp_path / "a", split, meta).tolist()).split("<|endoftext|>")
         assert len(texts) == meta["documents"][split] and set(texts) <= set(stories)
-    again = prepare(tmp_path / "stories.txt", "gpt2", tmp_path / "b", separator="<|endoftext|>", seed=3)
+    again = prepare(Corpus(tmp_path / "stories.txt", separator="<|endoftext|>"), "gpt2", tmp_path / "b", seed=3)
     assert again["documents"] == meta["documents"] and again["tokens"] == meta["tokens"]
-    other = prepare(tmp_path / "stories.txt", "gpt2", tmp_path / "c", separator="<|endoftext|>", seed=4)
+    other = prepare(Corpus(tmp_path / "stories.txt", separator="<|endoftext|>"), "gpt2", tmp_path / "c", seed=4)
     assert other["tokens"] != meta["tokens"]
 
 
 def test_training_windows_span_shards_but_never_cross_them(tmp_path):
     (tmp_path / "a.txt").write_text("The quick brown fox jumps over the lazy dog. " * 400)
-    meta = prepare(tmp_path / "a.txt", "gpt2", tmp_path / "out", shard_tokens=1000)
+    meta = prepare(Corpus(tmp_path / "a.txt"), "gpt2", tmp_path / "out", shard_tokens=1000)
     shards = load_split(tmp_path / "out", "train", meta)
     assert len(shards) == len(meta["shards"]["train"]) > 2 and all(len(s) <= 1000 for s in shards)
     assert len(load_split(tmp_path / "out", "val", meta)) == 1  # the validation split stays one file
@@ -101,28 +104,29 @@ def test_cache_is_reused_and_rebuilt_when_inputs_change(tmp_path):
     src = tmp_path / "a.txt"
     src.write_text("hello world " * 50)
     out = tmp_path / "out"
-    first = prepare(src, "char", out)
+    first = prepare(Corpus(src), "char", out)
     stamp = (out / "train-00000.bin").stat().st_mtime_ns
-    assert prepare(src, "char", out) == first
+    assert prepare(Corpus(src), "char", out) == first
     assert (out / "train-00000.bin").stat().st_mtime_ns == stamp  # reused, not rewritten
 
     os.utime(src, ns=(1, 1))  # touched but same content: still reused
-    assert prepare(src, "char", out)["tokens"] == first["tokens"]
+    assert prepare(Corpus(src), "char", out)["tokens"] == first["tokens"]
     assert (out / "train-00000.bin").stat().st_mtime_ns == stamp
 
     src.write_text("hello there " * 60)  # new content
-    assert prepare(src, "char", out)["tokens"]["train"] != first["tokens"]["train"]
-    assert prepare(src, "gpt2", out)["tokenizer"] == {"kind": "tiktoken", "name": "gpt2"}  # new tokenizer
-    assert prepare(src, "gpt2", out, val_fraction=0.5)["options"]["val_fraction"] == 0.5  # new split
+    assert prepare(Corpus(src), "char", out)["tokens"]["train"] != first["tokens"]["train"]
+    assert prepare(Corpus(src), "gpt2", out)["tokenizer"] == {"kind": "tiktoken", "name": "gpt2"}  # new tokenizer
+    assert prepare(Corpus(src, val_fraction=0.5), "gpt2", out)["options"]["val_fraction"] == 0.5  # new split
     assert read_meta(out)["options"]["val_fraction"] == 0.5
     no_dedup = Cleaning(deduplicate=False)
-    assert prepare(src, "gpt2", out, val_fraction=0.5, cleaning=no_dedup)["options"]["cleaning"]["deduplicate"] is False
+    rebuilt = prepare(Corpus(src, val_fraction=0.5, cleaning=no_dedup), "gpt2", out)
+    assert rebuilt["options"]["cleaning"]["deduplicate"] is False
 
 
 def test_truncated_token_file_is_refused(tmp_path):
     src = tmp_path / "a.txt"
     src.write_text("some text " * 100)
-    meta = prepare(src, "char", tmp_path / "out")
+    meta = prepare(Corpus(src), "char", tmp_path / "out")
     with open(tmp_path / "out" / "train-00000.bin", "r+b") as f:
         f.truncate(10)
     with pytest.raises(ConfigError, match="delete .* to rebuild"):
@@ -141,7 +145,7 @@ def test_truncated_token_file_is_refused(tmp_path):
 )
 def test_bad_corpus_errors(tmp_path, make, message):
     with pytest.raises(ConfigError, match=message):
-        prepare(make(tmp_path), "char", tmp_path / "out")
+        prepare(Corpus(make(tmp_path)), "char", tmp_path / "out")
     assert not (tmp_path / "out" / "meta.json").exists()
 
 
@@ -149,7 +153,7 @@ def test_unwritable_cache_dir(tmp_path):
     (tmp_path / "a.txt").write_text("abc " * 100)
     (tmp_path / "file").write_text("a file, not a folder")
     with pytest.raises(ConfigError, match="cannot write the token cache"):
-        prepare(tmp_path / "a.txt", "char", tmp_path / "file" / "out")
+        prepare(Corpus(tmp_path / "a.txt"), "char", tmp_path / "file" / "out")
 
 
 def test_train_windows_targets_are_inputs_shifted():
@@ -201,7 +205,7 @@ def test_validation_windows_cover_every_target_once(n_tokens):
 
 
 def test_datamodule_serves_windows(shakespeare, tmp_path):
-    dm = TextDataModule(str(shakespeare), tokenizer="char", block_size=32, batch_size=5, cache_dir=str(tmp_path))
+    dm = TextDataModule(path=str(shakespeare), tokenizer="char", block_size=32, batch_size=5, cache_dir=str(tmp_path))
     assert dm.vocab_size == 66
     assert dm.tokenizer_spec["kind"] == "char"
     dm.prepare_data()
@@ -219,7 +223,7 @@ def test_datamodule_serves_windows(shakespeare, tmp_path):
     ("cuda", 66, 40), ("cuda", 50257, 40), ("cuda", 200000, 10),
 ])  # fmt: skip
 def test_validation_batches_are_sized_for_the_device(shakespeare, tmp_path, monkeypatch, device, vocab, expected):
-    dm = TextDataModule(str(shakespeare), tokenizer="char", block_size=256, batch_size=5, cache_dir=str(tmp_path))
+    dm = TextDataModule(path=str(shakespeare), tokenizer="char", block_size=256, batch_size=5, cache_dir=str(tmp_path))
     monkeypatch.setattr(TextDataModule, "metas", lambda self: [{"vocab_size": vocab}])
     strategy = type("Strategy", (), {"root_device": torch.device(device)})()
     monkeypatch.setattr(dm, "trainer", type("Trainer", (), {"strategy": strategy})())
@@ -228,15 +232,18 @@ def test_validation_batches_are_sized_for_the_device(shakespeare, tmp_path, monk
 
 
 def test_a_given_val_batch_size_wins(shakespeare, tmp_path):
-    dm = TextDataModule(str(shakespeare), tokenizer="char", block_size=256, batch_size=5, val_batch_size=7,
-                        cache_dir=str(tmp_path))  # fmt: skip
+    dm = TextDataModule(
+        path=str(shakespeare), tokenizer="char", block_size=256, batch_size=5, val_batch_size=7, cache_dir=str(tmp_path)
+    )
     dm.val_tokens = [np.arange(3000) % 60]
     assert next(iter(dm.val_dataloader()))[0].shape == (7, 256)
 
 
 def test_corpus_shorter_than_a_window(tmp_path):
     (tmp_path / "short.txt").write_text("To be, or not to be: that is the question.")
-    dm = TextDataModule(str(tmp_path / "short.txt"), tokenizer="char", block_size=64, cache_dir=str(tmp_path / "c"))
+    dm = TextDataModule(
+        path=str(tmp_path / "short.txt"), tokenizer="char", block_size=64, cache_dir=str(tmp_path / "c")
+    )
     dm.prepare_data()
     with pytest.raises(ConfigError, match="fewer than one window of block_size"):
         dm.setup("fit")
@@ -244,7 +251,7 @@ def test_corpus_shorter_than_a_window(tmp_path):
 
 def test_download_failure_says_where_to_put_the_file(tmp_path):
     target = tmp_path / "data" / "input.txt"
-    dm = TextDataModule(str(target), tokenizer="char", download_url=(tmp_path / "nowhere.txt").as_uri())
+    dm = TextDataModule(path=str(target), tokenizer="char", download_url=(tmp_path / "nowhere.txt").as_uri())
     with pytest.raises(ConfigError, match="download it by hand and save it there"):
         dm.prepare_data()
     assert not target.exists()
@@ -254,7 +261,7 @@ def test_wikitext_token_counts_equal_tiktoken_on_the_whole_documents(shared_data
     # shared/data/README.md: WikiText-2 train is 2,448,382 GPT-2 tokens and valid 258,659; each file is one
     # document, encoded here in ~256k-character pieces on 2 threads
     data = shared_data / "wikitext-2"
-    meta = prepare(data / "train.txt", "gpt2", tmp_path, val_path=data / "valid.txt", num_threads=2)
+    meta = prepare(Corpus(data / "train.txt", val_path=data / "valid.txt"), "gpt2", tmp_path, num_threads=2)
     assert meta["tokens"] == {"train": 2_448_382, "val": 258_659}
     assert meta["documents"] == {"train": 1, "val": 1}
 
@@ -269,7 +276,7 @@ def test_jsonl_and_gzip_inputs_with_cleaning_counts(tmp_path):
         f.writelines(json.dumps(r) + "\n" for r in records)
     (tmp_path / "b.txt").write_bytes(b"broken \xff byte")
     cleaning = Cleaning(nfc=True, min_chars=2)
-    meta = prepare(tmp_path, "gpt2", tmp_path / "out", cleaning=cleaning, split_by="tail", val_fraction=0.2)
+    meta = prepare(Corpus(tmp_path, cleaning=cleaning, split_by="tail", val_fraction=0.2), "gpt2", tmp_path / "out")
     corpus = meta["corpus"]
     assert corpus["documents_read"] == 5 and corpus["documents_kept"] == 3
     assert corpus["duplicates_removed"] == 1  # "Café au lait" twice once NFC-normalized
@@ -284,7 +291,7 @@ def test_jsonl_and_gzip_inputs_with_cleaning_counts(tmp_path):
 
 def test_corrupt_token_ids_are_refused(tmp_path):
     (tmp_path / "a.txt").write_text("some text " * 100)
-    meta = prepare(tmp_path / "a.txt", "char", tmp_path / "out")
+    meta = prepare(Corpus(tmp_path / "a.txt"), "char", tmp_path / "out")
     shard = tmp_path / "out" / "train-00000.bin"
     tokens = np.fromfile(shard, dtype=np.uint16)
     tokens[5] = meta["vocab_size"] + 3
@@ -297,7 +304,7 @@ def test_interrupted_preparation_is_not_trusted(tmp_path, monkeypatch):
     import lit_gpt.data.prepare as prep
 
     (tmp_path / "a.txt").write_text("hello world " * 100)
-    prepare(tmp_path / "a.txt", "char", tmp_path / "out")
+    prepare(Corpus(tmp_path / "a.txt"), "char", tmp_path / "out")
 
     def crash(*args, **kwargs):
         raise KeyboardInterrupt
@@ -305,11 +312,11 @@ def test_interrupted_preparation_is_not_trusted(tmp_path, monkeypatch):
     (tmp_path / "a.txt").write_text("hello there " * 100)  # stale: must rebuild
     monkeypatch.setattr(prep, "move_tail", crash)
     with pytest.raises(KeyboardInterrupt):
-        prepare(tmp_path / "a.txt", "char", tmp_path / "out")
+        prepare(Corpus(tmp_path / "a.txt"), "char", tmp_path / "out")
     assert read_meta(tmp_path / "out") is None  # nothing a later run would trust
     assert not list((tmp_path / "out").glob("*.tmp"))  # and no temporary files left behind
     monkeypatch.undo()
-    assert prepare(tmp_path / "a.txt", "char", tmp_path / "out")["tokens"]["train"] > 0
+    assert prepare(Corpus(tmp_path / "a.txt"), "char", tmp_path / "out")["tokens"]["train"] > 0
 
 
 @pytest.mark.parametrize("encoding", ["gpt2", "cl100k_base"])
@@ -335,8 +342,9 @@ def test_processes_preparing_one_folder_take_turns(shared_data, tmp_path):
 
     code = (
         "import sys, json; from lit_gpt.data.prepare import prepare, load_split; "
-        "meta = prepare(sys.argv[1], 'gpt2', sys.argv[2], split_by='tail'); load_split(sys.argv[2], 'train', meta); "
-        "print(json.dumps(meta['tokens']))"
+        "from lit_gpt.data.settings import Corpus; "
+        "meta = prepare(Corpus(sys.argv[1], split_by='tail'), 'gpt2', sys.argv[2]); "
+        "load_split(sys.argv[2], 'train', meta); print(json.dumps(meta['tokens']))"
     )
     corpus = shared_data / "wikitext-2" / "valid.txt"
     ranks = [
@@ -367,7 +375,7 @@ def swap_a_token(shard, keep_mtime: bool) -> None:
 def stamped(tmp_path):
     """A prepared folder (characters) and its metadata."""
     (tmp_path / "a.txt").write_text("the quick brown fox jumps over the lazy dog " * 100)
-    return tmp_path / "out", prepare(tmp_path / "a.txt", "char", tmp_path / "out")
+    return tmp_path / "out", prepare(Corpus(tmp_path / "a.txt"), "char", tmp_path / "out")
 
 
 @pytest.fixture

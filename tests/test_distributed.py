@@ -65,12 +65,13 @@ def test_ddp_on_cpu_trains_two_ranks_on_different_batches(shakespeare, fit_args,
     # two processes on different windows: rank r takes its half of global batch b, drawn from rng((seed, b))
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2] and ranks[0]["pid"] != ranks[1]["pid"]
-    data = TextDataModule(str(shakespeare), tokenizer="char", block_size=64, cache_dir=str(tmp_path / "cache"))
+    data = TextDataModule(path=str(shakespeare), tokenizer="char", block_size=64, cache_dir=str(tmp_path / "cache"))
     data.setup("fit")
     windows = TrainWindows(data.train_shards, block_size=64)
     for rank, record in enumerate(ranks):
-        offsets = iter(RandomWindowBatches(windows.num_windows, batch_size=12, seed=data.seed, rank=rank,
-                                           num_replicas=2))  # fmt: skip
+        offsets = iter(
+            RandomWindowBatches(windows.num_windows, batch_size=12, seed=data.settings.seed, rank=rank, num_replicas=2)
+        )
         expected = torch.stack([windows[next(offsets)][0] for _ in range(6)])
         assert torch.equal(record["inputs"], expected)
     assert not torch.equal(ranks[0]["inputs"], ranks[1]["inputs"])

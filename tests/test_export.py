@@ -91,7 +91,9 @@ def fit_one_step(shakespeare, tmp_path):
     from lit_gpt.train.datamodule import TextDataModule
     from lit_gpt.train.module import LitGPT
 
-    dm = TextDataModule(str(shakespeare), tokenizer="char", block_size=32, batch_size=4, cache_dir=str(tmp_path / "d"))
+    dm = TextDataModule(
+        path=str(shakespeare), tokenizer="char", block_size=32, batch_size=4, cache_dir=str(tmp_path / "d")
+    )
     config = Config(vocab_size=dm.vocab_size, block_size=32, n_layer=2, n_head=4, n_embd=32, n_kv_head=2)
     module = LitGPT(config, tokenizer=dm.tokenizer_spec, warmup_steps=1)
     trainer = Trainer(

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import ast
 import functools
-import inspect
 import json
 import subprocess
 import sys
-import typing
 from pathlib import Path
 
 import pytest
@@ -215,15 +213,3 @@ def lightning_loaded_by() -> dict[str, bool]:
 @pytest.mark.parametrize("command", LIGHT_COMMANDS, ids=lambda c: " ".join(c))
 def test_light_commands_never_import_lightning(lightning_loaded_by, command):
     assert lightning_loaded_by[" ".join(command)] is False
-
-
-def test_prepare_reads_the_data_modules_corpus_arguments():
-    from lit_gpt.cli.prepare import EXTRA_KEYS, LOADER_KEYS
-    from lit_gpt.data.prepare import prepare_corpus
-    from lit_gpt.train.datamodule import TextDataModule
-
-    datamodule = inspect.signature(TextDataModule).parameters
-    corpus = set(inspect.signature(prepare_corpus).parameters) - {"progress"}  # "build" is in both
-    assert set(datamodule) == corpus | LOADER_KEYS | set(EXTRA_KEYS)
-    hints = typing.get_type_hints(TextDataModule.__init__)
-    assert {key: hints[key] for key in EXTRA_KEYS} == EXTRA_KEYS

@@ -48,7 +48,7 @@ def test_bad_hyperparameters(tiny_config):
 
 
 def test_validation_loss_is_exact_over_the_split(shakespeare, tmp_path):
-    dm = TextDataModule(str(shakespeare), tokenizer="char", block_size=48, batch_size=64, cache_dir=str(tmp_path))
+    dm = TextDataModule(path=str(shakespeare), tokenizer="char", block_size=48, batch_size=64, cache_dir=str(tmp_path))
     config = Config(vocab_size=dm.vocab_size, block_size=48, n_layer=1, n_head=2, n_embd=32)
     module = LitGPT(config, tokenizer=dm.tokenizer_spec)
     trainer = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
@@ -70,7 +70,7 @@ def test_validation_loss_is_exact_over_the_split(shakespeare, tmp_path):
 
 
 def test_trainer_fits_a_few_steps(shakespeare, tmp_path):
-    dm = TextDataModule(str(shakespeare), tokenizer="char", block_size=32, batch_size=8, cache_dir=str(tmp_path))
+    dm = TextDataModule(path=str(shakespeare), tokenizer="char", block_size=32, batch_size=8, cache_dir=str(tmp_path))
     config = Config(vocab_size=dm.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=32)
     module = LitGPT(config, learning_rate=3e-3, warmup_steps=5)
     trainer = Trainer(

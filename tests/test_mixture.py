@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lit_gpt.data.mixture import Corpus, mixture_weights
+from lit_gpt.data.mixture import mixture_weights
+from lit_gpt.data.settings import Corpus
 from lit_gpt.data.windows import MixtureWindowBatches
 from lit_gpt.errors import ConfigError
 from lit_gpt.train.datamodule import TextDataModule

@@ -17,6 +17,7 @@ import torch
 
 from lit_gpt.data.litdata_export import INSTALL, export_litdata, import_litdata
 from lit_gpt.data.prepare import load_split, prepare
+from lit_gpt.data.settings import Corpus
 from lit_gpt.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,7 +42,7 @@ def loaders(dirs: list[str], workers: int, block_size: int = 16, batch_size: int
     """A ``StreamingDataLoader`` for each export, as ``StreamingTextDataModule`` builds them."""
     from litdata import StreamingDataLoader
 
-    from lit_gpt.data.stream import int64_batch, open_train
+    from lit_gpt.data.streaming_windows import int64_batch, open_train
 
     return [StreamingDataLoader(open_train(d, block_size, seed=7), batch_size=batch_size, num_workers=workers,
                                 drop_last=True, collate_fn=int64_batch, generator=torch.Generator())
@@ -78,7 +79,7 @@ def shakespeare_export(shakespeare, tmp_path_factory):
     if not HAS_LITDATA:
         pytest.skip(f"litdata is an optional extra: {INSTALL}")
     root = tmp_path_factory.mktemp("shakespeare")
-    meta = prepare(shakespeare, "char", root / "cache")
+    meta = prepare(Corpus(shakespeare), "char", root / "cache")
     export_litdata(str(root / "cache"), meta, str(root / "export"), chunk_tokens=65536)
     return root / "cache", meta, root / "export"
 
@@ -96,7 +97,7 @@ def test_without_litdata_streaming_is_one_error_naming_the_install(monkeypatch, 
 @needs_litdata
 def test_the_export_holds_the_prepared_tokens_and_counts(shakespeare_export):
     from lit_gpt.data.litdata_export import read_export_meta
-    from lit_gpt.data.stream import read_val_tokens
+    from lit_gpt.data.streaming_windows import read_val_tokens
 
     cache, meta, export = shakespeare_export
     exported = read_export_meta(str(export))
@@ -149,7 +150,7 @@ def test_an_epoch_deals_every_window_once(exports, workers):
 @pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("weights", [[1.0], [0.7, 0.3]], ids=["one-corpus", "mixture"])
 def test_a_stream_resumed_from_a_position_continues_exactly(exports, workers, weights):
-    from lit_gpt.data.stream import MixedStream
+    from lit_gpt.data.streaming_windows import MixedStream
 
     dirs = [str(exports / name) for name in "ab"[: len(weights)]]
     inputs, positions = take(MixedStream(loaders(dirs, workers), np.array(weights), 4, seed=1), 75)
@@ -161,7 +162,7 @@ def test_a_stream_resumed_from_a_position_continues_exactly(exports, workers, we
 @needs_litdata
 @pytest.mark.slow
 def test_mixture_shares_over_1000_batches_are_within_2_percent_of_the_weights(exports):
-    from lit_gpt.data.stream import MixedStream
+    from lit_gpt.data.streaming_windows import MixedStream
 
     dirs = [str(exports / "a"), str(exports / "b")]
     inputs, _ = take(MixedStream(loaders(dirs, 0, batch_size=12), np.array([0.7, 0.3]), 12, seed=3), 1000)
@@ -203,7 +204,7 @@ def test_lit_gpt_fit_takes_the_streaming_module_by_class_path_and_links_it_to_th
     _, meta, export = shakespeare_export
     args = streaming_args(tmp_path, export, "--model.config.block_size", 32)[1:]  # without the subcommand
     cli = build_cli(args, run=False)
-    assert isinstance(cli.datamodule, StreamingTextDataModule) and cli.datamodule.block_size == 32
+    assert isinstance(cli.datamodule, StreamingTextDataModule) and cli.datamodule.settings.block_size == 32
     assert cli.model.config.vocab_size == 66 and cli.model.tokenizer == meta["tokenizer"]
 
 
@@ -240,7 +241,8 @@ def test_bad_streaming_settings_are_config_errors(tmp_path):
 
 def test_litdata_internals_this_code_relies_on_are_there():
     """``lit_gpt.data.litdata_export`` moves meta.json with litdata's private ``_get_fs_provider`` (no public way)
-    and ``lit_gpt.data.stream.restore`` builds the state ``StreamingDataLoader.state_dict`` returns: pin both."""
+    and ``lit_gpt.data.streaming_windows.restore`` builds the state ``StreamingDataLoader.state_dict`` returns: pin
+    both."""
     if not HAS_LITDATA:
         pytest.skip(f"litdata is an optional extra: {INSTALL}")
     import inspect

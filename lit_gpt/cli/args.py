@@ -1,6 +1,6 @@
-"""What every command shares: the usage text, and argument parsing for the commands that do not go through
+"""What every command shares: the usage text, argument parsing for the commands that do not go through
 LightningCLI, whose errors become ``ConfigError`` (one ``error:`` line from ``lit_gpt.cli.main``) instead of
-argparse's usage text and exit."""
+argparse's usage text and exit, and the ``ConfigError`` inside jsonargparse's errors."""
 
 from __future__ import annotations
 
@@ -37,3 +37,18 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         raise ConfigError(f"{message} (see `{self.prog} --help`)")
+
+
+def config_error_cause(err: BaseException) -> ConfigError | None:
+    """The ``ConfigError`` that ``err`` is or was raised from, or None.
+
+    jsonargparse re-raises an error of a class it instantiates (a data module, a ``lit_gpt.data.settings`` dataclass
+    in a list) as a ``ValueError`` listing every type it tried; the command prints the ``ConfigError`` alone.
+    """
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, ConfigError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None

@@ -8,7 +8,7 @@ import os
 
 from jsonargparse import ArgumentError
 
-from lit_gpt.cli.args import ArgumentParser
+from lit_gpt.cli.args import ArgumentParser, config_error_cause
 from lit_gpt.errors import ConfigError
 
 PREFIX = "--lr_find."
@@ -75,6 +75,8 @@ def main(args: list[str]) -> None:
         cli = build_cli(rest, run=False)
     except ArgumentError as err:
         raise ConfigError(f"{err} (see `lit-gpt lr-find --help` and `lit-gpt fit --help`)") from None
+    except ValueError as err:
+        raise config_error_cause(err) or err
     trainer, model = cli.trainer, cli.model
     plot = plot or os.path.join(getattr(trainer.logger, "root_dir", None) or "runs", "lr_find.png")
     test.run(trainer, model, cli.datamodule)

@@ -4,11 +4,11 @@ on one machine or before a multi-node run), optionally check every shard (``--da
 export it as litdata chunks for ``StreamingTextDataModule`` (``--data.format litdata --out``: a folder or an
 ``s3://`` URL; a mixture's corpora go to ``OUT/<name>``; ``--chunk_tokens`` sets the chunk size).
 
-The ``data`` section of the configs and the ``--data.*`` flags are parsed with jsonargparse against
-``lit_gpt.data.prepare.prepare_corpus``, whose arguments are the data module's that decide the token files, plus
-``EXTRA_KEYS`` (``mixture``, ``verify``) and ``format``; the data module's loader settings (``LOADER_KEYS``) and the
-other sections (``trainer``, ``model``, ...) are read past. So the command takes the flags of ``lit-gpt fit`` but
-imports neither Lightning nor the model.
+The ``data`` sections of the configs and the ``--data.*`` flags are parsed with jsonargparse against
+``lit_gpt.data.settings.TextData``, the whole argument set of ``TextDataModule`` (the batch settings are read and
+unused; ``data.build`` is unused: this command always builds), plus this command's own ``--data.format``, ``--out``
+and ``--chunk_tokens``; the other sections (``trainer``, ``model``, ...) and their flags are read past. So the command
+takes the configs and flags of ``lit-gpt fit`` but imports neither Lightning nor the model.
 """
 
 from __future__ import annotations
@@ -16,22 +16,17 @@ from __future__ import annotations
 import json
 from typing import Literal
 
-from lit_gpt.data.mixture import Corpus
+from lit_gpt.cli.args import config_error_cause
 from lit_gpt.errors import ConfigError
 
-LOADER_KEYS = frozenset({"block_size", "batch_size", "val_batch_size", "num_workers"})
-"""``TextDataModule`` arguments that shape batches, not token files (``tests/test_layout.py`` keeps
-``LOADER_KEYS | EXTRA_KEYS`` equal to the data module's arguments minus ``prepare_corpus``'s)."""
-EXTRA_KEYS = {"mixture": list[Corpus] | None, "verify": bool}
-"""``TextDataModule`` arguments this command reads besides ``prepare_corpus``'s, with their types."""
-TOP_FLAGS = frozenset({"--out", "--chunk_tokens"})
-"""This command's own flags, outside the ``data`` section."""
+OWN_FLAGS = ("--out", "--chunk_tokens")
+"""This command's flags outside the ``data`` section."""
 
 
 def split_args(args: list[str]) -> tuple[list[str], list[str]]:
-    """The ``--config`` files and the flags to parse (``--data.*`` and ``TOP_FLAGS``, with values, in order) from
-    ``args``; ``--data.X`` flags of ``LOADER_KEYS`` and flags of other sections are dropped (each such flag takes one
-    value unless written ``--flag=value``)."""
+    """The ``--config`` files and the flags to parse (``--data.*`` and ``OWN_FLAGS``, with values, in order) from
+    ``args``; the flags of other sections are read past (each such flag takes one value unless written
+    ``--flag=value``)."""
     configs, data = [], []
     i = 0
     while i < len(args):
@@ -41,8 +36,7 @@ def split_args(args: list[str]) -> tuple[list[str], list[str]]:
         value = [] if has_value else [args[i + 1]]
         if name == "--config":
             configs.append(flag.split("=", 1)[1] if "=" in flag else args[i + 1])
-        elif name in TOP_FLAGS or (name.startswith("--data.") and
-                                   name.removeprefix("--data.").split(".")[0] not in LOADER_KEYS):  # fmt: skip
+        elif name in OWN_FLAGS or name.startswith("--data."):
             data += [flag, *value]
         elif not name.startswith("--"):
             raise ConfigError(f"unexpected argument {flag!r} (see `lit-gpt prepare --help`)")
@@ -51,7 +45,7 @@ def split_args(args: list[str]) -> tuple[list[str], list[str]]:
 
 
 def _data_section(path: str) -> dict:
-    """The ``data`` section of a YAML config (its ``init_args`` when given as a class), without ``LOADER_KEYS``.
+    """The ``data`` section of a YAML config (its ``init_args`` when given as a class).
 
     Raises:
         ConfigError: for an unreadable config, or one whose data module streams an export (it names no sources).
@@ -66,31 +60,61 @@ def _data_section(path: str) -> dict:
     except yaml.YAMLError as err:
         raise ConfigError(f"--config {path} is not valid YAML ({' '.join(str(err).split())})") from None
     data = config.get("data") or {} if isinstance(config, dict) else {}
-    if isinstance(data, dict) and str(data.get("class_path", "")).endswith("StreamingTextDataModule"):
-        raise ConfigError(f"--config {path} streams an export, which lit-gpt prepare wrote; prepare with the config "
-                          "that names the corpus sources")  # fmt: skip
-    data = data.get("init_args", data) if isinstance(data, dict) else {}
-    return {key: value for key, value in data.items() if key not in LOADER_KEYS and key not in ("class_path", "build")}
+    if not isinstance(data, dict):
+        return {}
+    if str(data.get("class_path", "")).endswith("StreamingTextDataModule"):
+        raise ConfigError(
+            f"--config {path} streams an export, which lit-gpt prepare wrote; prepare with the config that names the "
+            "corpus sources"
+        )
+    return {key: value for key, value in data.get("init_args", data).items() if key != "class_path"}
 
 
 def _parser():
     from jsonargparse import ArgumentParser
 
     from lit_gpt.data.litdata_export import CHUNK_TOKENS
-    from lit_gpt.data.prepare import prepare_corpus
+    from lit_gpt.data.settings import TextData
 
     parser = ArgumentParser(prog="lit-gpt prepare", description=__doc__.split("\n\n")[0], exit_on_error=False)
-    parser.add_function_arguments(prepare_corpus, "data", skip={"progress", "build"})
-    parser.add_argument("--data.mixture", type=EXTRA_KEYS["mixture"], default=None,
-                        help="several corpora, each prepared in its own folder (see TextDataModule)")  # fmt: skip
-    parser.add_argument("--data.verify", type=bool, default=False,
-                        help="read every shard again: token ids and SHA-256 against the stamps")  # fmt: skip
-    parser.add_argument("--data.format", type=Literal["memmap", "litdata"], default="memmap",
-                        help="litdata: also write litdata chunks to --out, for StreamingTextDataModule")  # fmt: skip
-    parser.add_argument("--out", type=str | None, default=None,
-                        help="with --data.format litdata: the folder or URL (s3://...) to write to")  # fmt: skip
-    parser.add_argument("--chunk_tokens", type=int, default=CHUNK_TOKENS, help="training tokens per litdata chunk")
+    parser.add_class_arguments(TextData, "data")
+    own = parser.add_argument_group("this command (besides the data section of `lit-gpt fit`)")
+    own.add_argument(
+        "--data.format",
+        dest="format",
+        type=Literal["memmap", "litdata"],
+        default="memmap",
+        help="litdata: also write litdata chunks to --out, for StreamingTextDataModule",
+    )
+    own.add_argument(
+        "--out", type=str | None, default=None, help="with --data.format litdata: the folder or URL (s3://...)"
+    )
+    own.add_argument("--chunk_tokens", type=int, default=CHUNK_TOKENS, help="training tokens per litdata chunk")
     return parser
+
+
+def parse(args: list[str]):
+    """The options that ``args`` (the flags after ``prepare``) configure: a namespace with ``data`` (a
+    ``lit_gpt.data.settings.TextData``), ``format``, ``out`` and ``chunk_tokens``.
+
+    Raises:
+        ConfigError: for an unreadable config, an unknown or mistyped key, a bad data section, or a litdata export
+            without ``--out``.
+    """
+    from jsonargparse import ArgumentError
+
+    configs, flags = split_args(args)
+    sections = [["--data", json.dumps(_data_section(path))] for path in configs]
+    parser = _parser()
+    try:
+        parsed = parser.instantiate(parser.parse_args([arg for section in sections for arg in section] + flags))
+    except ArgumentError as err:
+        raise ConfigError(f"{' '.join(str(err).split())} (see `lit-gpt prepare --help`)") from None
+    except ValueError as err:
+        raise config_error_cause(err) or err
+    if parsed.format == "litdata" and not parsed.out:
+        raise ConfigError("--data.format litdata needs --out DIR_OR_URL, where the chunks go")
+    return parsed
 
 
 def main(args: list[str]) -> None:
@@ -98,54 +122,33 @@ def main(args: list[str]) -> None:
     went and their counts, and verify and export them when asked.
 
     Raises:
-        ConfigError: for an unreadable config, an unknown or mistyped key, a bad corpus, a missing ``--out``, or
-            litdata missing for ``--data.format litdata``.
+        ConfigError: as ``parse``; for a bad corpus; litdata missing for ``--data.format litdata``.
     """
-    from jsonargparse import ArgumentError
-
-    parser = _parser()
     if any(a in ("-h", "--help") for a in args[1:]):
-        parser.print_help()
+        _parser().print_help()
         return
-    configs, flags = split_args(args[1:])
-    sections = [["--data", json.dumps(_data_section(path))] for path in configs]
-    try:
-        parsed = parser.instantiate_classes(parser.parse_args([arg for section in sections for arg in section] + flags))
-    except ArgumentError as err:
-        raise ConfigError(f"{' '.join(str(err).split())} (see `lit-gpt prepare --help`)") from None
-    data = vars(parsed.data)
-    fmt, verify, mixture = data.pop("format"), data.pop("verify"), data.pop("mixture")
-    if fmt == "litdata" and not parsed.out:
-        raise ConfigError("--data.format litdata needs --out DIR_OR_URL, where the chunks go")
-    for name, options in _corpora(data, mixture):
-        _prepare_one(options, verify, fmt, parsed.out if name is None else f"{parsed.out}/{name}", parsed.chunk_tokens)
+    options = parse(args[1:])
+    data = options.data
+    for corpus in data.corpora():
+        out = options.out if data.mixture is None else f"{options.out}/{corpus.name}"
+        _prepare_one(corpus, data, options.format, out, options.chunk_tokens)
 
 
-def _corpora(data: dict, mixture: list[Corpus] | None) -> list[tuple[str | None, dict]]:
-    """(name, ``prepare_corpus`` arguments) of each corpus: the one ``data`` describes (no name), or each of
-    ``mixture`` with the shared tokenizer, seed and threads."""
-    if mixture is None:
-        return [(None, data)]
-    from lit_gpt.data.mixture import mixture_weights, require_shared_vocabulary
-
-    mixture_weights(mixture)  # checks the names and weights
-    require_shared_vocabulary(data["tokenizer"])
-    shared = {key: data[key] for key in ("tokenizer", "seed", "num_threads")}
-    return [(c.name, {**c.corpus_options(), **shared}) for c in mixture]
-
-
-def _prepare_one(options: dict, verify: bool, fmt: str, out: str | None, chunk_tokens: int) -> None:
+def _prepare_one(corpus, data, fmt: str, out: str | None, chunk_tokens: int) -> None:
+    """Prepare one ``Corpus`` with the data section's tokenizer, seed and threads; print its counts, and verify and
+    export it when ``data`` and ``fmt`` ask."""
     from lit_gpt.data.prepare import SPLITS, load_split, prepare_corpus
 
-    cache_dir, meta = prepare_corpus(**options)
-    print(f"prepared {options['path']} with tokenizer {options['tokenizer']!r} (vocab {meta['vocab_size']}) in "
-          f"{cache_dir}")  # fmt: skip
+    cache_dir, meta = prepare_corpus(corpus, data.tokenizer, seed=data.seed, num_threads=data.num_threads)
+    print(f"prepared {corpus.path} with tokenizer {data.tokenizer!r} (vocab {meta['vocab_size']}) in {cache_dir}")
     for split in SPLITS:
-        print(f"  {split}: {meta['tokens'][split]:,} tokens, {meta['documents'][split]:,} documents, "
-              f"{len(meta['shards'][split])} shard(s)")  # fmt: skip
-    corpus = meta["corpus"] if "files" in meta["corpus"] else meta["corpus"]["train"]
-    print("  cleaning: " + ", ".join(f"{k} {v:,}" for k, v in corpus.items() if isinstance(v, int)))
-    if verify:
+        print(
+            f"  {split}: {meta['tokens'][split]:,} tokens, {meta['documents'][split]:,} documents, "
+            f"{len(meta['shards'][split])} shard(s)"
+        )
+    counts = meta["corpus"] if "files" in meta["corpus"] else meta["corpus"]["train"]
+    print("  cleaning: " + ", ".join(f"{k} {v:,}" for k, v in counts.items() if isinstance(v, int)))
+    if data.verify:
         for split in SPLITS:
             load_split(cache_dir, split, meta, verify=True)
         print(f"  verified: every token id < {meta['vocab_size']} and every shard's SHA-256 as stamped")
@@ -153,5 +156,7 @@ def _prepare_one(options: dict, verify: bool, fmt: str, out: str | None, chunk_t
         from lit_gpt.data.litdata_export import export_litdata
 
         export = export_litdata(cache_dir, meta, out, chunk_tokens)
-        print(f"  litdata: {export['litdata']['train_chunks']} training chunk(s) of up to {chunk_tokens:,} tokens and "
-              f"{export['litdata']['val_items']} validation item(s) in {out}")  # fmt: skip
+        print(
+            f"  litdata: {export['litdata']['train_chunks']} training chunk(s) of up to {chunk_tokens:,} tokens and "
+            f"{export['litdata']['val_items']} validation item(s) in {out}"
+        )

@@ -88,7 +88,7 @@ def train_hf_bpe(texts: Iterable[str], vocab_size: int):
     )
     hf.train_from_iterator(counted(), trainer)
     if not seen["chars"]:
-        raise ConfigError("the training corpus is empty; point --data.path at text files")
+        raise ConfigError("the training corpus is empty; point data.path at text files")
     hf.add_special_tokens([AddedToken(EOT_TEXT, special=True)])
     return hf
 

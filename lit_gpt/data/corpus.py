@@ -86,13 +86,13 @@ def resolve_sources(path: str | os.PathLike) -> list[Path]:
         files = [p for p in Path(path).rglob("*") if p.is_file() and p.name.endswith(SUFFIXES)]
         if not files:
             raise ConfigError(
-                f"directory {path!r} has no .txt or .jsonl files (or .gz forms); point --data.path at a file, "
+                f"directory {path!r} has no .txt or .jsonl files (or .gz forms); point data.path at a file, "
                 "folder or glob"
             )
     elif os.path.isfile(path):
         files = [Path(path)]
     else:
-        raise ConfigError(f"corpus not found: {path!r}; point --data.path at a text file, a folder or a glob")
+        raise ConfigError(f"corpus not found: {path!r}; point data.path at a text file, a folder or a glob")
     return sorted(p.resolve() for p in files)
 
 
@@ -123,8 +123,8 @@ class Cleaning:
 
     nfc: bool = False
     """Unicode NFC normalization (composed characters), so equal text gives equal tokens. Off by default: it
-    rewrites the corpus, and checking for it costs about a third of the preparation time of WikiText-2; turn it on
-    for text from mixed sources (web pages, PDFs), where the same word arrives in several Unicode forms."""
+    rewrites the corpus and slows its preparation; turn it on for text from mixed sources (web pages, PDFs), where
+    the same word arrives in several Unicode forms."""
     remove_control: bool = True
     """Drop control characters (Unicode Cc) other than tab, newline and carriage return."""
     normalize_whitespace: bool = False
@@ -267,7 +267,7 @@ def _raw_documents(path: Path, separator: str | None, text_field: str, stats: Co
                     raise ConfigError(f"{path}:{number} is not JSON; fix or remove that line") from None
                 if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
                     raise ConfigError(
-                        f"{path}:{number} has no string field {text_field!r}; set --data.text_field to the text's key"
+                        f"{path}:{number} has no string field {text_field!r}; set data.text_field to the text's key"
                     )
                 yield record[text_field]
         return

@@ -1,4 +1,4 @@
-"""A prepared folder as litdata chunks, for streaming: ``lit-gpt prepare --data.format litdata --out DIR_OR_URL``.
+"""A prepared folder as litdata chunks, for streaming (``lit-gpt prepare``'s litdata export to a folder or URL ``OUT``).
 
 The corpus goes through the memory-mapped preparation first (``lit_gpt.data.prepare``: the same reading, cleaning,
 quality filters, dedup, split and tokenization, reused while fresh), so both formats hold the same tokens and
@@ -8,15 +8,15 @@ storage (``s3://bucket/prefix``, with the credentials litdata finds in the envir
 
 - ``train/``: the training tokens in chunks of ``chunk_tokens`` tokens (one item each), written for
   ``litdata.TokensLoader``, which serves them as windows of ``block_size + 1`` consecutive tokens chosen at
-  training time (``lit_gpt.data.stream``);
+  training time (``lit_gpt.data.streaming_windows``);
 - ``val/``: the validation tokens, in order, as items of up to ``VAL_ITEM_TOKENS`` tokens (litdata's default
   format), which the data module reads whole, so that validation covers every target exactly once;
 - ``meta.json``: the prepared folder's metadata (tokenizer, counts, cleaning counts, sources) without its shard
   list, plus ``litdata``: the litdata version, ``chunk_tokens`` and the item counts. It is written last, so an
   interrupted export is never trusted, and an export whose ``meta.json`` matches is reused.
 
-litdata is an optional extra, imported only here and in ``lit_gpt.data.stream``: ``import_litdata`` raises one
-``ConfigError`` naming the install command when it is missing.
+litdata is an optional extra, imported only here and in ``lit_gpt.data.streaming_windows``: ``import_litdata``
+raises one ``ConfigError`` naming the install command when it is missing.
 """
 
 from __future__ import annotations
@@ -170,7 +170,7 @@ def export_litdata(prepared_dir: str, meta: dict, out: str, chunk_tokens: int = 
     """
     litdata = import_litdata()
     if chunk_tokens < 1:
-        raise ConfigError(f"--chunk_tokens must be positive, got {chunk_tokens}")
+        raise ConfigError(f"chunk_tokens must be positive, got {chunk_tokens}")
     train, val = pieces(meta["shards"]["train"], chunk_tokens), pieces(meta["shards"]["val"], VAL_ITEM_TOKENS)
     export = {k: v for k, v in meta.items() if k not in ("shards", "verified")}
     export["litdata"] = {"version": litdata.__version__, "chunk_tokens": chunk_tokens, "train_chunks": len(train),
@@ -182,8 +182,8 @@ def export_litdata(prepared_dir: str, meta: dict, out: str, chunk_tokens: int = 
     _write_export_meta(out, None)
     fn = TokenPieces(str(prepared_dir), meta["dtype"])
     workers = max(1, min(num_workers or os.cpu_count() or 1, len(train)))
-    # fork on Linux: the workers start in milliseconds instead of importing torch again, and a script read from
-    # stdin works; this process has not touched CUDA. Elsewhere litdata's default (spawn).
+    # fork on Linux: the workers need not import torch again, and a script read from stdin works; this process has
+    # not touched CUDA. Elsewhere litdata's default (spawn).
     common = {"mode": "overwrite", "keep_data_ordered": True, "reorder_files": False, "verbose": False,
               "start_method": "fork" if sys.platform == "linux" else None}  # fmt: skip
     with _optimize_side_effects():
@@ -213,4 +213,4 @@ def _check_out(out: str, existing: dict | None) -> None:
     if not foreign and existing is None and not is_url(out) and Path(out).exists():
         foreign = not Path(out).is_dir() or any(Path(out).iterdir())
     if foreign:
-        raise ConfigError(f"--out {out} exists and is not an export of lit-gpt prepare; name a new or empty folder")
+        raise ConfigError(f"{out} exists and is not an export of lit-gpt prepare; name a new or empty folder")

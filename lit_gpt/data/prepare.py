@@ -13,9 +13,12 @@ equal those of the whole document), encoded on ``num_threads`` threads (tiktoken
 releases the GIL, so encoding overlaps reading and cleaning), and appended to the shards in order. Documents
 are joined with the end-of-text token within each split.
 
+What to prepare is a ``lit_gpt.data.settings.Corpus`` (its sources and options) plus the data section's tokenizer,
+seed and threads.
+
 Split: with ``val_path``, those sources are the validation split. Otherwise ``split_by="document"`` puts each
-document in validation with probability ``val_fraction``, decided by a hash of (``seed``, document index), so it
-is deterministic; ``"tail"`` takes the last ``val_fraction`` of the tokens (nanoGPT's split of one text);
+document in validation with probability ``val_fraction``, decided by a hash of (``seed``, document index), so it is
+deterministic; ``"tail"`` takes the last ``val_fraction`` of the tokens (nanoGPT's split of one text);
 ``"auto"`` is ``"tail"`` for a corpus that is one document (one ``.txt`` file, no separator), else ``"document"``.
 
 A folder is reused when ``meta.json`` names the same sources (same size and mtime, or else the same SHA-256), the
@@ -42,12 +45,14 @@ import numpy as np
 from tqdm import tqdm
 
 from lit_gpt.data.corpus import Cleaning, CorpusStats, download, iter_documents, resolve_sources
+from lit_gpt.data.settings import Corpus
 from lit_gpt.data.shards import (  # noqa: F401  (read_meta, load_split and token_dtype are used from here too)
     ShardWriter,
     exclusive,
     load_split,
     move_tail,
     read_meta,
+    sha256_file,
     stamp,
     token_dtype,
     write_meta,
@@ -68,17 +73,9 @@ BATCH_CHARS = 1 << 23
 _PIECE_BOUNDARY = re.compile(r"(?<=\S\n)(?=\S)|(?<=\n)(?= \S)")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _source_record(path: Path) -> dict:
     stat = path.stat()
-    return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": _sha256(path)}
+    return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256_file(path)}
 
 
 def _sources_unchanged(recorded: list[dict], sources: list[Path]) -> bool:
@@ -88,7 +85,7 @@ def _sources_unchanged(recorded: list[dict], sources: list[Path]) -> bool:
         stat = path.stat()
         if (stat.st_size, stat.st_mtime_ns) == (record.get("size"), record.get("mtime_ns")):
             continue  # same size and mtime: trust the recorded hash rather than re-reading the file
-        if stat.st_size != record.get("size") or _sha256(path) != record.get("sha256"):
+        if stat.st_size != record.get("size") or sha256_file(path) != record.get("sha256"):
             return False
     return True
 
@@ -112,64 +109,65 @@ def _pieces(text: str) -> Iterator[str]:
 
 @dataclasses.dataclass
 class _Plan:
-    """What to prepare: the sources, the tokenizer and every option that shapes the token files."""
+    """What to prepare: the corpus, its resolved sources and split, the tokenizer, and the options that shape the
+    token files."""
 
+    corpus: Corpus
     sources: list[Path]
     val_sources: list[Path]
     tokenizer_name: str
-    cleaning: Cleaning
-    separator: str | None
-    text_field: str
-    split_by: str  # "document" or "tail" ("auto" resolved)
-    val_fraction: float
+    split_by: str  # "document" or "tail" (the corpus's "auto" resolved)
     seed: int
     shard_tokens: int
+
+    @property
+    def cleaning(self) -> Cleaning:
+        return self.corpus.cleaning or Cleaning()
 
     @property
     def options(self) -> dict:
         """The options as recorded in ``meta.json`` (JSON types: tuples as lists); a folder is rebuilt when they
         change."""
-        return json.loads(json.dumps({
-            "val_fraction": self.val_fraction, "val_path": bool(self.val_sources),
-            "cleaning": self.cleaning.recorded(), "separator": self.separator, "text_field": self.text_field,
-            "split_by": self.split_by, "seed": self.seed, "shard_tokens": self.shard_tokens,
-        }))  # fmt: skip
+        corpus = self.corpus
+        options = {
+            "val_fraction": corpus.val_fraction,
+            "val_path": bool(self.val_sources),
+            "cleaning": self.cleaning.recorded(),
+            "separator": corpus.separator,
+            "text_field": corpus.text_field,
+            "split_by": self.split_by,
+            "seed": self.seed,
+            "shard_tokens": self.shard_tokens,
+        }
+        return json.loads(json.dumps(options))
 
     def documents(self, which: list[Path], stats: CorpusStats) -> Iterator[str]:
-        return iter_documents(which, self.cleaning, self.separator, self.text_field, stats)
+        return iter_documents(which, self.cleaning, self.corpus.separator, self.corpus.text_field, stats)
 
 
 def prepare(
-    path: str | os.PathLike,
+    corpus: Corpus,
     tokenizer: str,
     out_dir: str | os.PathLike,
-    val_fraction: float = 0.1,
     *,
-    val_path: str | os.PathLike | None = None,
-    cleaning: Cleaning | None = None,
-    separator: str | None = None,
-    text_field: str = "text",
-    split_by: str = "auto",
     seed: int = 1337,
     num_threads: int | None = None,
     shard_tokens: int = SHARD_TOKENS,
     progress: bool = False,
     build: bool = True,
 ) -> dict:
-    """Tokenize the corpus at ``path`` into ``out_dir`` unless a fresh preparation is already there.
+    """Tokenize ``corpus`` into ``out_dir`` unless a fresh preparation is already there.
 
     Processes on one machine (the ranks of a multi-process run) take turns on ``out_dir``: one prepares, the
     others wait and then find it fresh.
 
     Args:
-        path: a file, a folder of ``.txt``/``.jsonl`` files (and ``.gz`` forms), or a glob.
+        corpus: the sources and the options that shape the token files (``lit_gpt.data.settings.Corpus``: ``path``,
+            ``val_path``, ``val_fraction``, ``separator``, ``text_field``, ``cleaning``, ``split_by``); its
+            ``cache_dir``, ``download_url``, ``name`` and ``weight`` are not read here.
         tokenizer: ``char`` (a character vocabulary built from the corpus), a tiktoken encoding name, or a folder
             written by ``lit-gpt train-tokenizer``.
         out_dir: folder for the shards and ``meta.json``; created if missing.
-        val_fraction: share of the documents (or tail tokens) for validation, in (0, 1); unused with ``val_path``.
-        val_path: sources of the validation split (e.g. WikiText's valid.txt), instead of splitting ``path``.
-        cleaning, separator, text_field: see ``lit_gpt.data.corpus``.
-        split_by: ``auto``, ``document`` or ``tail`` (see the module docstring).
         seed: seed of the document split.
         num_threads: tiktoken encoding threads; None uses every CPU core.
         shard_tokens: maximum tokens per training shard.
@@ -180,23 +178,23 @@ def prepare(
         The metadata dict (as written to ``meta.json``).
     Raises:
         ConfigError: for missing or unreadable sources (see ``lit_gpt.data.corpus``), a corpus with no text, a split
-            left empty, an unknown tokenizer, a bad option, an ``out_dir`` that cannot be written, or (with
-            ``build=False``) a folder that is missing or stale.
+            left empty, an unknown tokenizer, a bad ``shard_tokens``, an ``out_dir`` that cannot be written, or
+            (with ``build=False``) a folder that is missing or stale.
     """
     with exclusive(Path(out_dir)):
-        plan = _plan(path, tokenizer, val_fraction, val_path, cleaning or Cleaning(), separator, text_field, split_by,
-                     seed, shard_tokens)  # fmt: skip
+        plan = _plan(corpus, tokenizer, seed, shard_tokens)
         tok = None if tokenizer == "char" else Tokenizer.from_name(tokenizer)
         meta = read_meta(out_dir)
         if _is_fresh(meta, plan, tok):
             return meta
         if not build:
-            raise ConfigError(f"{out_dir} holds no up-to-date token files for {path}, and a run on several machines "
-                              "does not prepare them (each machine's lock sees only its own processes): run "
-                              "`lit-gpt prepare` with the same config and flags first, on every machine or once on "
-                              "a shared filesystem")  # fmt: skip
+            raise ConfigError(
+                f"{out_dir} holds no up-to-date token files for {corpus.path}, and a run on several machines does not "
+                "prepare them (each machine's lock sees only its own processes): run `lit-gpt prepare` with the same "
+                "config and flags first, on every machine or once on a shared filesystem"
+            )
         tok = _char_tokenizer(plan) if tok is None else tok
-        return _build(plan, tok, Path(out_dir), num_threads, progress, str(path))
+        return _build(plan, tok, Path(out_dir), num_threads, progress, str(corpus.path))
 
 
 def _char_tokenizer(plan: _Plan) -> Tokenizer:
@@ -207,22 +205,18 @@ def _char_tokenizer(plan: _Plan) -> Tokenizer:
     return Tokenizer.char([chars])
 
 
-def _plan(path, tokenizer, val_fraction, val_path, cleaning, separator, text_field, split_by, seed,
-          shard_tokens) -> _Plan:  # fmt: skip
-    """Check the options and resolve the sources; raises ConfigError for a bad option or a missing source."""
-    if val_path is None and not 0.0 < val_fraction < 1.0:
-        raise ConfigError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
-    if split_by not in ("auto", "document", "tail"):
-        raise ConfigError(f"split_by must be 'auto', 'document' or 'tail', got {split_by!r}")
+def _plan(corpus: Corpus, tokenizer: str, seed: int, shard_tokens: int) -> _Plan:
+    """Resolve the sources and the split; raises ConfigError for a bad ``shard_tokens`` or a missing source (the
+    corpus checked its own options)."""
     if shard_tokens < 1:
         raise ConfigError(f"shard_tokens must be positive, got {shard_tokens}")
-    sources = resolve_sources(path)
-    val_sources = resolve_sources(val_path) if val_path is not None else []
+    sources = resolve_sources(corpus.path)
+    val_sources = resolve_sources(corpus.val_path) if corpus.val_path is not None else []
+    split_by = corpus.split_by
     if split_by == "auto":
-        one_document = len(sources) == 1 and sources[0].name.endswith(".txt") and separator is None
+        one_document = len(sources) == 1 and sources[0].name.endswith(".txt") and corpus.separator is None
         split_by = "tail" if one_document else "document"
-    return _Plan(sources, val_sources, tokenizer, cleaning, separator, text_field, split_by, val_fraction, seed,
-                 shard_tokens)  # fmt: skip
+    return _Plan(corpus, sources, val_sources, tokenizer, split_by, seed, shard_tokens)
 
 
 def _is_fresh(meta: dict | None, plan: _Plan, tok: Tokenizer | None) -> bool:
@@ -255,13 +249,13 @@ def _build(plan: _Plan, tok: Tokenizer, out_dir: Path, num_threads: int | None, 
                                       suffix, tok.vocab_size) for split in SPLITS}  # fmt: skip
         _encode_into(plan, tok, writers, stats, num_threads, progress)
         if plan.split_by == "tail" and not plan.val_sources:
-            n_val = max(1, int(round(writers["train"].tokens * plan.val_fraction)))
+            n_val = max(1, int(round(writers["train"].tokens * plan.corpus.val_fraction)))
             move_tail(writers["train"], writers["val"], n_val)
         for split in SPLITS:
             if writers[split].tokens == 0:
                 raise ConfigError(
                     f"the {split} split of {label} is empty ({stats['train'].documents_kept} documents kept); "
-                    "use more text, another val_fraction, or --data.split_by tail"
+                    "use more text, another val_fraction, or split_by 'tail'"
                 )
         digests = {split: writers[split].publish() for split in SPLITS}
     except BaseException as err:  # a bad input, a full disk, Ctrl-C: leave no temporary files behind
@@ -271,7 +265,9 @@ def _build(plan: _Plan, tok: Tokenizer, out_dir: Path, num_threads: int | None, 
             leftover.unlink(missing_ok=True)
         if isinstance(err, OSError):
             why = err.strerror
-            raise ConfigError(f"cannot write the token cache to {out_dir} ({why}); pass --data.cache_dir") from None
+            raise ConfigError(
+                f"cannot write the token cache to {out_dir} ({why}); set data.cache_dir to a writable folder"
+            ) from None
         raise
     meta = {
         "format": FORMAT_VERSION, "tokenizer_name": plan.tokenizer_name, "tokenizer": tok.spec,
@@ -291,7 +287,7 @@ def _build(plan: _Plan, tok: Tokenizer, out_dir: Path, num_threads: int | None, 
 def _split_of(plan: _Plan, index: int) -> str:
     """The split of the ``index``-th document of the training sources."""
     if plan.split_by == "document" and not plan.val_sources:
-        return "val" if _document_in_val(plan.seed, index, plan.val_fraction) else "train"
+        return "val" if _document_in_val(plan.seed, index, plan.corpus.val_fraction) else "train"
     return "train"
 
 
@@ -388,34 +384,23 @@ def default_cache_dir(path: str, tokenizer: str) -> str:
 
 
 def prepare_corpus(
-    path: str = "data/tinyshakespeare/input.txt",
-    tokenizer: str = "gpt2",
-    val_fraction: float = 0.1,
-    cache_dir: str | None = None,
-    download_url: str | None = None,
+    corpus: Corpus,
+    tokenizer: str,
+    *,
     seed: int = 1337,
-    val_path: str | None = None,
-    separator: str | None = None,
-    text_field: str = "text",
-    cleaning: Cleaning | None = None,
-    split_by: str = "auto",
     num_threads: int | None = None,
     progress: bool = True,
     build: bool = True,
 ) -> tuple[str, dict]:
-    """Download the corpus if it is missing and ``download_url`` is set, then ``prepare`` it; returns the folder
-    (``cache_dir``, default ``default_cache_dir(path, tokenizer)``) and its metadata.
+    """Download ``corpus`` if its ``path`` is missing and it has a ``download_url``, then ``prepare`` it; returns
+    the folder (``corpus.cache_dir``, default ``default_cache_dir(corpus.path, tokenizer)``) and its metadata.
 
-    The arguments are those of ``lit_gpt.train.datamodule.TextDataModule`` that decide the token files (the data
-    module adds its loader settings), so ``lit-gpt prepare`` reads a training config's ``data`` section with this
-    signature, without Lightning. See ``prepare`` for their meaning and the errors; ``build=False`` neither
-    downloads nor tokenizes.
+    ``tokenizer``, ``seed`` and ``num_threads`` are a data section's, shared by the corpora of a mixture
+    (``lit_gpt.data.settings.TextData``); ``TextDataModule`` and ``lit-gpt prepare`` call this for each corpus. See
+    ``prepare`` for the arguments and the errors; ``build=False`` neither downloads nor tokenizes.
     """
-    cache_dir = cache_dir or default_cache_dir(path, tokenizer)
-    if build and download_url and not os.path.exists(path):
-        download(download_url, path)
-    meta = prepare(
-        path, tokenizer, cache_dir, val_fraction, val_path=val_path, cleaning=cleaning, separator=separator,
-        text_field=text_field, split_by=split_by, seed=seed, num_threads=num_threads, progress=progress, build=build,
-    )  # fmt: skip
+    cache_dir = corpus.cache_dir or default_cache_dir(corpus.path, tokenizer)
+    if build and corpus.download_url and not os.path.exists(corpus.path):
+        download(corpus.download_url, corpus.path)
+    meta = prepare(corpus, tokenizer, cache_dir, seed=seed, num_threads=num_threads, progress=progress, build=build)
     return cache_dir, meta

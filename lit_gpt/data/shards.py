@@ -7,11 +7,10 @@ Verification. A shard is verified when every id in it is below the vocabulary si
 writer checks both while it writes (no extra pass), and ``meta["verified"]`` records for each shard its size in
 bytes, its modification time (``mtime_ns``) and that SHA-256: the stamp. Opening a split (``load_split``, at every
 training start) checks each shard's size against ``meta`` and its size and mtime against the stamp, and reads it
-again only when ``verify`` is asked for or the shard changed (another size or mtime), or has no stamp (a folder from
-before stamps): then every id is checked and the SHA-256 compared. A re-read shard whose content is unchanged (a
-copied or touched folder) gets its new mtime stamped, so the next start trusts it again. So a start costs a few
-``stat`` calls instead of a read of the whole corpus; a corruption that keeps a shard's size and mtime (a bad disk
-sector) is found only by ``verify``.
+again only when ``verify`` is asked for or the shard changed (another size or mtime), or has no stamp: then every
+id is checked and the SHA-256 compared. A re-read shard whose content is unchanged (a copied or touched folder) gets
+its new mtime stamped, so the next start trusts it again. So a start costs a few ``stat`` calls instead of a read of
+the whole corpus; a corruption that keeps a shard's size and mtime (a bad disk sector) is found only by ``verify``.
 
 Writers use temporary names; ``meta.json`` is written last and atomically (``write_meta``), so an interrupted
 preparation never leaves a folder that a later run would trust. ``exclusive`` serialises the processes of one
@@ -65,7 +64,9 @@ def write_meta(out_dir: Path, meta: dict, suffix: str) -> None:
             json.dump(meta, f, indent=1)
         os.replace(out_dir / f"meta.json{suffix}", out_dir / "meta.json")
     except OSError as err:
-        raise ConfigError(f"cannot write {out_dir / 'meta.json'} ({err.strerror}); pass --data.cache_dir") from None
+        raise ConfigError(
+            f"cannot write {out_dir / 'meta.json'} ({err.strerror}); set data.cache_dir to a writable folder"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -169,7 +170,7 @@ def move_tail(train: ShardWriter, val: ShardWriter, n_val: int) -> None:
             val.write(np.memmap(path, dtype=train.dtype, mode="r")[cut:])
             os.truncate(path, cut * train.dtype.itemsize)
             train.shards[index] = cut
-            train.digests[index] = _sha256_file(path)
+            train.digests[index] = sha256_file(path)
         start = end
     while train.shards and train.shards[-1] == 0 and len(train.shards) > 1:
         train.path(len(train.shards) - 1).unlink()
@@ -177,7 +178,8 @@ def move_tail(train: ShardWriter, val: ShardWriter, n_val: int) -> None:
         train.digests.pop()
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """The SHA-256 of the file at ``path``, as hex, read in blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 24), b""):

@@ -253,9 +253,11 @@ class TextSamples(Callback):
 
 _TRAINER_HPARAMS = ("precision", "max_steps", "accumulate_grad_batches", "gradient_clip_val", "gradient_clip_algorithm",
                     "devices", "num_nodes", "strategy", "accelerator")  # fmt: skip
-_DATA_HPARAMS_LEFT_OUT = ("download_url", "cache_dir", "num_workers", "num_threads", "verify", "max_cache_size")
-"""Data settings that do not change what is learned (where files come from and go, how many threads read them, and
-whether they are checked)."""
+_DATA_HPARAMS_LEFT_OUT = (
+    "download_url", "cache_dir", "num_workers", "num_threads", "verify", "max_cache_size", "name", "weight"
+)
+"""Data settings that do not change what is learned: where files come from and go, how many threads read them,
+whether they are checked, and the top-level corpus's ``name`` and ``weight`` (only a mixture's corpora use them)."""
 
 
 class HParams(Callback):

@@ -1,7 +1,7 @@
 """The data modules' shared validation (``TokenDataModule``) and ``TextDataModule``, which prepares corpora once into
 memory-mapped token shards and serves their windows.
 
-``TokenDataModule`` is what ``lit-gpt fit`` accepts as ``data`` (``--data.class_path``; ``TextDataModule`` is the
+``TokenDataModule`` is what ``lit-gpt fit`` accepts as ``data`` (``data.class_path``; ``TextDataModule`` is the
 default, ``lit_gpt.train.streaming.StreamingTextDataModule`` streams litdata chunks). It owns validation: each
 corpus's whole validation split in non-overlapping windows (``lit_gpt.data.windows.ValidationWindows``, every target
 once), one loader per corpus of a mixture, so ``val/loss`` is exact (see ``lit_gpt.data.mixture`` for mixtures).
@@ -18,9 +18,8 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
-from lit_gpt.data.corpus import Cleaning
-from lit_gpt.data.mixture import Corpus, mixture_weights, require_shared_vocabulary
-from lit_gpt.data.prepare import default_cache_dir, load_split, prepare_corpus
+from lit_gpt.data.prepare import load_split, prepare_corpus
+from lit_gpt.data.settings import StreamingData, TextData
 from lit_gpt.data.windows import MixtureWindowBatches, RandomWindowBatches, TrainWindows, ValidationWindows
 from lit_gpt.errors import ConfigError
 
@@ -42,19 +41,21 @@ class TokenDataModule(LightningDataModule):
     """The base of lit_gpt's data modules: the tokenizer facts that ``lit-gpt fit`` links into the model, and exact
     validation over each corpus's validation split.
 
-    A subclass sets ``block_size``, ``batch_size``, ``val_batch_size``, ``num_workers``, ``names`` (one per corpus,
-    or None for a single corpus), ``weights`` (normalised, shape (corpora,)) and, in ``setup``, ``val_tokens`` (one
-    1-D token array per corpus); it implements ``metas()`` (each corpus's prepared metadata) and
-    ``train_dataloader()``.
+    Args:
+        settings: the data section (``lit_gpt.data.settings.TextData`` or ``StreamingData``), kept as ``settings``:
+            the batch settings (``Batching``), the corpora and their weights.
+
+    A subclass sets, in ``setup``, ``val_tokens`` (one 1-D token array per corpus); it implements ``metas()`` (each
+    corpus's prepared metadata) and ``train_dataloader()``.
     """
 
-    block_size: int
-    batch_size: int
-    val_batch_size: int | None
-    num_workers: int
-    names: list[str] | None
-    weights: np.ndarray
-    val_tokens: list[np.ndarray]
+    def __init__(self, settings: TextData | StreamingData) -> None:
+        super().__init__()
+        self.settings = settings
+        mixture = settings.mixture
+        self.names: list[str] | None = None if mixture is None else [c.name for c in mixture]
+        self.weights: np.ndarray = settings.weights()  # normalised, shape (corpora,)
+        self.val_tokens: list[np.ndarray] = []
 
     def metas(self) -> list[dict]:
         """The metadata of each corpus's prepared data, in order (``meta.json``)."""
@@ -90,18 +91,26 @@ class TokenDataModule(LightningDataModule):
         return None if self.names is None else [(n, float(w)) for n, w in zip(self.names, self.weights)]
 
     def _check_windows(self, what: str, split: str, tokens: int) -> None:
-        if tokens < self.block_size + 1:
+        block_size = self.settings.block_size
+        if tokens < block_size + 1:
             raise ConfigError(
                 f"the {split} split of {what} has {tokens} tokens, fewer than one window of block_size + 1 = "
-                f"{self.block_size + 1}; use a larger corpus or a smaller block_size"
+                f"{block_size + 1}; use a larger corpus or a smaller block_size"
             )
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:
         """The whole validation split of each corpus, once: one loader, or one per corpus of a mixture."""
         rank, replicas = data_parallel_rank(self.trainer)
-        batch_size = self.val_batch_size or self._val_batch_size_for_device()
-        loaders = [DataLoader(ValidationWindows(tokens, self.block_size, rank, replicas), batch_size=batch_size,
-                              shuffle=False, **self._loader_options()) for tokens in self.val_tokens]  # fmt: skip
+        batch_size = self.settings.val_batch_size or self._val_batch_size_for_device()
+        loaders = [
+            DataLoader(
+                ValidationWindows(tokens, self.settings.block_size, rank, replicas),
+                batch_size=batch_size,
+                shuffle=False,
+                **self._loader_options(),
+            )
+            for tokens in self.val_tokens
+        ]
         return loaders if self.names is not None else loaders[0]
 
     def test_dataloader(self) -> DataLoader | list[DataLoader]:
@@ -109,12 +118,13 @@ class TokenDataModule(LightningDataModule):
         return self.val_dataloader()
 
     def _val_batch_size_for_device(self) -> int:
-        """Validation windows per batch when ``val_batch_size`` is None (see ``TextDataModule``)."""
+        """Validation windows per batch when ``val_batch_size`` is None (see ``lit_gpt.data.settings.Batching``)."""
         device = self.trainer.strategy.root_device.type if self.trainer is not None else "cpu"
+        batch_size = self.settings.batch_size
         if device == "cpu":
-            return self.batch_size
-        logits_per_window = self.block_size * self.vocab_size * 4  # float32 bytes
-        return int(min(max(VAL_LOGITS_BYTES // logits_per_window, self.batch_size), 8 * self.batch_size))
+            return batch_size
+        logits_per_window = self.settings.block_size * self.vocab_size * 4  # float32 bytes
+        return int(min(max(VAL_LOGITS_BYTES // logits_per_window, batch_size), 8 * batch_size))
 
     def _loader_options(self) -> dict:
         # Workers (when asked for) gather the next batches while the device computes, and live across validations;
@@ -122,100 +132,45 @@ class TokenDataModule(LightningDataModule):
         cuda = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
         # Each new iterator draws its workers' base seed from `generator`: a generator of its own keeps that draw off
         # torch's global one, so validations and restarts leave the training random stream (dropout) unchanged.
-        return {"num_workers": self.num_workers, "persistent_workers": self.num_workers > 0, "pin_memory": cuda,
-                "generator": torch.Generator()}  # fmt: skip
+        workers = self.settings.num_workers
+        return {
+            "num_workers": workers,
+            "persistent_workers": workers > 0,
+            "pin_memory": cuda,
+            "generator": torch.Generator(),
+        }
 
 
 class TextDataModule(TokenDataModule):
     """Train/val token windows from one corpus or a mixture of corpora, tokenized once into memory-mapped files.
 
-    Args:
-        path: a file, a folder (its ``.txt``/``.jsonl`` files and ``.gz`` forms) or a glob (see
-            ``lit_gpt.data.corpus``).
-        tokenizer: ``char`` (character vocabulary of the corpus), a tiktoken encoding (``gpt2``, ``cl100k_base``),
-            or a folder written by ``lit-gpt train-tokenizer``.
-        block_size: tokens per training window; linked from ``model.config.block_size`` on the command line.
-        batch_size: training windows per batch (per device).
-        val_batch_size: validation windows per batch (per device). None sizes it for the device: ``batch_size`` on
-            a CPU (larger batches were slower there: their activations leave the cache, bench/validation_cost.py);
-            on a GPU as many windows as keep one batch's float32 logits within 2 GiB, between ``batch_size`` and
-            8 x ``batch_size``. It changes speed only, never ``val/loss``.
-        val_fraction: share of the corpus used for validation: whole documents drawn by a seeded hash
-            (``split_by: document``), or the last tokens of a one-document corpus (``tail``); see ``split_by``.
-        cache_dir: where the token files go; default ``data/prepared/<name>-<tokenizer>-<hash of path>``.
-        download_url: fetched into ``path`` when ``path`` is a missing file (Tiny Shakespeare's configs set it).
-        seed: seed of the document split, the training offsets and a mixture's draws.
-        num_workers: DataLoader worker processes (batches are one numpy gather each: 0 is fastest on a small CPU;
-            on a GPU, 1-2 workers take batch preparation off the training step's critical path).
-        val_path: the validation corpus (e.g. a dataset's valid.txt), instead of splitting ``path``.
-        separator: string that separates documents inside ``.txt`` files (e.g. ``<|endoftext|>``).
-        text_field: the field holding the text in ``.jsonl`` records.
-        cleaning: cleaning, quality filters and deduplication switches (``lit_gpt.data.corpus.Cleaning``).
-        split_by: ``auto``, ``document`` or ``tail`` (see ``lit_gpt.data.prepare``).
-        num_threads: tokenizer threads; None uses every core.
-        mixture: several corpora with weights (``lit_gpt.data.mixture.Corpus``: each has its own ``path``,
-            ``val_path``, ``cleaning``, ...) instead of the one corpus that ``path`` and the options above describe;
-            ``tokenizer``, ``seed`` and ``num_threads`` are shared. Validation then logs ``val/loss/<name>`` per
-            corpus and their weighted sum as ``val/loss`` (see ``lit_gpt.data.mixture``).
-        verify: read every shard at setup, checking its token ids and SHA-256 against its stamp; without it only the
-            shards whose size or mtime changed are read (``lit_gpt.data.shards``).
-        build: tokenize each corpus when its token files are missing or stale (once per machine: processes of one
-            machine take turns). False refuses instead, saying to run ``lit-gpt prepare``: ``lit-gpt fit`` sets it
-            for runs on several machines (``trainer.num_nodes`` > 1), whose locks cannot see each other.
+    Its arguments are the fields of ``lit_gpt.data.settings.TextData``, as keywords (documented there, and by
+    ``lit-gpt fit --data.help TextDataModule``): a corpus (``path``, ``val_path``, ``cleaning``, ...) or ``mixture``,
+    the ``tokenizer``, and the batch settings. The data module holds them as ``settings``.
+
+    Raises:
+        ConfigError: for a bad data section (see ``TextData``); from ``prepare_data`` and ``setup``, for a corpus
+            that cannot be prepared or is shorter than one window.
     """
 
-    def __init__(
-        self,
-        path: str = "data/tinyshakespeare/input.txt",
-        tokenizer: str = "gpt2",
-        block_size: int = 256,
-        batch_size: int = 12,
-        val_batch_size: int | None = None,
-        val_fraction: float = 0.1,
-        cache_dir: str | None = None,
-        download_url: str | None = None,
-        seed: int = 1337,
-        num_workers: int = 0,
-        val_path: str | None = None,
-        separator: str | None = None,
-        text_field: str = "text",
-        cleaning: Cleaning | None = None,
-        split_by: str = "auto",
-        num_threads: int | None = None,
-        mixture: list[Corpus] | None = None,
-        verify: bool = False,
-        build: bool = True,
-    ) -> None:
-        super().__init__()
-        if batch_size < 1 or (val_batch_size is not None and val_batch_size < 1):
-            raise ConfigError(f"data.batch_size and data.val_batch_size must be positive integers, got {batch_size} "
-                              f"and {val_batch_size}")  # fmt: skip
-        self.path, self.tokenizer_name, self.block_size, self.batch_size = path, tokenizer, block_size, batch_size
-        self.val_batch_size, self.seed, self.num_workers, self.verify = val_batch_size, seed, num_workers, verify
-        single = Corpus(name="corpus", path=path, val_path=val_path, val_fraction=val_fraction, separator=separator,
-                        text_field=text_field, cleaning=cleaning, split_by=split_by, cache_dir=cache_dir,
-                        download_url=download_url)  # fmt: skip
-        self.corpora = list(mixture) if mixture is not None else [single]
-        self.weights = mixture_weights(self.corpora)
-        if mixture is not None:
-            require_shared_vocabulary(tokenizer)
-        self.names = [c.name for c in self.corpora] if mixture is not None else None
-        # the arguments of prepare_corpus for each corpus, which decide its token files
-        self.corpus_options = [
-            {**c.corpus_options(), "cache_dir": c.cache_dir or default_cache_dir(c.path, tokenizer),
-             "tokenizer": tokenizer, "seed": seed, "num_threads": num_threads,
-             "build": build} for c in self.corpora
-        ]  # fmt: skip
-        self.cache_dir = self.corpus_options[0]["cache_dir"]
+    def __init__(self, **settings) -> None:
+        super().__init__(TextData(**settings))
         self._metas: list[dict] | None = None
+        self.cache_dirs: list[str] = []  # each corpus's token folder, known once prepared
         self.train_shards: list[np.ndarray] = []
         self.corpus_windows: list[int] = []
-        self.val_tokens = []
 
     def metas(self) -> list[dict]:
-        """Download (if configured and missing) and tokenize (if stale) once per process; each corpus's metadata."""
+        """Download (if configured and missing) and tokenize (if stale) once per process; each corpus's metadata, in
+        the order of ``settings.corpora()`` (their folders in ``cache_dirs``)."""
         if self._metas is None:
-            self._metas = [prepare_corpus(**options)[1] for options in self.corpus_options]
+            s = self.settings
+            prepared = [
+                prepare_corpus(corpus, s.tokenizer, seed=s.seed, num_threads=s.num_threads, build=s.build)
+                for corpus in s.corpora()
+            ]
+            self.cache_dirs = [folder for folder, _ in prepared]
+            self._metas = [meta for _, meta in prepared]
         return self._metas
 
     @property
@@ -229,24 +184,27 @@ class TextDataModule(TokenDataModule):
     def setup(self, stage: str) -> None:
         self.vocab_size  # noqa: B018  (prepares, and checks that the corpora share a tokenizer)
         self.train_shards, self.corpus_windows, self.val_tokens = [], [], []
-        for corpus, options, meta in zip(self.corpora, self.corpus_options, self.metas()):
-            train = load_split(options["cache_dir"], "train", meta, verify=self.verify)
-            (val,) = load_split(options["cache_dir"], "val", meta, verify=self.verify)
+        verify = self.settings.verify
+        for corpus, cache_dir, meta in zip(self.settings.corpora(), self.cache_dirs, self.metas()):
+            train = load_split(cache_dir, "train", meta, verify=verify)
+            (val,) = load_split(cache_dir, "val", meta, verify=verify)
             self._check_windows(corpus.path, "training", max(len(s) for s in train))
             self._check_windows(corpus.path, "validation", len(val))
             self.train_shards += train
-            self.corpus_windows.append(TrainWindows(train, self.block_size).num_windows)
+            self.corpus_windows.append(TrainWindows(train, self.settings.block_size).num_windows)
             self.val_tokens.append(val)
 
     def train_dataloader(self) -> DataLoader:
+        s = self.settings
         rank, replicas = data_parallel_rank(self.trainer)
         # A resumed run continues the offset stream at the batch it had reached.
         start_batch = self.trainer.global_step * self.trainer.accumulate_grad_batches if self.trainer else 0
-        dataset = TrainWindows(self.train_shards, self.block_size)
+        dataset = TrainWindows(self.train_shards, s.block_size)
         if self.names is None:
-            sampler = RandomWindowBatches(dataset.num_windows, self.batch_size, self.seed, rank, start_batch, replicas)
+            sampler = RandomWindowBatches(dataset.num_windows, s.batch_size, s.seed, rank, start_batch, replicas)
         else:
-            sampler = MixtureWindowBatches(self.corpus_windows, self.weights, self.batch_size, self.seed, rank,
-                                           start_batch, replicas)  # fmt: skip
+            sampler = MixtureWindowBatches(
+                self.corpus_windows, self.weights, s.batch_size, s.seed, rank, start_batch, replicas
+            )
         # batch_size=None: each sampler item is already a whole batch of offsets, gathered in one numpy call.
         return DataLoader(dataset, batch_size=None, sampler=sampler, **self._loader_options())

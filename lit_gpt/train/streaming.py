@@ -1,10 +1,10 @@
 """``StreamingTextDataModule``: training windows streamed with litdata from a folder or object storage, for corpora
-that do not fit on every machine; ``--data.class_path lit_gpt.train.streaming.StreamingTextDataModule``.
+that do not fit on every machine (``data.class_path: lit_gpt.train.streaming.StreamingTextDataModule``).
 
-The data comes from ``lit-gpt prepare --data.format litdata --out DIR_OR_URL`` (``lit_gpt.data.litdata_export``).
-Training windows, their order, mixtures and the exact position are ``lit_gpt.data.stream``'s. Validation reads each
-corpus's whole validation split into memory and covers it exactly once, as ``TextDataModule`` does, so ``val/loss``
-of the two modules on the same prepared corpus is the same for the same model.
+The data comes from ``lit-gpt prepare``'s litdata export (``lit_gpt.data.litdata_export``). Training windows, their
+order, mixtures and the exact position are ``lit_gpt.data.streaming_windows``'s. Validation reads each corpus's whole
+validation split into memory and covers it exactly once, as ``TextDataModule`` does, so ``val/loss`` of the two
+modules on the same prepared corpus is the same for the same model.
 
 Exact resume: ``state_dict`` returns the stream's position after the batch that the trainer's step reached
 (``global_step x accumulate_grad_batches`` batches), which Lightning stores in the checkpoint; ``load_state_dict``
@@ -19,8 +19,8 @@ import torch
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
 from lit_gpt.data.litdata_export import import_litdata, read_export_meta
-from lit_gpt.data.mixture import StreamingCorpus, mixture_weights
-from lit_gpt.data.stream import MixedStream, int64_batch, open_train, read_val_tokens
+from lit_gpt.data.settings import StreamingCorpus, StreamingData
+from lit_gpt.data.streaming_windows import MixedStream, int64_batch, open_train, read_val_tokens
 from lit_gpt.errors import ConfigError
 from lit_gpt.train.datamodule import TokenDataModule, data_parallel_rank
 
@@ -30,50 +30,21 @@ STATE_FORMAT = 1
 class StreamingTextDataModule(TokenDataModule):
     """Train/val token windows streamed from one or more litdata exports (local folders or URLs).
 
-    Args:
-        input_dir: a folder or URL (``s3://...``) written by ``lit-gpt prepare --data.format litdata --out``.
-        mixture: several exports with weights (``lit_gpt.data.mixture.StreamingCorpus``: ``name``, ``input_dir``,
-            ``weight``) instead of ``input_dir``; validation then logs ``val/loss/<name>`` per corpus and their
-            weighted sum as ``val/loss``.
-        block_size: tokens per training window; linked from ``model.config.block_size`` on the command line.
-        batch_size: training windows per batch (per device).
-        val_batch_size: validation windows per batch (per device); None as in ``TextDataModule``.
-        seed: seed of litdata's shuffle and of a mixture's draws.
-        num_workers: DataLoader worker processes per corpus (each reads and decodes chunks while the model trains;
-            the validation loaders use as many).
-        cache_dir: where litdata keeps the chunks it downloads from a URL (default: litdata's, under
-            ``~/.lightning``), and where ``meta.json`` is fetched to.
-        max_cache_size: how much of that cache litdata may fill (e.g. ``"50GB"``; None: litdata's default).
+    Its arguments are the fields of ``lit_gpt.data.settings.StreamingData``, as keywords (documented there, and by
+    ``lit-gpt fit --data.help lit_gpt.train.streaming.StreamingTextDataModule``): ``input_dir`` or ``mixture``,
+    litdata's cache, and the batch settings. The data module holds them as ``settings``.
+
+    Raises:
+        ConfigError: for a bad data section (see ``StreamingData``), or without litdata.
     """
 
-    def __init__(
-        self,
-        input_dir: str | None = None,
-        mixture: list[StreamingCorpus] | None = None,
-        block_size: int = 256,
-        batch_size: int = 12,
-        val_batch_size: int | None = None,
-        seed: int = 1337,
-        num_workers: int = 0,
-        cache_dir: str | None = None,
-        max_cache_size: str | None = None,
-    ) -> None:
-        super().__init__()
-        if (input_dir is None) == (mixture is None):
-            raise ConfigError("StreamingTextDataModule needs data.input_dir or data.mixture (one of them)")
-        if batch_size < 1 or (val_batch_size is not None and val_batch_size < 1):
-            raise ConfigError(f"data.batch_size and data.val_batch_size must be positive integers, got {batch_size} "
-                              f"and {val_batch_size}")  # fmt: skip
+    def __init__(self, **settings) -> None:
+        super().__init__(StreamingData(**settings))
         import_litdata()
-        self.corpora = list(mixture) if mixture is not None else [StreamingCorpus("corpus", input_dir)]
-        self.weights = mixture_weights(self.corpora)
-        self.names = [c.name for c in self.corpora] if mixture is not None else None
-        self.block_size, self.batch_size, self.val_batch_size = block_size, batch_size, val_batch_size
-        self.seed, self.num_workers, self.cache_dir, self.max_cache_size = seed, num_workers, cache_dir, max_cache_size
+        self.corpora = self.settings.corpora()
         self._metas: list[dict] | None = None
         self._resume: dict | None = None
         self.stream: MixedStream | None = None
-        self.val_tokens = []
 
     def metas(self) -> list[dict]:
         """Each export's ``meta.json`` (downloaded once per process for a URL).
@@ -82,11 +53,13 @@ class StreamingTextDataModule(TokenDataModule):
             ConfigError: for a folder or URL without an export's ``meta.json``.
         """
         if self._metas is None:
-            metas = [read_export_meta(c.input_dir, self.cache_dir) for c in self.corpora]
+            metas = [read_export_meta(c.input_dir, self.settings.cache_dir) for c in self.corpora]
             for corpus, meta in zip(self.corpora, metas):
                 if meta is None or "litdata" not in meta:
-                    raise ConfigError(f"{corpus.input_dir} has no meta.json of a litdata export; write it with lit-gpt "
-                                      "prepare --config ... --data.format litdata --out DIR_OR_URL")  # fmt: skip
+                    raise ConfigError(
+                        f"{corpus.input_dir} has no meta.json of a litdata export; write it with lit-gpt prepare "
+                        "(format litdata)"
+                    )
             self._metas = metas
         return self._metas
 
@@ -96,40 +69,64 @@ class StreamingTextDataModule(TokenDataModule):
         for corpus, meta in zip(self.corpora, self.metas()):
             longest_chunk = min(meta["tokens"]["train"], meta["litdata"]["chunk_tokens"])
             self._check_windows(corpus.input_dir, "training", longest_chunk)
-            self.val_tokens.append(read_val_tokens(corpus.input_dir, meta, self.cache_dir))
+            self.val_tokens.append(read_val_tokens(corpus.input_dir, meta, self.settings.cache_dir))
             self._check_windows(corpus.input_dir, "validation", len(self.val_tokens[-1]))
 
     def _topology(self) -> dict:
         """What the order of the stream depends on, besides the data: a resume must find the same."""
-        return {"batch_size": self.batch_size, "block_size": self.block_size, "num_workers": self.num_workers,
-                "replicas": data_parallel_rank(self.trainer)[1], "seed": self.seed,
-                "corpora": [c.input_dir for c in self.corpora],
-                "weights": [float(w) for w in self.weights]}  # fmt: skip
+        s = self.settings
+        return {
+            "batch_size": s.batch_size,
+            "block_size": s.block_size,
+            "num_workers": s.num_workers,
+            "replicas": data_parallel_rank(self.trainer)[1],
+            "seed": s.seed,
+            "corpora": [c.input_dir for c in self.corpora],
+            "weights": [float(w) for w in self.weights],
+        }
 
     def train_dataloader(self) -> MixedStream:
         """The endless stream of training batches, continuing from a loaded position."""
-        from litdata import StreamingDataLoader
-
         rank, replicas = data_parallel_rank(self.trainer)
         cuda = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
-        loaders = []
-        for corpus in self.corpora:
-            dataset = open_train(corpus.input_dir, self.block_size, self.seed, self.cache_dir, self.max_cache_size)
-            env = dataset.distributed_env
-            if (env.global_rank, env.world_size) != (rank, replicas):
-                raise ConfigError(f"streaming data follows torch.distributed's ranks ({env.global_rank} of "
-                                  f"{env.world_size}), but this strategy's data-parallel rank is {rank} of {replicas} "
-                                  "(tensor parallelism): use TextDataModule")  # fmt: skip
-            # a generator of its own keeps the workers' seed draw off torch's global one (dropout's)
-            loader = StreamingDataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
-                                         drop_last=True, collate_fn=int64_batch, pin_memory=cuda,
-                                         generator=torch.Generator())  # fmt: skip
-            if len(loader) == 0:
-                raise ConfigError(f"{corpus.input_dir} has fewer than batch_size x num_workers x devices windows of "
-                                  "block_size + 1 tokens; use a larger corpus, fewer workers or devices")  # fmt: skip
-            loaders.append(loader)
-        self.stream = MixedStream(loaders, self.weights, self.batch_size, self.seed, self._start())
+        loaders = [self._train_loader(corpus, rank, replicas, cuda) for corpus in self.corpora]
+        s = self.settings
+        self.stream = MixedStream(loaders, self.weights, s.batch_size, s.seed, self._start())
         return self.stream
+
+    def _train_loader(self, corpus: StreamingCorpus, rank: int, replicas: int, cuda: bool):
+        """The ``StreamingDataLoader`` of one export's training windows for this data-parallel rank.
+
+        Raises:
+            ConfigError: when litdata's ranks are not the strategy's data-parallel ranks, or the export holds no
+                whole batch for every worker of every device.
+        """
+        from litdata import StreamingDataLoader
+
+        s = self.settings
+        dataset = open_train(corpus.input_dir, s.block_size, s.seed, s.cache_dir, s.max_cache_size)
+        env = dataset.distributed_env
+        if (env.global_rank, env.world_size) != (rank, replicas):
+            raise ConfigError(
+                f"streaming data follows torch.distributed's ranks ({env.global_rank} of {env.world_size}), but this "
+                f"strategy's data-parallel rank is {rank} of {replicas} (tensor parallelism): use TextDataModule"
+            )
+        # a generator of its own keeps the workers' seed draw off torch's global one (dropout's)
+        loader = StreamingDataLoader(
+            dataset,
+            batch_size=s.batch_size,
+            num_workers=s.num_workers,
+            drop_last=True,
+            collate_fn=int64_batch,
+            pin_memory=cuda,
+            generator=torch.Generator(),
+        )
+        if len(loader) == 0:
+            raise ConfigError(
+                f"{corpus.input_dir} has fewer than batch_size x num_workers x devices windows of block_size + 1 "
+                "tokens; use a larger corpus, fewer workers or devices"
+            )
+        return loader
 
     def _consumed(self) -> int:
         """Batches the trainer's steps have consumed."""

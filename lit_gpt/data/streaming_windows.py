@@ -15,8 +15,8 @@ rank takes the same number of windows from each corpus.
 Position. ``MixedStream`` counts, for each corpus, the epochs completed, the loader batches pulled in the current
 epoch and the windows taken from the last one: plain integers, the same on every rank. Resuming rebuilds litdata's
 own loader state from them (``restore``: the state ``StreamingDataLoader.state_dict`` would hold after that many
-batches, workers taking batches in turn), pulls the current batch again and drops the windows already taken, so
-``--ckpt_path`` continues with exactly the windows an uninterrupted run would have seen, with or without workers.
+batches, workers taking batches in turn), pulls the current batch again and drops the windows already taken, so a
+resumed run continues with exactly the windows an uninterrupted run would have seen, with or without workers.
 Lightning does not save a loader's state itself (litData issue 775) and fetches one batch ahead of the step it
 trains, so ``MixedStream`` keeps the position after each recent batch and the data module saves the one that
 matches the trainer's step (``lit_gpt.train.streaming``).
@@ -63,8 +63,10 @@ def read_val_tokens(input_dir: str, meta: dict, cache_dir: str | None = None) ->
     dataset = litdata.StreamingDataset(join(input_dir, "val"), cache_dir=cache_dir)
     tokens = np.concatenate([dataset[i] for i in range(meta["litdata"]["val_items"])]).astype(meta["dtype"])
     if len(tokens) != meta["tokens"]["val"]:
-        raise ConfigError(f"{join(input_dir, 'val')} holds {len(tokens)} tokens, meta.json says "
-                          f"{meta['tokens']['val']}; export it again with lit-gpt prepare --data.format litdata")
+        raise ConfigError(
+            f"{join(input_dir, 'val')} holds {len(tokens)} tokens, meta.json says {meta['tokens']['val']}; export it "
+            "again with lit-gpt prepare (format litdata)"
+        )
     return tokens
 
 
