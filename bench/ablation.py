@@ -66,13 +66,31 @@ def ms_per_step(times: list[tuple[int, float]], steps: int) -> float:
 def run_one(config: str, variant: str, seed: int, steps: int | None, extra: list[str]) -> dict:
     """One ``lit-gpt fit`` run; returns its record (variant, seed, val_loss, ms_per_step, steps, seconds)."""
     with tempfile.TemporaryDirectory() as tmp:
-        flags = ["--seed_everything", str(seed), "--trainer.enable_progress_bar", "false",
-                 "--trainer.logger.init_args.save_dir", f"{tmp}/runs", "--checkpoint.dirpath", f"{tmp}/ckpt",
-                 "--samples.max_new_tokens", "0"]  # fmt: skip
+        flags = [
+            "--seed_everything",
+            str(seed),
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.logger.init_args.save_dir",
+            f"{tmp}/runs",
+            "--checkpoint.dirpath",
+            f"{tmp}/ckpt",
+            "--samples.max_new_tokens",
+            "0",
+        ]
         if steps is not None:
             flags += ["--trainer.max_steps", str(steps), "--trainer.val_check_interval", str(steps)]
-        command = [sys.executable, "-m", "lit_gpt.cli", "fit", "--config", config, *flags, *variant_flags(variant),
-                   *extra]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "lit_gpt.cli",
+            "fit",
+            "--config",
+            config,
+            *flags,
+            *variant_flags(variant),
+            *extra,
+        ]
         start = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
         seconds = time.perf_counter() - start
@@ -81,8 +99,14 @@ def run_one(config: str, variant: str, seed: int, steps: int | None, extra: list
         (run,) = Path(tmp, "runs").glob("*/version_0")
         scalars = read_scalars(run)
     last_step, val_loss = scalars["val/loss"][-1]
-    return {"variant": variant, "seed": seed, "val_loss": val_loss, "steps": last_step + 1, "seconds": seconds,
-            "ms_per_step": ms_per_step(scalars["train/throughput/time"], last_step + 1)}  # fmt: skip
+    return {
+        "variant": variant,
+        "seed": seed,
+        "val_loss": val_loss,
+        "steps": last_step + 1,
+        "seconds": seconds,
+        "ms_per_step": ms_per_step(scalars["train/throughput/time"], last_step + 1),
+    }
 
 
 def spread(values: list[float], digits: int) -> str:
@@ -98,8 +122,10 @@ def table(records: list[dict]) -> str:
     lines = ["| variant | seeds | val/loss | ms/step |", "|---|---:|---:|---:|"]
     for variant in dict.fromkeys(r["variant"] for r in records):
         runs = [r for r in records if r["variant"] == variant]
-        lines.append(f"| {variant} | {len(runs)} | {spread([r['val_loss'] for r in runs], 4)} | "
-                     f"{spread([r['ms_per_step'] for r in runs], 1)} |")  # fmt: skip
+        lines.append(
+            f"| {variant} | {len(runs)} | {spread([r['val_loss'] for r in runs], 4)} | "
+            f"{spread([r['ms_per_step'] for r in runs], 1)} |"
+        )
     return "\n".join(lines)
 
 
@@ -109,10 +135,21 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     argv = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default="configs/shakespeare-char.yaml")
-    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS),
-                        help="single variants to run (none: only the --combo ones)")
-    parser.add_argument("--combo", nargs="+", action="append", default=[], choices=list(VARIANTS),
-                        help="variants to combine into one run (repeat for several combinations)")
+    parser.add_argument(
+        "--variants",
+        nargs="*",
+        default=list(VARIANTS),
+        choices=list(VARIANTS),
+        help="single variants to run (none: only the --combo ones)",
+    )
+    parser.add_argument(
+        "--combo",
+        nargs="+",
+        action="append",
+        default=[],
+        choices=list(VARIANTS),
+        help="variants to combine into one run (repeat for several combinations)",
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[1337, 1338, 1339])
     parser.add_argument("--steps", type=int, help="optimizer steps (default: the config's trainer.max_steps)")
     parser.add_argument("--out", default="runs/ablation.json", help="JSON file of every run's record")

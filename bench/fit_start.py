@@ -35,8 +35,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
-SOURCES = [SHARED / "tinystories" / "train.txt", SHARED / "tinystories" / "valid.txt",
-           SHARED / "wikitext-2" / "train.txt"]
+SOURCES = [
+    SHARED / "tinystories" / "train.txt",
+    SHARED / "tinystories" / "valid.txt",
+    SHARED / "wikitext-2" / "train.txt",
+]
 PROBE = """
 import functools, json, sys, time
 from lit_gpt import model
@@ -98,22 +101,63 @@ def main() -> None:
         corpus = work / "corpus.txt"
         if not corpus.exists():
             build_corpus(args.megabytes, corpus)
-        data = ["--data.path", str(corpus), "--data.tokenizer", args.tokenizer, "--data.val_fraction", "0.01",
-                "--data.cache_dir", str(work / "prepared"), "--data.download_url", "null"]  # fmt: skip
+        data = [
+            "--data.path",
+            str(corpus),
+            "--data.tokenizer",
+            args.tokenizer,
+            "--data.val_fraction",
+            "0.01",
+            "--data.cache_dir",
+            str(work / "prepared"),
+            "--data.download_url",
+            "null",
+        ]
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "lit_gpt.cli", "prepare", *data, "--data.format", "litdata", "--out",
-                        str(work / "export")], cwd=REPO, check=True, capture_output=True)  # fmt: skip
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "lit_gpt.cli",
+                "prepare",
+                *data,
+                "--data.format",
+                "litdata",
+                "--out",
+                str(work / "export"),
+            ],
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+        )
         shards = sum(p.stat().st_size for p in (work / "prepared").glob("train-*.bin"))
-        print(f"corpus: {corpus.stat().st_size / 1e6:.0f} MB of text -> {shards / 1e6:.0f} MB of training shards "
-              f"({args.tokenizer}), prepared and exported in {time.perf_counter() - start:.0f} s\n")  # fmt: skip
-        common = ["fit", "--config", str(REPO / "configs" / "tiny.yaml"), "--trainer.max_steps", "1",
-                  "--trainer.logger.init_args.save_dir", str(work / "runs"), "--checkpoint.dirpath",
-                  str(work / "ckpt"), "--samples.max_new_tokens", "0"]  # fmt: skip
+        print(
+            f"corpus: {corpus.stat().st_size / 1e6:.0f} MB of text -> {shards / 1e6:.0f} MB of training shards "
+            f"({args.tokenizer}), prepared and exported in {time.perf_counter() - start:.0f} s\n"
+        )
+        common = [
+            "fit",
+            "--config",
+            str(REPO / "configs" / "tiny.yaml"),
+            "--trainer.max_steps",
+            "1",
+            "--trainer.logger.init_args.save_dir",
+            str(work / "runs"),
+            "--checkpoint.dirpath",
+            str(work / "ckpt"),
+            "--samples.max_new_tokens",
+            "0",
+        ]
         starts = {
             "memory-mapped": [*common, *data],
             "memory-mapped, --data.verify true": [*common, *data, "--data.verify", "true"],
-            "streaming": [*common, "--data.class_path", "lit_gpt.train.streaming.StreamingTextDataModule",
-                          "--data.input_dir", str(work / "export")],
+            "streaming": [
+                *common,
+                "--data.class_path",
+                "lit_gpt.train.streaming.StreamingTextDataModule",
+                "--data.input_dir",
+                str(work / "export"),
+            ],
         }
         print("| start | process start -> first step (s) | model built -> first step (s) |\n|---|---:|---:|")
         for name, fit_args in starts.items():

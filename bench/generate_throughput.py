@@ -111,26 +111,48 @@ def main() -> None:
     parser.add_argument("--_vocab_size", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._run:
-        print(json.dumps(run_contender(args._run, args._folder, args.batch_size, args.prompt_length, args.new_tokens,
-                                       args._vocab_size)))
+        print(
+            json.dumps(
+                run_contender(
+                    args._run, args._folder, args.batch_size, args.prompt_length, args.new_tokens, args._vocab_size
+                )
+            )
+        )
         return
 
     with tempfile.TemporaryDirectory() as tmp:
         folder, vocab_size = export_model(args, str(Path(tmp) / "hf"))
-        print(f"batch {args.batch_size}, prompt {args.prompt_length} tokens, {args.new_tokens} new tokens, greedy, "
-              f"{torch.get_num_threads()} threads, torch {torch.__version__}")  # fmt: skip
+        print(
+            f"batch {args.batch_size}, prompt {args.prompt_length} tokens, {args.new_tokens} new tokens, greedy, "
+            f"{torch.get_num_threads()} threads, torch {torch.__version__}"
+        )
         results = []
         for name in args.contenders.split(","):
-            command = [sys.executable, __file__, "--_run", name, "--_folder", folder,
-                       "--batch_size", str(args.batch_size), "--prompt_length", str(args.prompt_length),
-                       "--new_tokens", str(args.new_tokens), "--_vocab_size", str(vocab_size)]  # fmt: skip
+            command = [
+                sys.executable,
+                __file__,
+                "--_run",
+                name,
+                "--_folder",
+                folder,
+                "--batch_size",
+                str(args.batch_size),
+                "--prompt_length",
+                str(args.prompt_length),
+                "--new_tokens",
+                str(args.new_tokens),
+                "--_vocab_size",
+                str(vocab_size),
+            ]
             done = subprocess.run(command, capture_output=True, text=True, check=True)
             results.append(json.loads(done.stdout.strip().splitlines()[-1]))
     print("\n| contender | prefill tokens/s | decode tokens/s | decode ms/token | peak RSS MiB |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for r in results:
-        print(f"| {r['contender']} | {r['prefill_tokens_per_s']:,.0f} | {r['decode_tokens_per_s']:,.1f} | "
-              f"{r['decode_ms_per_step']:.1f} | {r['peak_rss_mib']:,.0f} |")  # fmt: skip
+        print(
+            f"| {r['contender']} | {r['prefill_tokens_per_s']:,.0f} | {r['decode_tokens_per_s']:,.1f} | "
+            f"{r['decode_ms_per_step']:.1f} | {r['peak_rss_mib']:,.0f} |"
+        )
     by_name = {r["contender"]: r for r in results}
     if "lit_gpt" in by_name:
         for other in ("lit_gpt_no_cache", "hf"):

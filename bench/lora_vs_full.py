@@ -59,12 +59,25 @@ class TrainingState(Callback):
 
 def measure(config: str, variant: str, steps: int | None, warmup: int, full_lr: float, extra: list[str]) -> dict:
     """Fine-tune one variant in this process; return its figures."""
-    flags = [] if variant == "lora" else ["--model.lora", "null", "--model.learning_rate", str(full_lr),
-                                          "--model.min_lr", str(full_lr / 10)]  # fmt: skip
+    flags = (
+        []
+        if variant == "lora"
+        else ["--model.lora", "null", "--model.learning_rate", str(full_lr), "--model.min_lr", str(full_lr / 10)]
+    )
     with tempfile.TemporaryDirectory() as tmp:
-        args = ["--config", config, "--trainer.logger.init_args.save_dir", tmp, "--checkpoint.dirpath", tmp,
-                "--trainer.enable_progress_bar", "false", *(["--trainer.max_steps", str(steps)] if steps else []),
-                *extra, *flags]  # fmt: skip: the variant's flags last, so that they win
+        args = [
+            "--config",
+            config,
+            "--trainer.logger.init_args.save_dir",
+            tmp,
+            "--checkpoint.dirpath",
+            tmp,
+            "--trainer.enable_progress_bar",
+            "false",
+            *(["--trainer.max_steps", str(steps)] if steps else []),
+            *extra,
+            *flags,
+        ]  # the variant's flags last, so that they win
         cli = build_cli(args, run=False)
         if variant == "lora" and cli.model.lora is None:
             raise SystemExit(f"error: {config} has no model.lora: pass a LoRA fine-tuning config")
@@ -77,20 +90,37 @@ def measure(config: str, variant: str, steps: int | None, warmup: int, full_lr: 
     peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     model = cli.model.model
     return {
-        "variant": variant, "steps": timer.steps, "seconds": timer.seconds, "peak_memory": peak,
+        "variant": variant,
+        "steps": timer.steps,
+        "seconds": timer.seconds,
+        "peak_memory": peak,
         "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "parameters": sum(p.numel() for n, p in model.named_parameters() if ".lora_" not in n),  # the base's
-        "training_state": state.bytes, "checkpoint_bytes": checkpoint_bytes,
+        "training_state": state.bytes,
+        "checkpoint_bytes": checkpoint_bytes,
         "val_loss": validation["val/loss"],
-        "precision": str(cli.trainer.precision), "compile": bool(cli.model.hparams.compile),
+        "precision": str(cli.trainer.precision),
+        "compile": bool(cli.model.hparams.compile),
         "device": torch.cuda.get_device_name() if cuda else f"CPU, {torch.get_num_threads()} threads",
-    }  # fmt: skip
+    }
 
 
 def run_variant(args, variant: str, extra: list[str]) -> dict | None:
-    command = [sys.executable, __file__, "--config", args.config, "--warmup", str(args.warmup), "--full_learning_rate",
-               str(args.full_learning_rate), "--one", variant, *(["--steps", str(args.steps)] if args.steps else []),
-               "--", *extra]  # fmt: skip
+    command = [
+        sys.executable,
+        __file__,
+        "--config",
+        args.config,
+        "--warmup",
+        str(args.warmup),
+        "--full_learning_rate",
+        str(args.full_learning_rate),
+        "--one",
+        variant,
+        *(["--steps", str(args.steps)] if args.steps else []),
+        "--",
+        *extra,
+    ]
     done = subprocess.run(command, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
@@ -103,10 +133,12 @@ def row(r: dict) -> str:
     mib = 2**20
     state = r["training_state"]
     total = sum(state.values())
-    return (f"| {r['variant']} | {r['trainable']:,} ({100 * r['trainable'] / r['parameters']:.2f}%) | "
-            f"{state['weights'] / mib:,.1f} + {state['gradients'] / mib:,.1f} + {state['optimizer'] / mib:,.1f} = "
-            f"{total / mib:,.1f} MiB | {r['peak_memory'] / mib:,.0f} MiB | {1000 * r['seconds'] / r['steps']:.1f} | "
-            f"{r['checkpoint_bytes'] / mib:,.2f} MiB | {r['val_loss']:.4f} |")  # fmt: skip
+    return (
+        f"| {r['variant']} | {r['trainable']:,} ({100 * r['trainable'] / r['parameters']:.2f}%) | "
+        f"{state['weights'] / mib:,.1f} + {state['gradients'] / mib:,.1f} + {state['optimizer'] / mib:,.1f} = "
+        f"{total / mib:,.1f} MiB | {r['peak_memory'] / mib:,.0f} MiB | {1000 * r['seconds'] / r['steps']:.1f} | "
+        f"{r['checkpoint_bytes'] / mib:,.2f} MiB | {r['val_loss']:.4f} |"
+    )
 
 
 def main() -> None:
@@ -129,10 +161,14 @@ def main() -> None:
         sys.exit(1)
     first = results[0]
     print(f"config: {args.config} {' '.join(extra)}")
-    print(f"machine: {first['device']}; torch {torch.__version__}; precision {first['precision']}, compile "
-          f"{first['compile']}; {first['steps']} timed steps after {args.warmup} warm-up steps")  # fmt: skip
-    print("\n| run | trainable parameters | weights + gradients + AdamW state | peak memory | ms/step | last.ckpt | "
-          "val/loss |")  # fmt: skip
+    print(
+        f"machine: {first['device']}; torch {torch.__version__}; precision {first['precision']}, compile "
+        f"{first['compile']}; {first['steps']} timed steps after {args.warmup} warm-up steps"
+    )
+    print(
+        "\n| run | trainable parameters | weights + gradients + AdamW state | peak memory | ms/step | last.ckpt | "
+        "val/loss |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for result in results:
         print(row(result))

@@ -87,8 +87,16 @@ def measure(preset: str, batch_size: int, layout: str) -> int:
     if mode == "single":
         command = [sys.executable, __file__, *worker_args]
     else:
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", n, __file__,
-                   *worker_args]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            n,
+            __file__,
+            *worker_args,
+        ]
     env = {**os.environ, "OMP_NUM_THREADS": "1" if mode != "single" else os.environ.get("OMP_NUM_THREADS", "2")}
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO)
     lines = [json.loads(found) for found in re.findall(r"RESULT (\{[^}]*\})", done.stdout)]  # ranks may share a line
@@ -112,18 +120,26 @@ def main() -> None:
     from lit_gpt.memory import estimate_memory
 
     strategies = {"single": "single", "fsdp": "fsdp", "tp": "tp"}
-    print(f"batch {args.batch_size} x block_size, float32, AdamW; "
-          "bytes added by training, per device (max over ranks)\n")
+    print(
+        f"batch {args.batch_size} x block_size, float32, AdamW; bytes added by training, per device (max over ranks)\n"
+    )
     print("| preset | layout | estimated | measured | estimate / measured |\n|---|---|---:|---:|---:|")
     for preset in args.presets:
         for layout in args.layouts:
             mode, _, n = layout.partition("-")
             config = Config.from_name(preset, vocab_size=50257)
-            estimate = estimate_memory(config, strategies[mode.removesuffix("+ckpt")], int(n or 1), args.batch_size,
-                                       gradient_checkpointing=mode.endswith("+ckpt")).total  # fmt: skip
+            estimate = estimate_memory(
+                config,
+                strategies[mode.removesuffix("+ckpt")],
+                int(n or 1),
+                args.batch_size,
+                gradient_checkpointing=mode.endswith("+ckpt"),
+            ).total
             measured = measure(preset, args.batch_size, layout)
-            print(f"| {preset} | {layout} | {estimate / 2**20:,.0f} MiB | {measured / 2**20:,.0f} MiB "
-                  f"| {estimate / measured:.2f} |")  # fmt: skip
+            print(
+                f"| {preset} | {layout} | {estimate / 2**20:,.0f} MiB | {measured / 2**20:,.0f} MiB "
+                f"| {estimate / measured:.2f} |"
+            )
 
 
 if __name__ == "__main__":

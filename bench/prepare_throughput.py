@@ -111,14 +111,31 @@ def worker(kind: str, path: str, threads: int, tokenizer: str, separator: str | 
             shard_bytes = sum(f.stat().st_size for f in Path(out_dir).glob("*.bin"))
         tokens = sum(meta["tokens"].values())
         extra = {"documents": meta["documents"], "shard_bytes": shard_bytes, "split": meta["options"]["split_by"]}
-    return {"kind": kind, "seconds": seconds, "bytes": nbytes, "tokens": tokens, "baseline_rss_mb": baseline,
-            "peak_rss_mb": _rss_mb(), **extra}  # fmt: skip
+    return {
+        "kind": kind,
+        "seconds": seconds,
+        "bytes": nbytes,
+        "tokens": tokens,
+        "baseline_rss_mb": baseline,
+        "peak_rss_mb": _rss_mb(),
+        **extra,
+    }
 
 
 def run_worker(kind: str, path: str, threads: int, tokenizer: str, separator: str | None = None) -> dict:
     """Run ``worker`` in a fresh Python process (so ru_maxrss is this measurement's alone)."""
-    cmd = [sys.executable, __file__, "--_worker", kind, "--path", str(path), "--threads", str(threads),
-           "--tokenizer", tokenizer]  # fmt: skip
+    cmd = [
+        sys.executable,
+        __file__,
+        "--_worker",
+        kind,
+        "--path",
+        str(path),
+        "--threads",
+        str(threads),
+        "--tokenizer",
+        tokenizer,
+    ]
     if separator is not None:
         cmd += ["--_separator", separator]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
@@ -136,8 +153,10 @@ def best_of(kind: str, args: argparse.Namespace, separator: str | None = None) -
 def row(label: str, r: dict) -> str:
     mb_s = r["bytes"] / 1e6 / r["seconds"]
     tok_s = r["tokens"] / r["seconds"]
-    return (f"| {label} | {r['seconds']:.3f} | {mb_s:.2f} | {tok_s:,.0f} | {r['tokens']:,} | "
-            f"{r['baseline_rss_mb']:.0f} | {r['peak_rss_mb']:.0f} |")  # fmt: skip
+    return (
+        f"| {label} | {r['seconds']:.3f} | {mb_s:.2f} | {tok_s:,.0f} | {r['tokens']:,} | "
+        f"{r['baseline_rss_mb']:.0f} | {r['peak_rss_mb']:.0f} |"
+    )
 
 
 def make_large_corpus(source: Path, target_mb: int, folder: Path, layout: str) -> tuple[Path, int, int]:
@@ -179,22 +198,28 @@ def main() -> None:
 
     import tiktoken
 
-    header = ("| contender | seconds (best) | MB/s | tokens/s | tokens | baseline RSS MiB | peak RSS MiB |\n"
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |")  # fmt: skip
+    header = (
+        "| contender | seconds (best) | MB/s | tokens/s | tokens | baseline RSS MiB | peak RSS MiB |\n"
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+    )
     print(f"tiktoken {tiktoken.__version__}, {args.tokenizer}, {args.threads} threads, {os.cpu_count()} CPUs")
     if args.large_mb:
         with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
             start = time.perf_counter()
             path, nbytes, copies = make_large_corpus(Path(args.path), args.large_mb, Path(tmp), args.layout)
-            print(f"built {nbytes / 1e6:.1f} MB ({copies} copies of {args.path}, layout {args.layout}) "
-                  f"in {time.perf_counter() - start:.1f} s")  # fmt: skip
+            print(
+                f"built {nbytes / 1e6:.1f} MB ({copies} copies of {args.path}, layout {args.layout}) "
+                f"in {time.perf_counter() - start:.1f} s"
+            )
             separator = SEPARATOR if args.layout == "separator" else None
             r = run_worker("prepare", path, args.threads, args.tokenizer, separator)
         print(header)
         print(row(f"prepare, {nbytes / 1e6:.0f} MB ({args.layout})", r))
-        print(f"documents {r['documents']}, split {r['split']}, shards {r['shard_bytes'] / 1e6:.1f} MB; "
-              f"peak RSS {r['peak_rss_mb']:.0f} MiB, {r['peak_rss_mb'] - r['baseline_rss_mb']:.0f} MiB above the "
-              f"baseline = {(r['peak_rss_mb'] - r['baseline_rss_mb']) * 2**20 / nbytes:.1%} of the corpus")  # fmt: skip
+        print(
+            f"documents {r['documents']}, split {r['split']}, shards {r['shard_bytes'] / 1e6:.1f} MB; "
+            f"peak RSS {r['peak_rss_mb']:.0f} MiB, {r['peak_rss_mb'] - r['baseline_rss_mb']:.0f} MiB above the "
+            f"baseline = {(r['peak_rss_mb'] - r['baseline_rss_mb']) * 2**20 / nbytes:.1%} of the corpus"
+        )
         return
 
     raw = best_of("raw", args)
@@ -206,11 +231,15 @@ def main() -> None:
     print(row(f"tiktoken `encode_ordinary_batch`, ~256 Ki-char chunks ({chunks['pieces']})", chunks))
     print(row(f"tiktoken `encode_ordinary_batch`, lines ({lines['pieces']:,})", lines))
     print(row("`lit_gpt.data.prepare.prepare` (whole call)", prep))
-    print(f"times: raw {raw['all_seconds']}, chunks {chunks['all_seconds']}, lines {lines['all_seconds']}, "
-          f"prepare {prep['all_seconds']}")  # fmt: skip
-    print(f"prepare / tiktoken (pieces), MB/s: {raw['seconds'] / prep['seconds']:.1%}; "
-          f"prepare tokens {prep['tokens']:,} = tiktoken tokens {raw['tokens']:,} + {prep['tokens'] - raw['tokens']} "
-          f"(end-of-text tokens between documents of each split); documents {prep['documents']}")  # fmt: skip
+    print(
+        f"times: raw {raw['all_seconds']}, chunks {chunks['all_seconds']}, lines {lines['all_seconds']}, "
+        f"prepare {prep['all_seconds']}"
+    )
+    print(
+        f"prepare / tiktoken (pieces), MB/s: {raw['seconds'] / prep['seconds']:.1%}; "
+        f"prepare tokens {prep['tokens']:,} = tiktoken tokens {raw['tokens']:,} + {prep['tokens'] - raw['tokens']} "
+        f"(end-of-text tokens between documents of each split); documents {prep['documents']}"
+    )
     print(f"prepare / tiktoken (~256 Ki-char chunks): {chunks['seconds'] / prep['seconds']:.1%}")
 
 

@@ -90,10 +90,20 @@ def measure(args, mode: str) -> dict:
     prompt = tokens[1 : PROMPT_TOKENS + 1][None].to(device)
     new_tokens = min(args.decode_tokens, config.block_size - PROMPT_TOKENS)
     speed = decode_speed(model, prompt, new_tokens, tokenizer.vocab_size)
-    return {"mode": mode, "bytes": model_bytes(model), "perplexity": evaluation.perplexity,
-            "bits_per_byte": evaluation.bits_per_byte, "tokens": evaluation.tokens, "eval_seconds": eval_seconds,
-            "decode_tokens_per_s": speed, "decode_tokens": new_tokens, "parameters": config.num_params(),
-            "config": config.to_dict(), "device": _device_name(device), "tokenizer": tokenizer.name}  # fmt: skip
+    return {
+        "mode": mode,
+        "bytes": model_bytes(model),
+        "perplexity": evaluation.perplexity,
+        "bits_per_byte": evaluation.bits_per_byte,
+        "tokens": evaluation.tokens,
+        "eval_seconds": eval_seconds,
+        "decode_tokens_per_s": speed,
+        "decode_tokens": new_tokens,
+        "parameters": config.num_params(),
+        "config": config.to_dict(),
+        "device": _device_name(device),
+        "tokenizer": tokenizer.name,
+    }
 
 
 def _device_name(device: str) -> str:
@@ -117,27 +127,35 @@ def run_mode(argv: list[str], mode: str) -> dict | None:
 def report(results: dict[str, dict], args) -> None:
     first = next(iter(results.values()))
     c = first["config"]
-    print(f"checkpoint: {args.checkpoint} ({first['parameters']:,} parameters: {c['n_layer']} layers, n_embd "
-          f"{c['n_embd']}, vocabulary {c['vocab_size']}, {first['tokenizer']})")  # fmt: skip
+    print(
+        f"checkpoint: {args.checkpoint} ({first['parameters']:,} parameters: {c['n_layer']} layers, n_embd "
+        f"{c['n_embd']}, vocabulary {c['vocab_size']}, {first['tokenizer']})"
+    )
     print(f"machine: {first['device']}; torch {torch.__version__}")
-    print(f"text: {args.data}, {first['tokens']:,} tokens scored; windows of {args.block_size or c['block_size']} "
-          f"advancing by {args.stride or args.block_size or c['block_size']}; decode: batch 1, {PROMPT_TOKENS}-token "
-          f"prompt, {first['decode_tokens']} tokens; int4 groups of {args.group_size}\n")  # fmt: skip
+    print(
+        f"text: {args.data}, {first['tokens']:,} tokens scored; windows of {args.block_size or c['block_size']} "
+        f"advancing by {args.stride or args.block_size or c['block_size']}; decode: batch 1, {PROMPT_TOKENS}-token "
+        f"prompt, {first['decode_tokens']} tokens; int4 groups of {args.group_size}\n"
+    )
     base = results.get("fp32")
     print("| mode | memory | vs fp32 | perplexity | vs fp32 | bits per byte | decode tokens/s | eval s |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for mode, r in results.items():
         memory = f"{100 * r['bytes'] / base['bytes']:.1f}%" if base else "-"
         change = f"{100 * (r['perplexity'] / base['perplexity'] - 1):+.2f}%" if base else "-"
-        print(f"| {mode} | {r['bytes'] / 2**20:,.1f} MiB | {memory} | {r['perplexity']:.3f} | {change} | "
-              f"{r['bits_per_byte']:.4f} | {r['decode_tokens_per_s']:.1f} | {r['eval_seconds']:.1f} |")  # fmt: skip
+        print(
+            f"| {mode} | {r['bytes'] / 2**20:,.1f} MiB | {memory} | {r['perplexity']:.3f} | {change} | "
+            f"{r['bits_per_byte']:.4f} | {r['decode_tokens_per_s']:.1f} | {r['eval_seconds']:.1f} |"
+        )
     for mode, (max_increase, max_share) in GOALS.items():
         if base and mode in results:
             increase = results[mode]["perplexity"] / base["perplexity"] - 1
             share = results[mode]["bytes"] / base["bytes"]
             verdict = "met" if increase <= max_increase and share <= max_share else "NOT met"
-            print(f"goal {mode}: perplexity {100 * increase:+.2f}% (at most +{100 * max_increase:.0f}%), memory "
-                  f"{100 * share:.1f}% (at most {100 * max_share:.0f}%) of float32: {verdict}")  # fmt: skip
+            print(
+                f"goal {mode}: perplexity {100 * increase:+.2f}% (at most +{100 * max_increase:.0f}%), memory "
+                f"{100 * share:.1f}% (at most {100 * max_share:.0f}%) of float32: {verdict}"
+            )
 
 
 def main() -> None:

@@ -20,8 +20,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PROBE = "import sys, runpy; sys.argv = ['lit-gpt', *sys.argv[1:]]\ntry:\n    from lit_gpt.cli import main; main()\n" \
-        "finally:\n    print('LIGHTNING', 'lightning.pytorch' in sys.modules, file=sys.stderr)"  # fmt: skip
+PROBE = (
+    "import sys, runpy; sys.argv = ['lit-gpt', *sys.argv[1:]]\ntry:\n    from lit_gpt.cli import main; main()\n"
+    "finally:\n    print('LIGHTNING', 'lightning.pytorch' in sys.modules, file=sys.stderr)"
+)
 
 
 def timed(args: list[str], cwd: Path) -> tuple[float, bool]:
@@ -36,28 +38,65 @@ def timed(args: list[str], cwd: Path) -> tuple[float, bool]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--text", default="data/tinyshakespeare/input.txt",
-                        help="corpus for the checkpoint and for prepare")  # fmt: skip
+    parser.add_argument(
+        "--text", default="data/tinyshakespeare/input.txt", help="corpus for the checkpoint and for prepare"
+    )
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     text = Path(args.text).resolve()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         (tmp / "10k.txt").write_bytes(text.read_bytes()[:10240])
-        subprocess.run([sys.executable, "-m", "lit_gpt.cli", "fit", "--config", str(REPO / "configs" / "tiny.yaml"),
-                        "--data.path", str(text), "--data.cache_dir", str(tmp / "cache"), "--trainer.max_steps", "2",
-                        "--trainer.limit_val_batches", "2", "--trainer.val_check_interval", "2",
-                        "--trainer.logger.init_args.save_dir", str(tmp / "runs"), "--checkpoint.dirpath",
-                        str(tmp / "ckpt")], check=True, capture_output=True)  # fmt: skip
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "lit_gpt.cli",
+                "fit",
+                "--config",
+                str(REPO / "configs" / "tiny.yaml"),
+                "--data.path",
+                str(text),
+                "--data.cache_dir",
+                str(tmp / "cache"),
+                "--trainer.max_steps",
+                "2",
+                "--trainer.limit_val_batches",
+                "2",
+                "--trainer.val_check_interval",
+                "2",
+                "--trainer.logger.init_args.save_dir",
+                str(tmp / "runs"),
+                "--checkpoint.dirpath",
+                str(tmp / "ckpt"),
+            ],
+            check=True,
+            capture_output=True,
+        )
         checkpoint = str(tmp / "ckpt" / "last.ckpt")
         commands = {
             "lit-gpt --help": lambda i: ["--help"],
             "lit-gpt presets": lambda i: ["presets"],
-            "lit-gpt prepare (10 KB, characters)": lambda i: ["prepare", "--data.path", str(tmp / "10k.txt"),
-                                                             "--data.tokenizer", "char", "--data.cache_dir",
-                                                             str(tmp / f"prepared{i}")],  # fmt: skip
-            "lit-gpt generate (20 tokens)": lambda i: ["generate", "--checkpoint", checkpoint, "--prompt", "ROMEO:",
-                                                      "--max_new_tokens", "20", "--seed", "1"],  # fmt: skip
+            "lit-gpt prepare (10 KB, characters)": lambda i: [
+                "prepare",
+                "--data.path",
+                str(tmp / "10k.txt"),
+                "--data.tokenizer",
+                "char",
+                "--data.cache_dir",
+                str(tmp / f"prepared{i}"),
+            ],
+            "lit-gpt generate (20 tokens)": lambda i: [
+                "generate",
+                "--checkpoint",
+                checkpoint,
+                "--prompt",
+                "ROMEO:",
+                "--max_new_tokens",
+                "20",
+                "--seed",
+                "1",
+            ],
             "lit-gpt export (hf)": lambda i: ["export", "--checkpoint", checkpoint, "--out", str(tmp / f"hf{i}")],
         }
         print(f"python {sys.version.split()[0]}; medians of {args.repeats} fresh processes\n")
@@ -65,8 +104,10 @@ def main() -> None:
         for name, make in commands.items():
             runs = [timed(make(i), tmp) for i in range(args.repeats)]
             seconds = [s for s, _ in runs]
-            print(f"| `{name}` | {statistics.median(seconds):.2f} | {min(seconds):.2f}-{max(seconds):.2f} "
-                  f"| {'yes' if any(loaded for _, loaded in runs) else 'no'} |")  # fmt: skip
+            print(
+                f"| `{name}` | {statistics.median(seconds):.2f} | {min(seconds):.2f}-{max(seconds):.2f} "
+                f"| {'yes' if any(loaded for _, loaded in runs) else 'no'} |"
+            )
 
 
 if __name__ == "__main__":

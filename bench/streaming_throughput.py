@@ -65,8 +65,16 @@ def model_rate(text: Path, tokenizer_cache: Path, steps: int, warmup: int, block
     """Training tokens/s of configs/shakespeare-char.yaml's model (bench/train_throughput.py's measurement)."""
     from train_throughput import measure
 
-    extra = ["--data.path", str(text), "--data.cache_dir", str(tokenizer_cache), "--model.config.block_size",
-             str(block), "--data.batch_size", str(batch)]  # fmt: skip
+    extra = [
+        "--data.path",
+        str(text),
+        "--data.cache_dir",
+        str(tokenizer_cache),
+        "--model.config.block_size",
+        str(block),
+        "--data.batch_size",
+        str(batch),
+    ]
     result = measure(str(REPO / "configs" / "shakespeare-char.yaml"), "auto", steps, warmup, extra)
     return result["tokens_per_step"] * result["steps"] / result["seconds"]
 
@@ -100,10 +108,12 @@ def main() -> None:
         start = time.perf_counter()
         meta = prepare(Corpus(str(corpus), val_fraction=0.01), args.tokenizer, tmp / "prepared")
         export_litdata(str(tmp / "prepared"), meta, str(tmp / "export"), chunk_tokens=args.chunk_tokens)
-        print(f"corpus: {args.megabytes:g} MB of {Path(args.text).name}, {meta['tokens']['train']:,} training tokens "
-              f"({args.tokenizer}), prepared and exported in {time.perf_counter() - start:.1f} s; batches of "
-              f"{args.batch_size} x {args.block_size} tokens; torch threads {torch.get_num_threads()}, "
-              f"{os.cpu_count()} CPUs\n")  # fmt: skip
+        print(
+            f"corpus: {args.megabytes:g} MB of {Path(args.text).name}, {meta['tokens']['train']:,} training tokens "
+            f"({args.tokenizer}), prepared and exported in {time.perf_counter() - start:.1f} s; batches of "
+            f"{args.batch_size} x {args.block_size} tokens; torch threads {torch.get_num_threads()}, "
+            f"{os.cpu_count()} CPUs\n"
+        )
         shape = {"block_size": args.block_size, "batch_size": args.batch_size}
         memmap = {"path": str(corpus), "tokenizer": args.tokenizer, "val_fraction": 0.01}
         memmap["cache_dir"] = str(tmp / "prepared")
@@ -116,8 +126,9 @@ def main() -> None:
         model = None
         if not args.no_model:
             shakespeare = REPO.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
-            model = model_rate(shakespeare, tmp / "char", args.model_steps, args.model_warmup, args.block_size,
-                               args.batch_size)  # fmt: skip
+            model = model_rate(
+                shakespeare, tmp / "char", args.model_steps, args.model_warmup, args.block_size, args.batch_size
+            )
     print("| loader | tokens/s | first batch (s) | x shakespeare-char training |\n|---|---:|---:|---:|")
     for name, (rate, first) in rates.items():
         ratio = f"{rate / model:.0f}x" if model else "-"

@@ -80,10 +80,26 @@ def setting_flags(setting: str) -> list[str]:
 def measure(config: str, setting: str, steps: int, warmup: int, extra: list[str]) -> dict:
     """Train ``warmup + steps`` optimizer steps with one setting in this process; return its figures."""
     with tempfile.TemporaryDirectory() as tmp:
-        flags = ["--config", config, *setting_flags(setting), "--trainer.max_steps", str(warmup + steps),
-                 "--trainer.limit_val_batches", "0", "--trainer.logger.init_args.save_dir", tmp,
-                 "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-                 "--checkpoint.dirpath", tmp, "--trainer.default_root_dir", tmp, *extra]  # fmt: skip
+        flags = [
+            "--config",
+            config,
+            *setting_flags(setting),
+            "--trainer.max_steps",
+            str(warmup + steps),
+            "--trainer.limit_val_batches",
+            "0",
+            "--trainer.logger.init_args.save_dir",
+            tmp,
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.enable_model_summary",
+            "false",
+            "--checkpoint.dirpath",
+            tmp,
+            "--trainer.default_root_dir",
+            tmp,
+            *extra,
+        ]
         cli = build_cli(flags, run=False)
         cli.trainer.callbacks = [c for c in cli.trainer.callbacks if not isinstance(c, ModelCheckpoint)]
         timer = StepTimer(warmup)
@@ -96,8 +112,9 @@ def measure(config: str, setting: str, steps: int, warmup: int, extra: list[str]
     else:
         peak_memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
     return {
-        "name": setting if setting != "auto" else f"auto ({cli.trainer.precision}"
-        f"{', compile' if cli.model.hparams.compile else ''})",
+        "name": setting
+        if setting != "auto"
+        else f"auto ({cli.trainer.precision}{', compile' if cli.model.hparams.compile else ''})",
         "device": torch.cuda.get_device_name() if cuda else f"CPU {cpu_class()}, {torch.get_num_threads()} threads",
         "parameters": cli.model.model.num_params(),
         "shape": {
@@ -130,11 +147,23 @@ def _available_flops(precision: str) -> float | None:
 def nanogpt_flags(shape: dict, max_iters: int) -> list[str]:
     """nanoGPT's README CPU recipe (``train.py config/train_shakespeare_char.py --device=cpu --compile=False ...``)
     with our config's shape; evaluation only at iteration 0, on one batch; a line per iteration."""
-    return ["config/train_shakespeare_char.py", "--device=cpu", "--compile=False", "--eval_iters=1",
-            f"--eval_interval={max_iters + 1}", "--log_interval=1", f"--block_size={shape['block_size']}",
-            f"--batch_size={shape['batch_size']}", f"--n_layer={shape['n_layer']}", f"--n_head={shape['n_head']}",
-            f"--n_embd={shape['n_embd']}", f"--max_iters={max_iters}", f"--lr_decay_iters={max_iters}",
-            "--dropout=0.0", "--always_save_checkpoint=False"]  # fmt: skip
+    return [
+        "config/train_shakespeare_char.py",
+        "--device=cpu",
+        "--compile=False",
+        "--eval_iters=1",
+        f"--eval_interval={max_iters + 1}",
+        "--log_interval=1",
+        f"--block_size={shape['block_size']}",
+        f"--batch_size={shape['batch_size']}",
+        f"--n_layer={shape['n_layer']}",
+        f"--n_head={shape['n_head']}",
+        f"--n_embd={shape['n_embd']}",
+        f"--max_iters={max_iters}",
+        f"--lr_decay_iters={max_iters}",
+        "--dropout=0.0",
+        "--always_save_checkpoint=False",
+    ]
 
 
 def prepare_nanogpt(source: str, corpus: str, into: str) -> Path:
@@ -149,16 +178,23 @@ def prepare_nanogpt(source: str, corpus: str, into: str) -> Path:
 
 def measure_nanogpt(work: Path, shape: dict, steps: int, warmup: int) -> dict:
     """Run nanoGPT's train.py for ``warmup + steps`` iterations; sum its per-iteration times after ``warmup``."""
-    done = subprocess.run([sys.executable, "train.py", *nanogpt_flags(shape, warmup + steps)], cwd=work,
-                          capture_output=True, text=True)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "train.py", *nanogpt_flags(shape, warmup + steps)], cwd=work, capture_output=True, text=True
+    )
     lines = re.finditer(r"^iter (\d+): loss [\d.]+, time ([\d.]+)ms", done.stdout, re.M)
     times = {int(m[1]): float(m[2]) for m in lines}
     timed = [ms for it, ms in times.items() if it > warmup]
     if done.returncode != 0 or not timed:
         raise RuntimeError(f"nanoGPT failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
     tokens_per_step = shape["block_size"] * shape["batch_size"]
-    return {"name": "nanoGPT (float32, eager)", "steps": len(timed), "seconds": sum(timed) / 1000,
-            "tokens_per_step": tokens_per_step, "peak_memory": None, "available_flops": None}  # fmt: skip
+    return {
+        "name": "nanoGPT (float32, eager)",
+        "steps": len(timed),
+        "seconds": sum(timed) / 1000,
+        "tokens_per_step": tokens_per_step,
+        "peak_memory": None,
+        "available_flops": None,
+    }
 
 
 def row(result: dict, peak_flops: float | None, flops_per_token_: float, peer: dict | None) -> str:
@@ -174,14 +210,27 @@ def row(result: dict, peak_flops: float | None, flops_per_token_: float, peer: d
 
 
 def run_setting(args, setting: str, extra: list[str]) -> dict | None:
-    command = [sys.executable, __file__, "--config", args.config, "--settings", setting, "--steps", str(args.steps),
-               "--warmup", str(args.warmup), "--one", "--", *extra]  # fmt: skip
+    command = [
+        sys.executable,
+        __file__,
+        "--config",
+        args.config,
+        "--settings",
+        setting,
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+        "--one",
+        "--",
+        *extra,
+    ]
     done = subprocess.run(command, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
         print(f"{setting}: failed (exit {done.returncode})\n{done.stderr[-3000:]}", file=sys.stderr)
         return None
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 def median_result(results: list[dict]) -> dict:
@@ -196,14 +245,22 @@ def main() -> None:
     argv = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", required=True)
-    parser.add_argument("--settings", nargs="+", default=["auto"],
-                        help="auto, PRECISION or PRECISION+compile, each measured in its own process")  # fmt: skip
+    parser.add_argument(
+        "--settings",
+        nargs="+",
+        default=["auto"],
+        help="auto, PRECISION or PRECISION+compile, each measured in its own process",
+    )
     parser.add_argument("--steps", type=int, default=300, help="timed optimizer steps")
     parser.add_argument("--warmup", type=int, default=50, help="untimed optimizer steps first")
     parser.add_argument("--peer", nargs=2, metavar=("NAME", "DIR"), help="nanogpt DIR: also run nanoGPT's train.py")
     parser.add_argument("--rounds", type=int, default=1, help="interleaved repetitions; each contender's median")
-    parser.add_argument("--peak_flops", type=float, default=None,
-                        help="peak FLOP/s of the device for MFU (default: Lightning's table on a GPU, none on CPU)")
+    parser.add_argument(
+        "--peak_flops",
+        type=float,
+        default=None,
+        help="peak FLOP/s of the device for MFU (default: Lightning's table on a GPU, none on CPU)",
+    )
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # internal: measure one setting
     args = parser.parse_args(argv)
     if args.peer and args.peer[0] != "nanogpt":
@@ -232,11 +289,15 @@ def main() -> None:
     shape = first["shape"]
     print(f"config: {args.config} {' '.join(extra)}")
     print(f"machine: {first['device']}; torch {torch.__version__}")
-    print(f"model: {first['parameters']:,} parameters, {shape['n_layer']} layers, {shape['n_head']} heads, n_embd "
-          f"{shape['n_embd']}, block {shape['block_size']}, batch {shape['batch_size']} "
-          f"({first['tokens_per_step']:,.0f} tokens per optimizer step)")  # fmt: skip
-    print(f"timed: {args.steps} optimizer steps after {args.warmup} warm-up steps, median of {args.rounds} "
-          f"interleaved round(s); {first['flops_per_token'] / 1e6:,.2f} MFLOP per token (training)")  # fmt: skip
+    print(
+        f"model: {first['parameters']:,} parameters, {shape['n_layer']} layers, {shape['n_head']} heads, n_embd "
+        f"{shape['n_embd']}, block {shape['block_size']}, batch {shape['batch_size']} "
+        f"({first['tokens_per_step']:,.0f} tokens per optimizer step)"
+    )
+    print(
+        f"timed: {args.steps} optimizer steps after {args.warmup} warm-up steps, median of {args.rounds} "
+        f"interleaved round(s); {first['flops_per_token'] / 1e6:,.2f} MFLOP per token (training)"
+    )
     ratio = " vs nanoGPT |" if peer else ""
     print(f"\n| setting | ms/step | tokens/s |{ratio} MFU | peak memory |")
     print(f"|---|---:|---:|{'---:|' if peer else ''}---:|---:|")

@@ -32,8 +32,9 @@ def one_pass(forward, windows: ValidationWindows, batch_size: int) -> tuple[floa
     start = time.perf_counter()
     with torch.inference_mode():
         for x, y in DataLoader(windows, batch_size=batch_size):
-            total += F.cross_entropy(forward(x).flatten(0, 1).float(), y.flatten(), ignore_index=IGNORE_INDEX,
-                                     reduction="sum").item()  # fmt: skip
+            total += F.cross_entropy(
+                forward(x).flatten(0, 1).float(), y.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+            ).item()
             count += int((y != IGNORE_INDEX).sum())
     return time.perf_counter() - start, total / count
 
@@ -59,8 +60,11 @@ def main() -> None:
         for key, fn in contenders.items():
             times[key].append(one_pass(fn, windows, key[1])[0])
     tokens = len(data.val_tokens[0]) - 1
-    print(f"config: {args.config} {' '.join(extra)}; CPU {cpu_class()}, {torch.get_num_threads()} threads" if not
-          torch.cuda.is_available() else f"config: {args.config}; {torch.cuda.get_device_name()}")  # fmt: skip
+    print(
+        f"config: {args.config} {' '.join(extra)}; CPU {cpu_class()}, {torch.get_num_threads()} threads"
+        if not torch.cuda.is_available()
+        else f"config: {args.config}; {torch.cuda.get_device_name()}"
+    )
     print(f"validation split: {tokens:,} targets in {len(windows):,} windows of {data.block_size}\n")
     print("| forward | val batch | seconds per validation | first validation (compiles) |\n|---|---:|---:|---:|")
     for (name, bs), found in times.items():

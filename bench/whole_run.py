@@ -53,9 +53,21 @@ def run_ours(config_path: str, extra: list[str], cold: bool) -> dict:
         env = dict(os.environ)
         if cold:
             env["TORCHINDUCTOR_CACHE_DIR"] = str(Path(tmp) / "inductor")
-        command = [sys.executable, "-m", "lit_gpt.cli", "fit", "--config", config_path, "--trainer.enable_progress_bar",
-                   "false", "--trainer.logger.init_args.save_dir", f"{tmp}/runs", "--checkpoint.dirpath",
-                   f"{tmp}/ckpt", *extra]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "lit_gpt.cli",
+            "fit",
+            "--config",
+            config_path,
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.logger.init_args.save_dir",
+            f"{tmp}/runs",
+            "--checkpoint.dirpath",
+            f"{tmp}/ckpt",
+            *extra,
+        ]
         start = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO)
         seconds = time.perf_counter() - start
@@ -66,16 +78,32 @@ def run_ours(config_path: str, extra: list[str], cold: bool) -> dict:
         events.Reload()
         val = events.Scalars("val/loss")[-1]
     choice = next((line for line in done.stderr.splitlines() if line.startswith("lit-gpt: ")), "")
-    return {"name": "lit-gpt fit" + (" (cold Inductor cache)" if cold else ""), "seconds": seconds,
-            "val_loss": val.value, "step": val.step + 1, "note": choice}  # fmt: skip
+    return {
+        "name": "lit-gpt fit" + (" (cold Inductor cache)" if cold else ""),
+        "seconds": seconds,
+        "val_loss": val.value,
+        "step": val.step + 1,
+        "note": choice,
+    }
 
 
 def run_nanogpt(work: Path, shape: dict) -> dict:
-    flags = ["config/train_shakespeare_char.py", "--device=cpu", "--compile=False", "--eval_iters=20",
-             "--log_interval=1", f"--eval_interval={shape['eval_interval']}", f"--block_size={shape['block_size']}",
-             f"--batch_size={shape['batch_size']}", f"--n_layer={shape['n_layer']}", f"--n_head={shape['n_head']}",
-             f"--n_embd={shape['n_embd']}", f"--max_iters={shape['steps']}", f"--lr_decay_iters={shape['steps']}",
-             "--dropout=0.0"]  # fmt: skip
+    flags = [
+        "config/train_shakespeare_char.py",
+        "--device=cpu",
+        "--compile=False",
+        "--eval_iters=20",
+        "--log_interval=1",
+        f"--eval_interval={shape['eval_interval']}",
+        f"--block_size={shape['block_size']}",
+        f"--batch_size={shape['batch_size']}",
+        f"--n_layer={shape['n_layer']}",
+        f"--n_head={shape['n_head']}",
+        f"--n_embd={shape['n_embd']}",
+        f"--max_iters={shape['steps']}",
+        f"--lr_decay_iters={shape['steps']}",
+        "--dropout=0.0",
+    ]
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "train.py", *flags], cwd=work, capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -83,8 +111,13 @@ def run_nanogpt(work: Path, shape: dict) -> dict:
     if done.returncode != 0 or not evals:
         raise RuntimeError(f"nanoGPT failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
     step, _, val = evals[-1]
-    return {"name": "nanoGPT train.py (float32, eager)", "seconds": seconds, "val_loss": float(val),
-            "step": int(step), "note": "val loss estimated on 20 batches"}  # fmt: skip
+    return {
+        "name": "nanoGPT train.py (float32, eager)",
+        "seconds": seconds,
+        "val_loss": float(val),
+        "step": int(step),
+        "note": "val loss estimated on 20 batches",
+    }
 
 
 def main() -> None:
@@ -98,9 +131,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args(argv)
     config = yaml.safe_load(Path(args.config).read_text())
-    shape = {key.split(".")[-1]: config_value(config, extra, key) for key in
-             ("model.config.n_layer", "model.config.n_head", "model.config.n_embd", "model.config.block_size",
-              "data.batch_size")}  # fmt: skip
+    shape = {
+        key.split(".")[-1]: config_value(config, extra, key)
+        for key in (
+            "model.config.n_layer",
+            "model.config.n_head",
+            "model.config.n_embd",
+            "model.config.block_size",
+            "data.batch_size",
+        )
+    }
     shape["steps"] = config_value(config, extra, "trainer.max_steps", 2000)
     shape["eval_interval"] = config_value(config, extra, "trainer.val_check_interval", 250)
     results = []

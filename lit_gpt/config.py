@@ -106,9 +106,7 @@ class Config:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"Config.{name} must be a positive integer, got {value!r}")
         if self.n_embd % self.n_head:
-            raise ConfigError(
-                f"Config.n_embd ({self.n_embd}) must be divisible by Config.n_head ({self.n_head})"
-            )
+            raise ConfigError(f"Config.n_embd ({self.n_embd}) must be divisible by Config.n_head ({self.n_head})")
         self.head_size = self.n_embd // self.n_head
         if self.n_kv_head is None:
             self.n_kv_head = self.n_head
@@ -227,11 +225,29 @@ PRESETS: dict[str, dict] = {
     "llama-124m": dict(n_embd=768, n_head=12, n_layer=12, block_size=1024, vocab_size=50257, padding_multiple=64),
     # Hugging Face SmolLM2-360M's shape (960 wide, 32 layers, 15 heads sharing 5 key/value heads, SwiGLU 2560, tied;
     # HuggingFaceTB/SmolLM2-360M config.json) with GPT-2's padded vocabulary: 362,927,040 parameters.
-    "llama-350m": dict(n_embd=960, n_head=15, n_kv_head=5, n_layer=32, intermediate_size=2560, block_size=2048,
-                       rope_theta=100000.0, vocab_size=50257, padding_multiple=64),
+    "llama-350m": dict(
+        n_embd=960,
+        n_head=15,
+        n_kv_head=5,
+        n_layer=32,
+        intermediate_size=2560,
+        block_size=2048,
+        rope_theta=100000.0,
+        vocab_size=50257,
+        padding_multiple=64,
+    ),
     # TinyLlama-1.1B's shape (2048 wide, 22 layers, 32 heads sharing 4 key/value heads, SwiGLU 5632; untied;
     # TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T config.json) with GPT-2's padded vocabulary:
     # 1,175,021,568 parameters.
-    "llama-1b": dict(n_embd=2048, n_head=32, n_kv_head=4, n_layer=22, intermediate_size=5632, block_size=2048,
-                     tie_embeddings=False, vocab_size=50257, padding_multiple=64),
+    "llama-1b": dict(
+        n_embd=2048,
+        n_head=32,
+        n_kv_head=4,
+        n_layer=22,
+        intermediate_size=5632,
+        block_size=2048,
+        tie_embeddings=False,
+        vocab_size=50257,
+        padding_multiple=64,
+    ),
 }

@@ -47,7 +47,9 @@ def config_to_hf(config: Config, tokenizer: Tokenizer) -> dict:
             positions without biases).
     """
     return {
-        **_hf_architecture(config), "bos_token_id": tokenizer.eot_id, "eos_token_id": tokenizer.eot_id,
+        **_hf_architecture(config),
+        "bos_token_id": tokenizer.eot_id,
+        "eos_token_id": tokenizer.eot_id,
         "lit_gpt": {"config": config.to_dict(), "tokenizer": tokenizer.spec},
     }
 
@@ -59,42 +61,65 @@ def _hf_architecture(config: Config) -> dict:
         # QK-norm: Qwen3 is Llama with a per-head RMSNorm on queries and keys before RoPE (our q_norm / k_norm)
         qwen3 = config.qk_norm
         arch, name = ("Qwen3ForCausalLM", "Qwen3") if qwen3 else ("LlamaForCausalLM", "Llama")
-        _check_expressible(arch, "qk_norm=True" if qwen3 else "position_embedding='rope'", {
-            f"norm='layernorm' ({name} uses RMSNorm)": config.norm != "rmsnorm",
-            f"mlp='gelu' ({name}'s MLP is gated: SwiGLU)": config.mlp == "gelu",
-            f"sliding_window={config.sliding_window} ({name} attends to the whole prefix here)": config.sliding_window
-            is not None,
-            "bias=True (Qwen3's MLP has no biases)": qwen3 and config.bias,
-            **_switch_problems(config, name),
-        })
+        _check_expressible(
+            arch,
+            "qk_norm=True" if qwen3 else "position_embedding='rope'",
+            {
+                f"norm='layernorm' ({name} uses RMSNorm)": config.norm != "rmsnorm",
+                f"mlp='gelu' ({name}'s MLP is gated: SwiGLU)": config.mlp == "gelu",
+                f"sliding_window={config.sliding_window} ({name} attends to the whole prefix here)": config.sliding_window
+                is not None,
+                "bias=True (Qwen3's MLP has no biases)": qwen3 and config.bias,
+                **_switch_problems(config, name),
+            },
+        )
         fields = {
-            "architectures": [arch], "model_type": "qwen3" if qwen3 else "llama", **common,
-            "hidden_size": config.n_embd, "intermediate_size": config.intermediate_size,
-            "num_hidden_layers": config.n_layer, "num_attention_heads": config.n_head,
-            "num_key_value_heads": config.n_kv_head, "head_dim": config.head_size,
-            "max_position_embeddings": config.block_size, "rms_norm_eps": config.norm_eps,
+            "architectures": [arch],
+            "model_type": "qwen3" if qwen3 else "llama",
+            **common,
+            "hidden_size": config.n_embd,
+            "intermediate_size": config.intermediate_size,
+            "num_hidden_layers": config.n_layer,
+            "num_attention_heads": config.n_head,
+            "num_key_value_heads": config.n_kv_head,
+            "head_dim": config.head_size,
+            "max_position_embeddings": config.block_size,
+            "rms_norm_eps": config.norm_eps,
             "rope_parameters": {"rope_type": "default", "rope_theta": config.rope_theta},
-            "rope_theta": config.rope_theta, "hidden_act": "silu",
-            "attention_bias": config.bias, "attention_dropout": config.dropout,
+            "rope_theta": config.rope_theta,
+            "hidden_act": "silu",
+            "attention_bias": config.bias,
+            "attention_dropout": config.dropout,
         }
         return {**fields, "use_sliding_window": False} if qwen3 else {**fields, "mlp_bias": config.bias}
-    _check_expressible("GPT2LMHeadModel", "position_embedding='learned'", {
-        "norm='rmsnorm' (GPT-2 uses LayerNorm)": config.norm != "layernorm",
-        "mlp='swiglu' (GPT-2's MLP is GELU)": config.mlp == "swiglu",
-        "bias=False (GPT-2 always has biases)": not config.bias,
-        f"grouped-query attention (n_kv_head={config.n_kv_head} < n_head={config.n_head})":
-            config.n_kv_head != config.n_head,
-        f"sliding_window={config.sliding_window} (GPT-2 attends to the whole prefix)": config.sliding_window
-        is not None,
-        **_switch_problems(config, "GPT-2"),
-    })
+    _check_expressible(
+        "GPT2LMHeadModel",
+        "position_embedding='learned'",
+        {
+            "norm='rmsnorm' (GPT-2 uses LayerNorm)": config.norm != "layernorm",
+            "mlp='swiglu' (GPT-2's MLP is GELU)": config.mlp == "swiglu",
+            "bias=False (GPT-2 always has biases)": not config.bias,
+            f"grouped-query attention (n_kv_head={config.n_kv_head} < n_head={config.n_head})": config.n_kv_head
+            != config.n_head,
+            f"sliding_window={config.sliding_window} (GPT-2 attends to the whole prefix)": config.sliding_window
+            is not None,
+            **_switch_problems(config, "GPT-2"),
+        },
+    )
     return {
-        "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", **common,
-        "n_embd": config.n_embd, "n_layer": config.n_layer, "n_head": config.n_head,
-        "n_positions": config.block_size, "n_inner": config.intermediate_size,
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        **common,
+        "n_embd": config.n_embd,
+        "n_layer": config.n_layer,
+        "n_head": config.n_head,
+        "n_positions": config.block_size,
+        "n_inner": config.intermediate_size,
         "activation_function": "gelu_new",  # the tanh approximation of GELU, as our MLP uses
         "layer_norm_epsilon": config.norm_eps,
-        "resid_pdrop": config.dropout, "embd_pdrop": config.dropout, "attn_pdrop": config.dropout,
+        "resid_pdrop": config.dropout,
+        "embd_pdrop": config.dropout,
+        "attn_pdrop": config.dropout,
     }
 
 
@@ -102,11 +127,11 @@ def _switch_problems(config: Config, name: str) -> dict[str, bool]:
     """The optional architecture switches (squared-ReLU MLP, QK-norm, logit soft cap, value residuals) that the
     Hugging Face class ``name`` (Llama, Qwen3, GPT-2) lacks, each with why (Qwen3 has QK-norm)."""
     return {
-        f"mlp='relu2' ({name}'s MLP is {'GELU' if name == 'GPT-2' else 'gated: SwiGLU'}, not squared ReLU)":
-            config.mlp == "relu2",
+        f"mlp='relu2' ({name}'s MLP is {'GELU' if name == 'GPT-2' else 'gated: SwiGLU'}, not squared ReLU)": config.mlp
+        == "relu2",
         f"qk_norm=True ({name} has no norm on queries and keys)": config.qk_norm and name != "Qwen3",
-        f"logit_softcap={config.logit_softcap} ({name} has no tanh cap on the logits)":
-            config.logit_softcap is not None,
+        f"logit_softcap={config.logit_softcap} ({name} has no tanh cap on the logits)": config.logit_softcap
+        is not None,
         f"value_residual=True ({name}'s layers have no value residuals)": config.value_residual,
     }
 
@@ -147,43 +172,66 @@ def _llama_config_from_hf(hf: dict, model_type: str) -> Config:
     rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
     rope_type = rope.get("rope_type", rope.get("type", "default"))
     hidden, heads = hf["hidden_size"], hf["num_attention_heads"]
-    _check_importable(model_type, {
-        "use_sliding_window=True (lit_gpt's window covers every layer)": hf.get("use_sliding_window", False),
-        f"rope_type {rope_type!r} (lit_gpt has plain RoPE only)": rope_type != "default",
-        f"partial rotary factor {rope.get('partial_rotary_factor')}": rope.get("partial_rotary_factor", 1.0) != 1.0,
-        f"hidden_act {hf.get('hidden_act')!r} (lit_gpt's SwiGLU uses silu)": hf.get("hidden_act", "silu") != "silu",
-        f"head_dim {hf.get('head_dim')} != hidden_size / num_attention_heads":
-            hf.get("head_dim") not in (None, hidden // heads),
-        "attention_bias != mlp_bias (lit_gpt has one bias flag)":
-            hf.get("attention_bias", False) != hf.get("mlp_bias", False),
-    })
+    _check_importable(
+        model_type,
+        {
+            "use_sliding_window=True (lit_gpt's window covers every layer)": hf.get("use_sliding_window", False),
+            f"rope_type {rope_type!r} (lit_gpt has plain RoPE only)": rope_type != "default",
+            f"partial rotary factor {rope.get('partial_rotary_factor')}": rope.get("partial_rotary_factor", 1.0) != 1.0,
+            f"hidden_act {hf.get('hidden_act')!r} (lit_gpt's SwiGLU uses silu)": hf.get("hidden_act", "silu") != "silu",
+            f"head_dim {hf.get('head_dim')} != hidden_size / num_attention_heads": hf.get("head_dim")
+            not in (None, hidden // heads),
+            "attention_bias != mlp_bias (lit_gpt has one bias flag)": hf.get("attention_bias", False)
+            != hf.get("mlp_bias", False),
+        },
+    )
     return Config(
-        vocab_size=hf["vocab_size"], block_size=hf.get("max_position_embeddings", 2048),
-        n_layer=hf["num_hidden_layers"], n_head=heads, n_embd=hidden,
-        n_kv_head=hf.get("num_key_value_heads") or heads, intermediate_size=hf["intermediate_size"],
-        position_embedding="rope", rope_theta=float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))),
-        norm="rmsnorm", norm_eps=hf.get("rms_norm_eps", 1e-6), mlp="swiglu", bias=hf.get("attention_bias", False),
-        tie_embeddings=hf.get("tie_word_embeddings", False), dropout=hf.get("attention_dropout", 0.0),
+        vocab_size=hf["vocab_size"],
+        block_size=hf.get("max_position_embeddings", 2048),
+        n_layer=hf["num_hidden_layers"],
+        n_head=heads,
+        n_embd=hidden,
+        n_kv_head=hf.get("num_key_value_heads") or heads,
+        intermediate_size=hf["intermediate_size"],
+        position_embedding="rope",
+        rope_theta=float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))),
+        norm="rmsnorm",
+        norm_eps=hf.get("rms_norm_eps", 1e-6),
+        mlp="swiglu",
+        bias=hf.get("attention_bias", False),
+        tie_embeddings=hf.get("tie_word_embeddings", False),
+        dropout=hf.get("attention_dropout", 0.0),
         qk_norm=model_type == "qwen3",
     )
 
 
 def _gpt2_config_from_hf(hf: dict) -> Config:
     activation = hf.get("activation_function", "gelu_new")
-    _check_importable("gpt2", {
-        f"activation_function {activation!r} (lit_gpt's GELU is the tanh approximation)":
-            activation not in ("gelu_new", "gelu_pytorch_tanh"),
-        "scale_attn_weights=False": not hf.get("scale_attn_weights", True),
-        "scale_attn_by_inverse_layer_idx=True": hf.get("scale_attn_by_inverse_layer_idx", False),
-        "add_cross_attention=True": hf.get("add_cross_attention", False),
-    })
+    _check_importable(
+        "gpt2",
+        {
+            f"activation_function {activation!r} (lit_gpt's GELU is the tanh approximation)": activation
+            not in ("gelu_new", "gelu_pytorch_tanh"),
+            "scale_attn_weights=False": not hf.get("scale_attn_weights", True),
+            "scale_attn_by_inverse_layer_idx=True": hf.get("scale_attn_by_inverse_layer_idx", False),
+            "add_cross_attention=True": hf.get("add_cross_attention", False),
+        },
+    )
     n_embd = hf.get("n_embd", 768)
     return Config(
-        vocab_size=hf.get("vocab_size", 50257), block_size=hf.get("n_positions", 1024),
-        n_layer=hf.get("n_layer", 12), n_head=hf.get("n_head", 12), n_embd=n_embd,
-        intermediate_size=hf.get("n_inner") or 4 * n_embd, position_embedding="learned", norm="layernorm",
-        norm_eps=hf.get("layer_norm_epsilon", 1e-5), mlp="gelu", bias=True,
-        tie_embeddings=hf.get("tie_word_embeddings", True), dropout=hf.get("resid_pdrop", 0.1),
+        vocab_size=hf.get("vocab_size", 50257),
+        block_size=hf.get("n_positions", 1024),
+        n_layer=hf.get("n_layer", 12),
+        n_head=hf.get("n_head", 12),
+        n_embd=n_embd,
+        intermediate_size=hf.get("n_inner") or 4 * n_embd,
+        position_embedding="learned",
+        norm="layernorm",
+        norm_eps=hf.get("layer_norm_epsilon", 1e-5),
+        mlp="gelu",
+        bias=True,
+        tie_embeddings=hf.get("tie_word_embeddings", True),
+        dropout=hf.get("resid_pdrop", 0.1),
     )
 
 
@@ -206,8 +254,13 @@ def _check_importable(model_type: str, problems: dict[str, bool]) -> None:
 # Hugging Face weights
 
 _GPT2_TOP = {"embed_tokens": "wte", "embed_positions": "wpe", "norm": "ln_f"}
-_GPT2_LAYER = {"input_layernorm": "ln_1", "post_attention_layernorm": "ln_2", "self_attn.o_proj": "attn.c_proj",
-               "mlp.up_proj": "mlp.c_fc", "mlp.down_proj": "mlp.c_proj"}
+_GPT2_LAYER = {
+    "input_layernorm": "ln_1",
+    "post_attention_layernorm": "ln_2",
+    "self_attn.o_proj": "attn.c_proj",
+    "mlp.up_proj": "mlp.c_fc",
+    "mlp.down_proj": "mlp.c_proj",
+}
 _GPT2_CONV1D = ("self_attn.o_proj", "mlp.up_proj", "mlp.down_proj")  # HF Conv1D stores weight as (in, out)
 
 

@@ -77,9 +77,14 @@ def peft_config(lora: LoRA, base_model_name_or_path: str | None = None):
     """The ``peft.LoraConfig`` for ``lora`` (a causal language model, no bias training)."""
     peft = require("peft", "lora", "LoRA")
     return peft.LoraConfig(
-        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules),
-        bias="none", task_type="CAUSAL_LM", base_model_name_or_path=base_model_name_or_path,
-    )  # fmt: skip
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+        base_model_name_or_path=base_model_name_or_path,
+    )
 
 
 def add_adapters(model: GPT, lora: LoRA) -> GPT:
@@ -123,8 +128,9 @@ def load_adapters(model: GPT, state: dict[str, torch.Tensor], source: str | Path
     expected = set(adapter_names(model))
     missing, extra = sorted(expected - state.keys()), sorted(state.keys() - expected)
     if missing or extra:
-        raise ConfigError(f"the LoRA adapters in {source} do not fit its record: missing {missing[:2]}, "
-                          f"unexpected {extra[:2]}")  # fmt: skip
+        raise ConfigError(
+            f"the LoRA adapters in {source} do not fit its record: missing {missing[:2]}, unexpected {extra[:2]}"
+        )
     try:
         model.load_state_dict(state, strict=False)
     except RuntimeError as err:

@@ -72,10 +72,19 @@ def tiny_args(shakespeare: Path, folder: Path, *extra, command: str = "fit") -> 
     """``lit-gpt COMMAND`` arguments for configs/tiny.yaml on Tiny Shakespeare, with the token cache under
     ``folder/cache``, TensorBoard runs under ``folder/runs`` and checkpoints under ``folder/ckpt``."""
     return [
-        command, "--config", str(TINY_CONFIG), "--data.path", str(shakespeare),
-        "--data.cache_dir", str(folder / "cache"), "--trainer.logger.init_args.save_dir", str(folder / "runs"),
-        "--checkpoint.dirpath", str(folder / "ckpt"), *map(str, extra),
-    ]  # fmt: skip
+        command,
+        "--config",
+        str(TINY_CONFIG),
+        "--data.path",
+        str(shakespeare),
+        "--data.cache_dir",
+        str(folder / "cache"),
+        "--trainer.logger.init_args.save_dir",
+        str(folder / "runs"),
+        "--checkpoint.dirpath",
+        str(folder / "ckpt"),
+        *map(str, extra),
+    ]
 
 
 @pytest.fixture(scope="session")

@@ -205,8 +205,9 @@ def test_main_trains_saves_and_prints_compression(tmp_path, train_text, capsys):
     (corpus / "a.txt").write_text(train_text[:200_000], encoding="utf-8")
     (corpus / "b.txt").write_bytes(train_text[200_000:300_000].encode("utf-8") + b"\xff bad byte\n")
     out = tmp_path / "tok"
-    train_tokenizer(["train-tokenizer", "--data.path", str(corpus), "--vocab_size", "500", "--out", str(out),
-                     "--name", "mine"])  # fmt: skip
+    train_tokenizer(
+        ["train-tokenizer", "--data.path", str(corpus), "--vocab_size", "500", "--out", str(out), "--name", "mine"]
+    )
     printed = capsys.readouterr().out
     assert "trained a byte-level BPE of 500 tokens" in printed
     lines = printed.splitlines()
@@ -219,8 +220,19 @@ def test_main_trains_saves_and_prints_compression(tmp_path, train_text, capsys):
     assert tok.decode(tok.encode("Once upon a time \ufffd")) == "Once upon a time \ufffd"
 
     valid = TINYSTORIES / "valid.txt"
-    train_tokenizer(["train-tokenizer", "--data.path", str(corpus / "a.txt"), "--vocab_size", "300", "--out", str(out),
-                     "--val_path", str(valid)])  # fmt: skip
+    train_tokenizer(
+        [
+            "train-tokenizer",
+            "--data.path",
+            str(corpus / "a.txt"),
+            "--vocab_size",
+            "300",
+            "--out",
+            str(out),
+            "--val_path",
+            str(valid),
+        ]
+    )
     assert "compression on 794,375 bytes" in capsys.readouterr().out
     assert Tokenizer.from_name(str(out)).vocab_size == 300  # retrained in place, and not served from a cache
 
@@ -255,10 +267,30 @@ def test_a_model_trains_and_samples_with_a_trained_bpe(folder, shared_data, fit_
 
     bpe_dir = tmp_path / "bpe-copy"
     shutil.copytree(folder, bpe_dir)
-    main(fit_args("--data.path", shared_data / "tinystories" / "valid.txt", "--data.tokenizer", bpe_dir,
-                  "--trainer.max_steps", "10", "--trainer.limit_val_batches", "5"))  # fmt: skip
+    main(
+        fit_args(
+            "--data.path",
+            shared_data / "tinystories" / "valid.txt",
+            "--data.tokenizer",
+            bpe_dir,
+            "--trainer.max_steps",
+            "10",
+            "--trainer.limit_val_batches",
+            "5",
+        )
+    )
     shutil.rmtree(bpe_dir)  # the checkpoint carries the whole vocabulary
-    result = run_cli("generate", "--checkpoint", tmp_path / "ckpt" / "last.ckpt", "--prompt", "Once upon a time",
-                     "--max_new_tokens", "20", "--seed", "0", timeout=120)  # fmt: skip
+    result = run_cli(
+        "generate",
+        "--checkpoint",
+        tmp_path / "ckpt" / "last.ckpt",
+        "--prompt",
+        "Once upon a time",
+        "--max_new_tokens",
+        "20",
+        "--seed",
+        "0",
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("Once upon a time") and len(result.stdout) > len("Once upon a time") + 5

@@ -129,8 +129,10 @@ def test_generate_batches_prompts_of_different_lengths(sample, run_main):
 @pytest.mark.parametrize("fmt", ["hf", "lit_gpt"])
 def test_sampling_an_exported_folder_gives_the_same_text(trained, sample, run_main, fmt, tmp_path):
     args, text = sample
-    assert run_main("export", "--checkpoint", trained / "ckpt" / "last.ckpt", "--out", tmp_path / fmt,
-                    "--format", fmt)[0] == 0  # fmt: skip
+    assert (
+        run_main("export", "--checkpoint", trained / "ckpt" / "last.ckpt", "--out", tmp_path / fmt, "--format", fmt)[0]
+        == 0
+    )
     code, out, err = run_main("generate", "--checkpoint", tmp_path / fmt, *args[3:], "--seed", "7")
     assert code == 0, err
     assert out == text
@@ -146,8 +148,17 @@ def test_generate_in_a_fresh_process_prints_the_same_sample(sample, run_cli):
 
 def test_long_prompt_is_cropped_with_a_warning(trained, shakespeare, run_main):
     prompt = shakespeare.read_text()[:500]
-    code, out, err = run_main("generate", "--checkpoint", trained / "ckpt" / "last.ckpt", "--prompt", prompt,
-                              "--max_new_tokens", "5", "--seed", "0")  # fmt: skip
+    code, out, err = run_main(
+        "generate",
+        "--checkpoint",
+        trained / "ckpt" / "last.ckpt",
+        "--prompt",
+        prompt,
+        "--max_new_tokens",
+        "5",
+        "--seed",
+        "0",
+    )
     assert code == 0, err
     assert "warning: the prompt has 500 tokens, more than block_size 64; keeping the last 64" in err
     assert out.startswith(prompt) and len(out.rstrip("\n")) == 500 + 5  # the whole prompt echoed
@@ -156,8 +167,9 @@ def test_long_prompt_is_cropped_with_a_warning(trained, shakespeare, run_main):
 @pytest.mark.slow
 def test_killed_run_resumes_from_the_step_it_reached(fit_args, scalars, tmp_path):
     args = fit_args("--trainer.max_steps", "100000", "--trainer.val_check_interval", "5")
-    process = subprocess.Popen([sys.executable, "-m", "lit_gpt.cli", *args], cwd=REPO,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lit_gpt.cli", *args], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     last = tmp_path / "ckpt" / "last.ckpt"
     deadline = time.monotonic() + 240
     # kill it without warning once it has written a second checkpoint (read it: the write is complete)
@@ -231,18 +243,40 @@ def test_unknown_command_is_one_error_line(capsys, errors):
 
 
 def test_console_script_reports_bad_input_without_traceback(run_cli, tmp_path):
-    result = run_cli("fit", "--config", REPO / "configs" / "shakespeare-char.yaml",
-                         "--data.path", tmp_path / "none.txt", "--data.download_url", "null",
-                         "--checkpoint.dirpath", tmp_path)  # fmt: skip
+    result = run_cli(
+        "fit",
+        "--config",
+        REPO / "configs" / "shakespeare-char.yaml",
+        "--data.path",
+        tmp_path / "none.txt",
+        "--data.download_url",
+        "null",
+        "--checkpoint.dirpath",
+        tmp_path,
+    )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: corpus not found")
 
 
 def test_prepare_ahead_of_training(shakespeare, tmp_path, capsys):
-    main(["prepare", "--config", str(REPO / "configs" / "shakespeare-char.yaml"), "--data.path", str(shakespeare),
-          "--data.cache_dir", str(tmp_path / "cache"), "--trainer.max_steps", "5",
-          "--data.batch_size", "4", "--data.verify", "true"])  # fmt: skip
+    main(
+        [
+            "prepare",
+            "--config",
+            str(REPO / "configs" / "shakespeare-char.yaml"),
+            "--data.path",
+            str(shakespeare),
+            "--data.cache_dir",
+            str(tmp_path / "cache"),
+            "--trainer.max_steps",
+            "5",
+            "--data.batch_size",
+            "4",
+            "--data.verify",
+            "true",
+        ]
+    )
     out = capsys.readouterr().out
     assert f"in {tmp_path / 'cache'}" in out
     assert "train: 1,003,855 tokens, 1 documents, 1 shard(s)" in out  # 90% of the 1,115,394 characters
@@ -264,8 +298,18 @@ def test_prepare_ahead_of_training(shakespeare, tmp_path, capsys):
 def test_bad_prepare_input_is_one_error_line(shakespeare, tmp_path, capsys, errors, flags, message):
     flags = [f.replace("{tmp}", str(tmp_path)) for f in flags]
     with pytest.raises(SystemExit) as exit_info:
-        main(["prepare", "--config", str(REPO / "configs" / "shakespeare-char.yaml"), "--data.path", str(shakespeare),
-              "--data.cache_dir", str(tmp_path / "cache"), *flags])  # fmt: skip
+        main(
+            [
+                "prepare",
+                "--config",
+                str(REPO / "configs" / "shakespeare-char.yaml"),
+                "--data.path",
+                str(shakespeare),
+                "--data.cache_dir",
+                str(tmp_path / "cache"),
+                *flags,
+            ]
+        )
     assert exit_info.value.code == 2
     lines = errors(capsys.readouterr().err)
     assert len(lines) == 1 and message in lines[0], lines
@@ -284,8 +328,10 @@ def test_presets_listing(capsys):
         (["presets", "--vocab_size", "0"], "Config.vocab_size must be a positive integer"),
         (["export", "--checkpoint", "x.ckpt"], "the following arguments are required: --out"),
         (["export", "--checkpoint", "nowhere.ckpt", "--out", "{tmp}/out"], "checkpoint not found"),
-        (["train-tokenizer", "--data.path", "{shakespeare}", "--vocab_size", "100", "--out", "{tmp}/t"],
-         "vocab_size must be an integer from 257"),
+        (
+            ["train-tokenizer", "--data.path", "{shakespeare}", "--vocab_size", "100", "--out", "{tmp}/t"],
+            "vocab_size must be an integer from 257",
+        ),
         (["lr-find", "--lr_find.min_lr", "2", "--lr_find.max_lr", "1"], "need 0 < --lr_find.min_lr"),
     ],
 )

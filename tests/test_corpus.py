@@ -590,24 +590,45 @@ def test_config_error_is_a_value_error():
 
 # ---------------------------------------------------------------------------------------------- quality filters
 
-STORY = ("Once upon a time, there was a little girl named Lily. She loved to play outside in the sunshine with her dog,"
-         " Max. One day, Lily and Max went to the park to look for the big red ball that had rolled under the old tree."
-         " They looked and looked, and at last Max found it. Lily was so happy that she gave him a hug and said thank "
-         "you to the kind man who had helped them.")  # fmt: skip
+STORY = (
+    "Once upon a time, there was a little girl named Lily. She loved to play outside in the sunshine with her dog,"
+    " Max. One day, Lily and Max went to the park to look for the big red ball that had rolled under the old tree."
+    " They looked and looked, and at last Max found it. Lily was so happy that she gave him a hug and said thank "
+    "you to the kind man who had helped them."
+)
 SPAM = {
     "word_count": "Buy now! Best price.",
     "mean_word_length": " ".join(["aGVsbG8gd29ybGQgdGhpcyBpcyBiYXNlNjQgZGF0YQ=="] * 60),
     "max_symbol_word_ratio": STORY + " #sale #deal #win #free #love #summer #cute #dog #girl #park #ball #happy",
     "min_alpha_word_fraction": STORY + " " + " ".join(f"{i} | {i * 7} | {i * 13:.2f}" for i in range(30)),
     "min_stop_words": " ".join(["cheap flights hotels deals booking travel insurance car rental"] * 8),
-    "max_duplicate_line_fraction": "\n".join(["Home | About | Contact", STORY, "Home | About | Contact",
-                                              "Home | About | Contact", "Share on Facebook", "Share on Facebook"]),
-}  # fmt: skip
-GOPHER = dict(word_count=(50, 100_000), mean_word_length=(3, 10), max_symbol_word_ratio=0.1,
-              min_alpha_word_fraction=0.8, min_stop_words=2, max_duplicate_line_fraction=0.3)  # fmt: skip
-COUNT = {"word_count": "word_count_removed", "mean_word_length": "word_length_removed",
-         "max_symbol_word_ratio": "symbol_ratio_removed", "min_alpha_word_fraction": "non_alpha_removed",
-         "min_stop_words": "stop_words_removed", "max_duplicate_line_fraction": "repeated_lines_removed"}  # fmt: skip
+    "max_duplicate_line_fraction": "\n".join(
+        [
+            "Home | About | Contact",
+            STORY,
+            "Home | About | Contact",
+            "Home | About | Contact",
+            "Share on Facebook",
+            "Share on Facebook",
+        ]
+    ),
+}
+GOPHER = dict(
+    word_count=(50, 100_000),
+    mean_word_length=(3, 10),
+    max_symbol_word_ratio=0.1,
+    min_alpha_word_fraction=0.8,
+    min_stop_words=2,
+    max_duplicate_line_fraction=0.3,
+)
+COUNT = {
+    "word_count": "word_count_removed",
+    "mean_word_length": "word_length_removed",
+    "max_symbol_word_ratio": "symbol_ratio_removed",
+    "min_alpha_word_fraction": "non_alpha_removed",
+    "min_stop_words": "stop_words_removed",
+    "max_duplicate_line_fraction": "repeated_lines_removed",
+}
 
 
 @pytest.mark.parametrize("switch", list(SPAM))
@@ -634,12 +655,21 @@ def test_gopher_rules_keep_real_stories():
 
 
 def test_c4_lines_keep_sentences_and_drop_menus(tmp_path):
-    page = "\n".join(["Home | Products | About us", "Welcome to our bakery in the old town of Lyon.",
-                      "Click here", "We bake bread every morning with flour from local mills!", "Copyright 2024"])
-    docs, stats = read([write(tmp_path / "a.jsonl", jsonl({"text": page}, {"text": "Menu\nLogin"}))],
-                       cleaning=Cleaning(c4_lines=True))  # fmt: skip
-    assert docs == ["Welcome to our bakery in the old town of Lyon.\n"
-                    "We bake bread every morning with flour from local mills!"]  # fmt: skip
+    page = "\n".join(
+        [
+            "Home | Products | About us",
+            "Welcome to our bakery in the old town of Lyon.",
+            "Click here",
+            "We bake bread every morning with flour from local mills!",
+            "Copyright 2024",
+        ]
+    )
+    docs, stats = read(
+        [write(tmp_path / "a.jsonl", jsonl({"text": page}, {"text": "Menu\nLogin"}))], cleaning=Cleaning(c4_lines=True)
+    )
+    assert docs == [
+        "Welcome to our bakery in the old town of Lyon.\nWe bake bread every morning with flour from local mills!"
+    ]
     assert stats.lines_removed == 5 and stats.empty_removed == 1  # the page with no sentence is left empty
 
 

@@ -178,8 +178,9 @@ def test_random_batches_are_deterministic_and_resumable():
 
 def test_replicas_split_the_global_batch_that_one_device_would_see():
     one = iter(RandomWindowBatches(num_windows=10_000, batch_size=8, seed=1))
-    halves = [iter(RandomWindowBatches(num_windows=10_000, batch_size=4, seed=1, rank=r, num_replicas=2))
-              for r in (0, 1)]  # fmt: skip
+    halves = [
+        iter(RandomWindowBatches(num_windows=10_000, batch_size=4, seed=1, rank=r, num_replicas=2)) for r in (0, 1)
+    ]
     for _ in range(3):
         assert (next(one) == np.concatenate([next(h) for h in halves])).all()
     with pytest.raises(ValueError, match="rank 2 is not in"):
@@ -218,10 +219,16 @@ def test_datamodule_serves_windows(shakespeare, tmp_path):
     assert json.loads((tmp_path / "meta.json").read_text())["tokens"]["val"] == len(dm.val_tokens[0])
 
 
-@pytest.mark.parametrize("device, vocab, expected", [
-    ("cpu", 50257, 5), ("cpu", 66, 5),  # the training batch: larger ones were slower on a CPU
-    ("cuda", 66, 40), ("cuda", 50257, 40), ("cuda", 200000, 10),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "device, vocab, expected",
+    [
+        ("cpu", 50257, 5),
+        ("cpu", 66, 5),  # the training batch: larger ones were slower on a CPU
+        ("cuda", 66, 40),
+        ("cuda", 50257, 40),
+        ("cuda", 200000, 10),
+    ],
+)
 def test_validation_batches_are_sized_for_the_device(shakespeare, tmp_path, monkeypatch, device, vocab, expected):
     dm = TextDataModule(path=str(shakespeare), tokenizer="char", block_size=256, batch_size=5, cache_dir=str(tmp_path))
     monkeypatch.setattr(TextDataModule, "metas", lambda self: [{"vocab_size": vocab}])
@@ -348,10 +355,14 @@ def test_processes_preparing_one_folder_take_turns(shared_data, tmp_path):
     )
     corpus = shared_data / "wikitext-2" / "valid.txt"
     ranks = [
-        subprocess.Popen([sys.executable, "-c", code, str(corpus), str(tmp_path / "out")], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(corpus), str(tmp_path / "out")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(3)
-    ]  # fmt: skip
+    ]
     results = [rank.communicate(timeout=120) for rank in ranks]
     assert all(rank.returncode == 0 for rank in ranks), [err for _, err in results]
     assert len({out for out, _ in results}) == 1 and '"val": 25866' in results[0][0]

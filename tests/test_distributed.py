@@ -52,13 +52,22 @@ def test_ddp_on_cpu_trains_two_ranks_on_different_batches(shakespeare, fit_args,
         pytest.skip(f"no console script at {CONSOLE_SCRIPT}")
     command = [sys.executable, "-m", "lit_gpt.cli"] if launcher != "lit-gpt" else [str(CONSOLE_SCRIPT)]
     probe = '{"class_path": "tests.test_distributed.RecordBatches", "init_args": {"out": "%s"}}' % tmp_path
-    args = fit_args("--trainer.max_steps", "6", "--trainer.val_check_interval", "3", "--trainer.devices", "2",
-                    "--trainer.strategy", "ddp", "--trainer.callbacks", probe)  # fmt: skip
+    args = fit_args(
+        "--trainer.max_steps",
+        "6",
+        "--trainer.val_check_interval",
+        "3",
+        "--trainer.devices",
+        "2",
+        "--trainer.strategy",
+        "ddp",
+        "--trainer.callbacks",
+        probe,
+    )
     # Lightning starts rank 1 by running this same command line again (its subprocess launcher).
     env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_PORT")}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])  # the probe's module, for both ranks
-    result = subprocess.run([*command, *args], cwd=REPO, env=env, capture_output=True, text=True,
-                            timeout=600)  # fmt: skip
+    result = subprocess.run([*command, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]  # 134 when a gloo process group outlives the interpreter
     assert "distributed_backend=gloo" in result.stderr and "Starting with 2 processes" in result.stderr
 
@@ -91,7 +100,17 @@ def test_ddp_on_cpu_trains_two_ranks_on_different_batches(shakespeare, fit_args,
 def test_fsdp_and_deepspeed_are_strategy_names(capsys):
     for strategy in ("fsdp", "deepspeed", "ddp"):
         with pytest.raises(SystemExit) as exit_info:
-            main(["fit", "--config", str(REPO / "configs" / "shakespeare-char.yaml"), "--trainer.devices", "2",
-                  "--trainer.strategy", strategy, "--print_config"])  # fmt: skip
+            main(
+                [
+                    "fit",
+                    "--config",
+                    str(REPO / "configs" / "shakespeare-char.yaml"),
+                    "--trainer.devices",
+                    "2",
+                    "--trainer.strategy",
+                    strategy,
+                    "--print_config",
+                ]
+            )
         assert exit_info.value.code == 0
         assert f"strategy: {strategy}\n" in capsys.readouterr().out

@@ -21,14 +21,17 @@ from lit_gpt.tokenizer import Tokenizer
 UNICODE = ["naïve café — 日本語 🙂\n", "second document, plain ASCII", "ünïcödé again"]
 
 
-@pytest.fixture(params=[{}, {"logit_softcap": 2.0, "qk_norm": True, "value_residual": True, "mlp": "relu2"}],
-                ids=["plain", "switches"])
+@pytest.fixture(
+    params=[{}, {"logit_softcap": 2.0, "qk_norm": True, "value_residual": True, "mlp": "relu2"}],
+    ids=["plain", "switches"],
+)
 def model(request) -> GPT:  # "switches": the scores must come from the model's own head (softcap) and forward
     return GPT(Config(vocab_size=99, block_size=16, n_layer=2, n_head=2, n_embd=32, **request.param)).eval()
 
 
-@pytest.mark.parametrize("n, block_size, stride", [(1, 4, 4), (3, 4, 2), (10, 4, 4), (11, 4, 3), (17, 8, 1),
-                                                   (16, 8, 8), (40, 8, 5)])  # fmt: skip
+@pytest.mark.parametrize(
+    "n, block_size, stride", [(1, 4, 4), (3, 4, 2), (10, 4, 4), (11, 4, 3), (17, 8, 1), (16, 8, 8), (40, 8, 5)]
+)
 def test_sliding_windows_score_every_target_once_with_context(n, block_size, stride):
     T = min(block_size, n)
     scored = []
@@ -70,8 +73,14 @@ def test_bits_per_byte_counts_utf8_bytes_and_end_of_text(model):
     model = GPT(Config(**{**model.config.to_dict(), "vocab_size": tokenizer.vocab_size})).eval()
     tokens, n_bytes, n_documents = document_tokens(tokenizer, UNICODE)
     eot = tokenizer.eot_id
-    expected = [eot, *tokenizer.encode(UNICODE[0]), eot, *tokenizer.encode(UNICODE[1]), eot,
-                *tokenizer.encode(UNICODE[2])]  # fmt: skip
+    expected = [
+        eot,
+        *tokenizer.encode(UNICODE[0]),
+        eot,
+        *tokenizer.encode(UNICODE[1]),
+        eot,
+        *tokenizer.encode(UNICODE[2]),
+    ]
     assert tokens.tolist() == expected and n_documents == 3
     assert n_bytes == sum(len(d.encode("utf-8")) for d in UNICODE) > sum(map(len, UNICODE))
     result = evaluate_documents(model, tokenizer, UNICODE, stride=8)
@@ -95,8 +104,17 @@ def test_evaluate_command_prints_and_writes_json(run_main, tmp_path):
     model = GPT(Config(vocab_size=tokenizer.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=32)).eval()
     save_folder(model, tokenizer, tmp_path / "model")
     (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in UNICODE), encoding="utf-8")
-    code, out, err = run_main("evaluate", "--checkpoint", tmp_path / "model", "--data.path", tmp_path / "docs.jsonl",
-                              "--stride", "4", "--out", tmp_path / "result" / "eval.json")  # fmt: skip
+    code, out, err = run_main(
+        "evaluate",
+        "--checkpoint",
+        tmp_path / "model",
+        "--data.path",
+        tmp_path / "docs.jsonl",
+        "--stride",
+        "4",
+        "--out",
+        tmp_path / "result" / "eval.json",
+    )
     assert code == 0, err
     result = json.loads(out)
     assert result == json.loads((tmp_path / "result" / "eval.json").read_text())
@@ -147,8 +165,9 @@ def test_bits_per_byte_of_the_char_model_on_its_val_split(tiny_run, run_main, sc
     tokenizer = load_tokenizer(checkpoint)
     text = tokenizer.decode(val.tolist())  # the validation split's text (Tiny Shakespeare: ASCII, no end-of-text)
     (tmp_path / "val.txt").write_text(text, encoding="utf-8")
-    code, out, err = run_main("evaluate", "--checkpoint", checkpoint, "--data.path", tmp_path / "val.txt",
-                              "--stride", "64")  # fmt: skip
+    code, out, err = run_main(
+        "evaluate", "--checkpoint", checkpoint, "--data.path", tmp_path / "val.txt", "--stride", "64"
+    )
     assert code == 0, err
     result = json.loads(out)
     assert result["tokens"] == len(val) and result["bytes"] == len(text.encode("utf-8"))
@@ -166,8 +185,12 @@ def test_every_checkpoint_form_evaluates(tiny_run, run_main, tmp_path):
     pytest.importorskip("torchao", reason="the quantized forms need torchao: pip install -e '.[quant]'")
     _, checkpoint = tiny_run
     (tmp_path / "text.txt").write_text("ROMEO:\nBut soft, what light through yonder window breaks?\n" * 20)
-    commands = {"hf": ["export", "--format", "hf"], "ours": ["export", "--format", "lit_gpt"],
-                "int8": ["quantize", "--mode", "int8"], "int4": ["quantize", "--mode", "int4", "--group_size", "32"]}
+    commands = {
+        "hf": ["export", "--format", "hf"],
+        "ours": ["export", "--format", "lit_gpt"],
+        "int8": ["quantize", "--mode", "int8"],
+        "int4": ["quantize", "--mode", "int4", "--group_size", "32"],
+    }
     losses = {}
     for name, command in {"ckpt": None, **commands}.items():
         path = checkpoint if command is None else tmp_path / name

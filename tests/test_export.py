@@ -97,8 +97,15 @@ def fit_one_step(shakespeare, tmp_path):
     config = Config(vocab_size=dm.vocab_size, block_size=32, n_layer=2, n_head=4, n_embd=32, n_kv_head=2)
     module = LitGPT(config, tokenizer=dm.tokenizer_spec, warmup_steps=1)
     trainer = Trainer(
-        accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, limit_val_batches=0, use_distributed_sampler=False, default_root_dir=tmp_path,
+        accelerator="cpu",
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        use_distributed_sampler=False,
+        default_root_dir=tmp_path,
     )
     trainer.fit(module, datamodule=dm)
     path = tmp_path / "last.ckpt"

@@ -34,8 +34,11 @@ def without(monkeypatch):
 
 
 def test_a_missing_package_names_its_extra():
-    with pytest.raises(ConfigError, match=r'^quantization needs the optional package no_such_package: pip install -e '
-                                          r'"\.\[quant\]"$'):  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match=r"^quantization needs the optional package no_such_package: pip install -e "
+        r'"\.\[quant\]"$',
+    ):
         require("no_such_package.sub", "quant", "quantization")
 
 

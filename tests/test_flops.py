@@ -14,20 +14,22 @@ SMALL = dict(vocab_size=50, padding_multiple=16, block_size=16, n_layer=2, n_hea
 CONFIGS = {
     "llama-gqa": Config(**SMALL, n_kv_head=2),
     "gpt2-tied": Config(**SMALL, position_embedding="learned", norm="layernorm", mlp="gelu", bias=True),
-    "gpt2-untied": Config(**SMALL, position_embedding="learned", norm="layernorm", mlp="gelu", bias=True,
-                          tie_embeddings=False),
+    "gpt2-untied": Config(
+        **SMALL, position_embedding="learned", norm="layernorm", mlp="gelu", bias=True, tie_embeddings=False
+    ),
     "relu2": Config(**SMALL, mlp="relu2"),
     "switches": Config(**SMALL, qk_norm=True, mlp="relu2", logit_softcap=15.0, value_residual=True, n_kv_head=2),
-}  # fmt: skip
+}
 B, T = 3, 12  # T < block_size: the attention term follows the sequence length
 
 # FlopCounterMode (torch 2.13) has formulas for the CUDA attention kernels but none for the CPU flash kernel, so on
 # CPU it counts no attention at all. Here the CPU kernel gets torch's own formulas for the CUDA kernels.
 CPU_FLASH = {
     aten._scaled_dot_product_flash_attention_for_cpu: lambda q, k, v, *_, **__: sdpa_flop_count(q, k, v),
-    aten._scaled_dot_product_flash_attention_for_cpu_backward:
-        lambda grad, q, k, v, *_, **__: sdpa_backward_flop_count(grad, q, k, v),
-}  # fmt: skip
+    aten._scaled_dot_product_flash_attention_for_cpu_backward: lambda grad, q, k, v, *_, **__: sdpa_backward_flop_count(
+        grad, q, k, v
+    ),
+}
 
 
 def counted(model: GPT, idx: torch.Tensor, backward: bool, **counter_kwargs) -> tuple[int, dict]:

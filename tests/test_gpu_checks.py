@@ -32,8 +32,17 @@ def dry_run(*args: str) -> dict[str, list[str]]:
 
 def test_a_dry_run_lists_every_check_on_one_and_n_gpus():
     checks = dry_run("--gpus", "4", "--steps", "30")
-    per_device = ["ddp", "fsdp", "zero2", "zero3", "zero3-{}-export", "zero3-{}-hf", "fsdp2-tp", "fsdp2-tp-{}-resume",
-                  "fsdp2-tp-{}-hf"]  # fmt: skip
+    per_device = [
+        "ddp",
+        "fsdp",
+        "zero2",
+        "zero3",
+        "zero3-{}-export",
+        "zero3-{}-hf",
+        "fsdp2-tp",
+        "fsdp2-tp-{}-resume",
+        "fsdp2-tp-{}-hf",
+    ]
     expected = ["prepare"] + [(n.format(d) if "{}" in n else f"{n}-{d}") for d in (1, 4) for n in per_device] + ["mfu"]
     assert list(checks) == expected
     assert checks["zero3-4"][checks["zero3-4"].index("--trainer.strategy") + 1] == "deepspeed_stage_3"

@@ -36,8 +36,9 @@ def test_cpu_with_native_bf16_trains_in_bf16_mixed(cpu):
     cpu(native=True, why="AVX512 with AVX512_BF16 and AMX_BF16")
     choice = hardware.choose("cpu")
     assert (choice.precision, choice.compile) == ("bf16-mixed", True)
-    assert choice.reasons[0] == ("precision bf16-mixed: this CPU has native bfloat16 "
-                                 "(AVX512 with AVX512_BF16 and AMX_BF16)")
+    assert choice.reasons[0] == (
+        "precision bf16-mixed: this CPU has native bfloat16 (AVX512 with AVX512_BF16 and AMX_BF16)"
+    )
 
 
 def test_no_compiler_no_compile(cpu):
@@ -63,9 +64,14 @@ def test_pinned_bf16_on_a_cpu_without_it_warns_once_and_is_kept(cpu, precision):
     assert "about 10x slower" in choice.warnings[0] and "--trainer.precision 32-true" in choice.warnings[0]
 
 
-@pytest.mark.parametrize("bf16, capability, expected", [
-    (True, (8, 0), ("bf16-mixed", True)), (False, (7, 0), ("16-mixed", True)), (False, (6, 1), ("16-mixed", False)),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "bf16, capability, expected",
+    [
+        (True, (8, 0), ("bf16-mixed", True)),
+        (False, (7, 0), ("16-mixed", True)),
+        (False, (6, 1), ("16-mixed", False)),
+    ],
+)
 def test_cuda_choices(monkeypatch, bf16, capability, expected):
     monkeypatch.setattr(hardware, "device_type", lambda accelerator: "cuda")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16)
@@ -77,14 +83,17 @@ def test_cuda_choices(monkeypatch, bf16, capability, expected):
     assert choice.reasons[0].startswith(f"precision {expected[0]}: NVIDIA Test GPU (sm_{capability[0]}{capability[1]})")
 
 
-@pytest.mark.parametrize("flags, aten, onednn, expected", [
-    ({"avx512_bf16": True, "amx_bf16": True}, "AVX512", True, True),
-    ({"avx512_bf16": True}, "AVX512", True, True),
-    ({"avx512_bf16": False, "amx_bf16": False}, "AVX512", True, False),  # AVX-512 without BF16 (Skylake-X)
-    ({"avx512_bf16": True, "amx_bf16": True}, "AVX2", True, False),  # ATEN_CPU_CAPABILITY=avx2
-    ({"avx512_bf16": True, "amx_bf16": True}, "AVX512", False, False),  # ONEDNN_MAX_CPU_ISA=AVX2
-    ({}, "AVX2", False, False),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "flags, aten, onednn, expected",
+    [
+        ({"avx512_bf16": True, "amx_bf16": True}, "AVX512", True, True),
+        ({"avx512_bf16": True}, "AVX512", True, True),
+        ({"avx512_bf16": False, "amx_bf16": False}, "AVX512", True, False),  # AVX-512 without BF16 (Skylake-X)
+        ({"avx512_bf16": True, "amx_bf16": True}, "AVX2", True, False),  # ATEN_CPU_CAPABILITY=avx2
+        ({"avx512_bf16": True, "amx_bf16": True}, "AVX512", False, False),  # ONEDNN_MAX_CPU_ISA=AVX2
+        ({}, "AVX2", False, False),
+    ],
+)
 def test_native_bf16_needs_the_hardware_aten_and_onednn(monkeypatch, flags, aten, onednn, expected):
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: flags)
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: aten)
@@ -96,12 +105,26 @@ def test_native_bf16_needs_the_hardware_aten_and_onednn(monkeypatch, flags, aten
 def test_the_choice_is_logged_once_and_saved_in_config_yaml(cpu, fit_args, tmp_path, caplog):
     cpu(native=False, why="AVX2", compiler=None)  # no compiler: the run stays eager and quick
     with caplog.at_level(logging.INFO):
-        main(fit_args("--trainer.precision", "null", "--model.compile", "null", "--trainer.max_steps", "2",
-                      "--trainer.val_check_interval", "2", "--trainer.limit_val_batches", "2"))  # fmt: skip
+        main(
+            fit_args(
+                "--trainer.precision",
+                "null",
+                "--model.compile",
+                "null",
+                "--trainer.max_steps",
+                "2",
+                "--trainer.val_check_interval",
+                "2",
+                "--trainer.limit_val_batches",
+                "2",
+            )
+        )
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("lit-gpt: ")]
-    assert lines == ["lit-gpt: precision 32-true: this CPU has no native bfloat16 (AVX2); compile off: no C++ "
-                     "compiler found for Inductor (install g++, or set CXX); deterministic on: compiled CPU training "
-                     "repeats bit for bit, so resuming is exact"]  # fmt: skip
+    assert lines == [
+        "lit-gpt: precision 32-true: this CPU has no native bfloat16 (AVX2); compile off: no C++ "
+        "compiler found for Inductor (install g++, or set CXX); deterministic on: compiled CPU training "
+        "repeats bit for bit, so resuming is exact"
+    ]
     saved = yaml.safe_load((tmp_path / "runs" / "tiny" / "version_0" / "config.yaml").read_text())
     assert saved["trainer"]["precision"] == "32-true" and saved["trainer"]["deterministic"] is True
     assert saved["model"]["compile"] is False
@@ -110,8 +133,11 @@ def test_the_choice_is_logged_once_and_saved_in_config_yaml(cpu, fit_args, tmp_p
 def test_pinned_bf16_on_a_cpu_without_it_is_one_warning_line(cpu, fit_args):
     cpu(native=False, why="AVX2", compiler=None)
     with pytest.warns(UserWarning) as record:
-        main(fit_args("--trainer.precision", "bf16-mixed", "--trainer.max_steps", "1",
-                      "--trainer.limit_val_batches", "0"))  # fmt: skip
+        main(
+            fit_args(
+                "--trainer.precision", "bf16-mixed", "--trainer.max_steps", "1", "--trainer.limit_val_batches", "0"
+            )
+        )
     ours = [str(w.message) for w in record if "has no native bfloat16" in str(w.message)]
     assert len(ours) == 1 and "\n" not in ours[0]
     assert ours[0].endswith("leave trainer.precision unset to choose from the machine")

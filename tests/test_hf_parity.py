@@ -110,18 +110,37 @@ def test_transformers_model_imports(name, tmp_path):
     config = CONFIGS[name]
     if config.qk_norm:
         hf_config = transformers.Qwen3Config(
-            vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, head_dim=8, max_position_embeddings=32, rms_norm_eps=1e-5,
-            rope_parameters={"rope_type": "default", "rope_theta": 1000.0}, tie_word_embeddings=True,
-            bos_token_id=0, eos_token_id=0,
+            vocab_size=128,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=8,
+            max_position_embeddings=32,
+            rms_norm_eps=1e-5,
+            rope_parameters={"rope_type": "default", "rope_theta": 1000.0},
+            tie_word_embeddings=True,
+            bos_token_id=0,
+            eos_token_id=0,
         )
         hf = transformers.Qwen3ForCausalLM(hf_config)
     elif config.position_embedding == "rope":
         hf_config = transformers.LlamaConfig(
-            vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, max_position_embeddings=32, rms_norm_eps=1e-5, attention_bias=True, mlp_bias=True,
-            rope_parameters={"rope_type": "default", "rope_theta": 1000.0}, tie_word_embeddings=False,
-            bos_token_id=0, eos_token_id=0,
+            vocab_size=128,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=32,
+            rms_norm_eps=1e-5,
+            attention_bias=True,
+            mlp_bias=True,
+            rope_parameters={"rope_type": "default", "rope_theta": 1000.0},
+            tie_word_embeddings=False,
+            bos_token_id=0,
+            eos_token_id=0,
         )
         hf = transformers.LlamaForCausalLM(hf_config)
     else:
@@ -143,7 +162,9 @@ def test_rope_matches_llama_rotary_embedding(theta):
 
     T, hs = 16, 8
     hf_config = transformers.LlamaConfig(
-        hidden_size=32, num_attention_heads=4, max_position_embeddings=T,
+        hidden_size=32,
+        num_attention_heads=4,
+        max_position_embeddings=T,
         rope_parameters={"rope_type": "default", "rope_theta": theta},
     )
     q, k = torch.randn(2, 4, T, hs), torch.randn(2, 2, T, hs)  # GQA: fewer key heads

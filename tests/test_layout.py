@@ -101,9 +101,23 @@ def test_only_the_train_layer_imports_lightning():
     "layer, may_import",
     [
         ("lit_gpt.data", ("lit_gpt.errors", "lit_gpt.config", "lit_gpt.tokenizer", "lit_gpt.data")),
-        ("lit_gpt.train", ("lit_gpt.errors", "lit_gpt.config", "lit_gpt.flops", "lit_gpt.tokenizer", "lit_gpt.model",
-                           "lit_gpt.hf", "lit_gpt.lora", "lit_gpt.checkpoint", "lit_gpt.formats", "lit_gpt.generate",
-                           "lit_gpt.data", "lit_gpt.train")),
+        (
+            "lit_gpt.train",
+            (
+                "lit_gpt.errors",
+                "lit_gpt.config",
+                "lit_gpt.flops",
+                "lit_gpt.tokenizer",
+                "lit_gpt.model",
+                "lit_gpt.hf",
+                "lit_gpt.lora",
+                "lit_gpt.checkpoint",
+                "lit_gpt.formats",
+                "lit_gpt.generate",
+                "lit_gpt.data",
+                "lit_gpt.train",
+            ),
+        ),
     ],
 )
 def test_layers_import_only_downwards(layer, may_import):
@@ -123,11 +137,25 @@ def test_the_core_imports_neither_data_nor_train_nor_cli():
 def test_the_core_follows_one_direction():
     # lit_gpt.formats (one module per checkpoint format) is one rung of the core: its modules may import each other
     order = [
-        "lit_gpt.errors", "lit_gpt.extras", "lit_gpt.config", "lit_gpt.memory", "lit_gpt.flops", "lit_gpt.tokenizer",
-        "lit_gpt.rope", "lit_gpt.kv_cache", "lit_gpt.model", "lit_gpt.meta", "lit_gpt.hf", "lit_gpt.lora",
-        "lit_gpt.quantize", "lit_gpt.formats", "lit_gpt.checkpoint", "lit_gpt.generate", "lit_gpt.evaluate",
+        "lit_gpt.errors",
+        "lit_gpt.extras",
+        "lit_gpt.config",
+        "lit_gpt.memory",
+        "lit_gpt.flops",
+        "lit_gpt.tokenizer",
+        "lit_gpt.rope",
+        "lit_gpt.kv_cache",
+        "lit_gpt.model",
+        "lit_gpt.meta",
+        "lit_gpt.hf",
+        "lit_gpt.lora",
+        "lit_gpt.quantize",
+        "lit_gpt.formats",
+        "lit_gpt.checkpoint",
+        "lit_gpt.generate",
+        "lit_gpt.evaluate",
         "lit_gpt.lm_eval_adapter",
-    ]  # fmt: skip
+    ]
 
     def rung(module: str) -> str:
         return "lit_gpt.formats" if module.startswith("lit_gpt.formats") else module
@@ -187,8 +215,16 @@ def test_config_imports_neither_torch_nor_tiktoken():
     assert not {"torch", "tiktoken", "numpy", "lightning"} & loaded
 
 
-LIGHT_COMMANDS = [["--help"], ["presets"], ["generate", "--help"], ["export", "--help"], ["prepare", "--help"],
-                  ["train-tokenizer", "--help"], ["quantize", "--help"], ["evaluate", "--help"]]  # fmt: skip
+LIGHT_COMMANDS = [
+    ["--help"],
+    ["presets"],
+    ["generate", "--help"],
+    ["export", "--help"],
+    ["prepare", "--help"],
+    ["train-tokenizer", "--help"],
+    ["quantize", "--help"],
+    ["evaluate", "--help"],
+]
 
 
 @pytest.fixture(scope="module")
@@ -197,15 +233,20 @@ def lightning_loaded_by() -> dict[str, bool]:
     script = (
         "import json, subprocess, sys\n"
         "code = 'import sys\\nfrom lit_gpt.cli import main\\ntry:\\n    main(sys.argv[1:])\\nexcept SystemExit:\\n"
-        "    pass\\nprint(\"lightning.pytorch\" in sys.modules, file=sys.stderr)'\n"
+        '    pass\\nprint("lightning.pytorch" in sys.modules, file=sys.stderr)\'\n'
         "out = {}\n"
         "for command in json.loads(sys.argv[1]):\n"
         "    r = subprocess.run([sys.executable, '-c', code, *command], capture_output=True, text=True)\n"
         "    out[' '.join(command)] = r.stderr.strip().splitlines()[-1]\n"
         "print(json.dumps(out))\n"
     )
-    result = subprocess.run([sys.executable, "-c", script, json.dumps(LIGHT_COMMANDS)], cwd=REPO,
-                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(LIGHT_COMMANDS)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     return {command: loaded == "True" for command, loaded in json.loads(result.stdout).items()}
 

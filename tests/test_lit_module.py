@@ -74,8 +74,15 @@ def test_trainer_fits_a_few_steps(shakespeare, tmp_path):
     config = Config(vocab_size=dm.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=32)
     module = LitGPT(config, learning_rate=3e-3, warmup_steps=5)
     trainer = Trainer(
-        accelerator="cpu", max_steps=30, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        val_check_interval=30, check_val_every_n_epoch=None, limit_val_batches=5, use_distributed_sampler=False,
+        accelerator="cpu",
+        max_steps=30,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        val_check_interval=30,
+        check_val_every_n_epoch=None,
+        limit_val_batches=5,
+        use_distributed_sampler=False,
     )
     trainer.fit(module, datamodule=dm)
     assert trainer.global_step == 30
@@ -181,8 +188,16 @@ def test_gradient_clipping_covers_muon_and_adamw_parameters(tiny_config, monkeyp
 
     monkeypatch.setattr(MuonWithAdamW, "step", recording_step)
     windows = torch.randint(0, tiny_config.vocab_size, (3, 4, 17))
-    trainer = Trainer(accelerator="cpu", max_steps=3, gradient_clip_val=0.01, limit_val_batches=0, logger=False,
-                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    trainer = Trainer(
+        accelerator="cpu",
+        max_steps=3,
+        gradient_clip_val=0.01,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     loader = DataLoader([(w[:, :-1], w[:, 1:]) for w in windows], batch_size=None)
     trainer.fit(LitGPT(tiny_config, optimizer="muon"), train_dataloaders=loader)
     assert norms == pytest.approx([0.01] * 3, rel=1e-4)  # at init the norm is ~1: every step was clipped

@@ -40,8 +40,11 @@ def _offline_datasets():
 @pytest.fixture(scope="module")
 def model_and_tokenizer() -> tuple[GPT, Tokenizer]:
     """A small random model over the characters of the task files (block 64: the passages need several windows)."""
-    texts = [json.dumps(row) for name in ("shakespeare_choice.jsonl", "shakespeare_text.jsonl",
-                                          "shakespeare_prompts.jsonl") for row in rows(name)]  # fmt: skip
+    texts = [
+        json.dumps(row)
+        for name in ("shakespeare_choice.jsonl", "shakespeare_text.jsonl", "shakespeare_prompts.jsonl")
+        for row in rows(name)
+    ]
     tokenizer = Tokenizer.char(texts + ["\n"])
     torch.manual_seed(0)
     model = GPT(Config(vocab_size=tokenizer.vocab_size, block_size=64, n_layer=2, n_head=2, n_embd=32)).eval()
@@ -102,13 +105,23 @@ def test_generation_is_greedy_up_to_the_stop_string(harness, model_and_tokenizer
 
 def test_evaluate_command_runs_local_tasks(model_and_tokenizer, run_main, tmp_path):
     save_folder(*model_and_tokenizer, tmp_path / "model")
-    code, out, err = run_main("evaluate", "--checkpoint", tmp_path / "model", "--tasks", ",".join(NAMES),
-                              "--include_path", TASKS, "--out", tmp_path / "harness.json")  # fmt: skip
+    code, out, err = run_main(
+        "evaluate",
+        "--checkpoint",
+        tmp_path / "model",
+        "--tasks",
+        ",".join(NAMES),
+        "--include_path",
+        TASKS,
+        "--out",
+        tmp_path / "harness.json",
+    )
     assert code == 0, err
     result = json.loads(out)
     assert set(result["results"]) == set(NAMES) and result["tasks"] == NAMES
     assert 0 <= result["results"]["lit_gpt_choice"]["acc,none"] <= 1
     assert json.loads((tmp_path / "harness.json").read_text()) == result
-    code, _, err = run_main("evaluate", "--checkpoint", tmp_path / "model", "--tasks", "no_such_task",
-                            "--include_path", TASKS)  # fmt: skip
+    code, _, err = run_main(
+        "evaluate", "--checkpoint", tmp_path / "model", "--tasks", "no_such_task", "--include_path", TASKS
+    )
     assert code == 2 and "unknown lm-eval task(s) ['no_such_task']" in err

@@ -21,6 +21,7 @@ needs_peft = pytest.mark.usefixtures("peft_installed")
 def peft_installed() -> None:
     pytest.importorskip("peft", reason="LoRA needs peft: pip install -e '.[lora]'")
 
+
 CONFIG = Config(vocab_size=99, block_size=32, n_layer=2, n_head=4, n_embd=32, n_kv_head=2)
 
 
@@ -38,8 +39,14 @@ def base(tmp_path) -> str:
 def lit_module(base: str, **lora):
     from lit_gpt.train.module import LitGPT
 
-    return LitGPT(CONFIG, tokenizer=char_tokenizer().spec, init_weights=base, lora=LoRA(r=4, **lora),
-                  warmup_steps=1, lr_decay_steps=10)  # fmt: skip
+    return LitGPT(
+        CONFIG,
+        tokenizer=char_tokenizer().spec,
+        init_weights=base,
+        lora=LoRA(r=4, **lora),
+        warmup_steps=1,
+        lr_decay_steps=10,
+    )
 
 
 def train_steps(module, steps: int = 3) -> None:
@@ -150,9 +157,13 @@ def test_resuming_on_another_base_is_refused(base, tmp_path):
 
 @pytest.mark.parametrize(
     "settings, match",
-    [(dict(r=0), "r must be a positive integer"), (dict(alpha=0), "alpha must be positive"),
-     (dict(dropout=1.0), r"dropout must be in \[0, 1\)"), (dict(target_modules=["lm_head"]), "choose among q_proj")],
-)  # fmt: skip
+    [
+        (dict(r=0), "r must be a positive integer"),
+        (dict(alpha=0), "alpha must be positive"),
+        (dict(dropout=1.0), r"dropout must be in \[0, 1\)"),
+        (dict(target_modules=["lm_head"]), "choose among q_proj"),
+    ],
+)
 def test_bad_lora_settings(settings, match):
     with pytest.raises(ConfigError, match=match):
         LoRA(**settings)
@@ -177,8 +188,10 @@ def test_peft_loads_our_adapters_on_the_hugging_face_export(base, tmp_path):
     model = module.model.eval()
     save_hf(load_model(base), char_tokenizer(), tmp_path / "hf")
     save_peft_adapter(model, LoRA(r=4), tmp_path / "adapter", base=base)
-    assert sorted(p.name for p in (tmp_path / "adapter").iterdir()) == ["adapter_config.json",
-                                                                         "adapter_model.safetensors"]  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "adapter").iterdir()) == [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+    ]
     assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["r"] == 4
     llama = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "hf")
     theirs = peft.PeftModel.from_pretrained(llama, tmp_path / "adapter").eval()
@@ -189,8 +202,21 @@ def test_peft_loads_our_adapters_on_the_hugging_face_export(base, tmp_path):
 
 @needs_peft
 def test_gpt2_style_adapters_have_no_peft_form(tmp_path):
-    model = add_adapters(GPT(Config(**{**CONFIG.to_dict(), "n_kv_head": 4, "position_embedding": "learned",
-                                       "norm": "layernorm", "mlp": "gelu", "bias": True})), LoRA())  # fmt: skip
+    model = add_adapters(
+        GPT(
+            Config(
+                **{
+                    **CONFIG.to_dict(),
+                    "n_kv_head": 4,
+                    "position_embedding": "learned",
+                    "norm": "layernorm",
+                    "mlp": "gelu",
+                    "bias": True,
+                }
+            )
+        ),
+        LoRA(),
+    )
     assert adapter_names(model)  # up/down/q/k/v/o adapted; GELU has no gate_proj
     with pytest.raises(ConfigError, match="transformers' GPT-2 fuses q, k and v.*merge the adapters"):
         save_peft_adapter(model, LoRA(), tmp_path / "adapter")
@@ -210,8 +236,17 @@ def test_the_command_line_loop(tiny, run_main, tmp_path):
     last = torch.load(lora / "ckpt" / "last.ckpt", weights_only=True)
     assert last["global_step"] == 20 and all(".lora_" in key for key in last["state_dict"])
     assert (lora / "ckpt" / "last.ckpt").stat().st_size < (base / "ckpt" / "last.ckpt").stat().st_size / 2
-    code, out, _ = run_main("generate", "--checkpoint", lora / "ckpt" / "last.ckpt", "--prompt", "ROMEO:",
-                            "--max_new_tokens", "20", "--seed", "1")  # fmt: skip
+    code, out, _ = run_main(
+        "generate",
+        "--checkpoint",
+        lora / "ckpt" / "last.ckpt",
+        "--prompt",
+        "ROMEO:",
+        "--max_new_tokens",
+        "20",
+        "--seed",
+        "1",
+    )
     assert code == 0 and out.startswith("ROMEO:")
     text = tmp_path / "text.txt"
     text.write_text("ROMEO:\nBut soft, what light through yonder window breaks?\n")

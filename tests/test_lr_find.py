@@ -21,8 +21,9 @@ def lr_find_args(fit_args):
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])
-def test_lr_find_sweeps_the_learning_rate_and_prints_a_suggestion(lr_find_args, tmp_path, monkeypatch, capsys,
-                                                                  optimizer):  # fmt: skip
+def test_lr_find_sweeps_the_learning_rate_and_prints_a_suggestion(
+    lr_find_args, tmp_path, monkeypatch, capsys, optimizer
+):
     monkeypatch.chdir(tmp_path)  # Lightning's temporary checkpoint goes to the working directory
     seen = []  # (the module, its hparams.learning_rate, each parameter group's lr) at every optimizer step
     names = set()  # the parameter groups' names
@@ -37,8 +38,20 @@ def test_lr_find_sweeps_the_learning_rate_and_prints_a_suggestion(lr_find_args, 
     plotted, save_plot = [], lr_find.save_plot
     monkeypatch.setattr(lr_find, "save_plot", lambda test, *a: (plotted.append(test), save_plot(test, *a)))
     # a warmup longer than the search: if LitGPT's schedule were still active it would scale every rate down
-    flags = ["--model.warmup_steps", "1000", "--lr_find.min_lr", "1e-5", "--lr_find.max_lr", "0.1",
-             "--lr_find.num_training", "20", "--lr_find.early_stop_threshold", "0", "--model.optimizer", optimizer]
+    flags = [
+        "--model.warmup_steps",
+        "1000",
+        "--lr_find.min_lr",
+        "1e-5",
+        "--lr_find.max_lr",
+        "0.1",
+        "--lr_find.num_training",
+        "20",
+        "--lr_find.early_stop_threshold",
+        "0",
+        "--model.optimizer",
+        optimizer,
+    ]
     main(lr_find_args(*flags))
     out = capsys.readouterr().out
 

@@ -24,8 +24,10 @@ def test_one_device_holds_four_copies_of_the_state_in_float32(config):
     assert (estimate.weights, estimate.gradients, estimate.optimizer) == (4 * P, 4 * P, 8 * P)
 
 
-@pytest.mark.parametrize("strategy, divided", [("zero1", {"optimizer"}), ("zero2", {"gradients", "optimizer"}),
-                                               ("zero3", {"weights", "gradients", "optimizer"})])  # fmt: skip
+@pytest.mark.parametrize(
+    "strategy, divided",
+    [("zero1", {"optimizer"}), ("zero2", {"gradients", "optimizer"}), ("zero3", {"weights", "gradients", "optimizer"})],
+)
 def test_zero_stages_divide_what_their_papers_say(config, strategy, divided):
     four, eight = estimate_memory(config, strategy, devices=4), estimate_memory(config, strategy, devices=8)
     for part in ("weights", "gradients", "optimizer"):
@@ -52,8 +54,10 @@ def test_ddp_adds_a_bucket_copy_of_the_gradients(config):
     assert estimate_memory(config, "ddp", devices=2).gradients == 2 * estimate_memory(config, "single").gradients
 
 
-@pytest.mark.parametrize("kwargs, message", [({"strategy": "pipeline"}, "unknown strategy 'pipeline'"),
-                                             ({"devices": 0}, "devices must be >= 1")])  # fmt: skip
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"strategy": "pipeline"}, "unknown strategy 'pipeline'"), ({"devices": 0}, "devices must be >= 1")],
+)
 def test_bad_arguments(config, kwargs, message):
     with pytest.raises(ConfigError, match=message):
         estimate_memory(config, **kwargs)

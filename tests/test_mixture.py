@@ -24,17 +24,23 @@ def two_corpora(shared_data, tmp_path_factory):
 
 
 def mixture(folder, weights=(0.7, 0.3)) -> list[Corpus]:
-    return [Corpus(name="stories", path=str(folder / "stories.txt"), weight=weights[0], cache_dir=str(folder / "c1")),
-            Corpus(name="shakespeare", path=str(folder / "shakespeare.txt"), weight=weights[1],
-                   cache_dir=str(folder / "c2"))]  # fmt: skip
+    return [
+        Corpus(name="stories", path=str(folder / "stories.txt"), weight=weights[0], cache_dir=str(folder / "c1")),
+        Corpus(
+            name="shakespeare", path=str(folder / "shakespeare.txt"), weight=weights[1], cache_dir=str(folder / "c2")
+        ),
+    ]
 
 
 def test_weights_are_normalised_and_checked():
     corpora = [Corpus(name="a", path="x", weight=7), Corpus(name="b", path="y", weight=3)]
     assert mixture_weights(corpora).tolist() == [0.7, 0.3]
-    for bad, message in [([Corpus(name="a", path="x", weight=0)], "positive numbers"),
-                         ([Corpus(name="a", path="x"), Corpus(name="a", path="y")], "must differ"),
-                         ([Corpus(name="a/b", path="x")], "letters, digits"), ([], "is empty")]:  # fmt: skip
+    for bad, message in [
+        ([Corpus(name="a", path="x", weight=0)], "positive numbers"),
+        ([Corpus(name="a", path="x"), Corpus(name="a", path="y")], "must differ"),
+        ([Corpus(name="a/b", path="x")], "letters, digits"),
+        ([], "is empty"),
+    ]:
         with pytest.raises(ConfigError, match=message):
             mixture_weights(bad)
 
@@ -56,8 +62,9 @@ def test_mixture_batches_are_resumable_and_split_between_replicas():
     batches = [b for _, b in zip(range(5), iter(one))]
     resumed = iter(MixtureWindowBatches([1000, 50], np.array([0.5, 0.5]), batch_size=8, seed=1, start_batch=3))
     assert (next(resumed) == batches[3]).all()
-    halves = [iter(MixtureWindowBatches([1000, 50], np.array([0.5, 0.5]), 4, 1, rank=r, num_replicas=2))
-              for r in (0, 1)]  # fmt: skip
+    halves = [
+        iter(MixtureWindowBatches([1000, 50], np.array([0.5, 0.5]), 4, 1, rank=r, num_replicas=2)) for r in (0, 1)
+    ]
     assert all((np.concatenate([next(h) for h in halves]) == b).all() for b in batches)
 
 
@@ -76,8 +83,10 @@ def test_corpora_tokenized_differently_are_refused(two_corpora):
     with pytest.raises(ConfigError, match="a 'char' vocabulary is built per corpus"):
         TextDataModule(tokenizer="char", block_size=32, mixture=mixture(two_corpora))
     dm = TextDataModule(tokenizer="gpt2", block_size=32, mixture=mixture(two_corpora))
-    dm._metas = [{**meta, "tokenizer_name": name, "tokenizer": {"kind": name}}
-                 for meta, name in zip(dm.metas(), ("gpt2", "r50k_base"))]  # fmt: skip
+    dm._metas = [
+        {**meta, "tokenizer_name": name, "tokenizer": {"kind": name}}
+        for meta, name in zip(dm.metas(), ("gpt2", "r50k_base"))
+    ]
     with pytest.raises(ConfigError, match="must share one tokenizer, got stories: gpt2, shakespeare: r50k_base"):
         dm.vocab_size
 
@@ -86,10 +95,23 @@ def test_corpora_tokenized_differently_are_refused(two_corpora):
 def test_validation_logs_each_corpus_and_their_weighted_sum(two_corpora, tiny, scalars, tmp_path):
     from lit_gpt.cli import main
 
-    mix = ('[{"name": "stories", "path": "%s", "weight": 0.7}, {"name": "shakespeare", "path": "%s", "weight": 0.3}]'
-           % (two_corpora / "stories.txt", two_corpora / "shakespeare.txt"))  # fmt: skip
-    main(tiny(tmp_path, "--data.tokenizer", "gpt2", "--data.mixture", mix, "--samples.max_new_tokens", "0",
-              "--trainer.max_steps", "10"))  # fmt: skip
+    mix = '[{"name": "stories", "path": "%s", "weight": 0.7}, {"name": "shakespeare", "path": "%s", "weight": 0.3}]' % (
+        two_corpora / "stories.txt",
+        two_corpora / "shakespeare.txt",
+    )
+    main(
+        tiny(
+            tmp_path,
+            "--data.tokenizer",
+            "gpt2",
+            "--data.mixture",
+            mix,
+            "--samples.max_new_tokens",
+            "0",
+            "--trainer.max_steps",
+            "10",
+        )
+    )
     logged = scalars(tmp_path / "runs" / "tiny" / "version_0")
     assert {"val/loss/stories", "val/loss/shakespeare", "val/loss", "val/ppl"} <= set(logged)
     (_, stories), (_, plays), (_, total) = (logged[f"val/loss{k}"][-1] for k in ("/stories", "/shakespeare", ""))

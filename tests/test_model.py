@@ -29,8 +29,15 @@ SWITCHES = {
     "zero_init_proj": dict(zero_init_proj=True),
     "logit_softcap": dict(logit_softcap=2.0),
     "value_residual": dict(value_residual=True),
-    "modded_bias": dict(qk_norm=True, mlp="relu2", zero_init_proj=True, logit_softcap=15.0, value_residual=True,
-                        bias=True, gradient_checkpointing=True),
+    "modded_bias": dict(
+        qk_norm=True,
+        mlp="relu2",
+        zero_init_proj=True,
+        logit_softcap=15.0,
+        value_residual=True,
+        bias=True,
+        gradient_checkpointing=True,
+    ),
 }
 
 
@@ -51,8 +58,9 @@ def test_longer_than_block_size_raises(tiny_config):
         model(torch.zeros(1, tiny_config.block_size + 1, dtype=torch.long))
 
 
-@pytest.mark.parametrize("switch", ["llama", "gpt2_style", "gqa", "qk_norm", "relu2", "logit_softcap",
-                                    "value_residual"])
+@pytest.mark.parametrize(
+    "switch", ["llama", "gpt2_style", "gqa", "qk_norm", "relu2", "logit_softcap", "value_residual"]
+)
 def test_causality(tiny_config, switch):
     model = GPT(make(tiny_config, **SWITCHES[switch])).eval()
     idx = torch.randint(0, tiny_config.vocab_size, (2, tiny_config.block_size))

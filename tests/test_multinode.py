@@ -28,8 +28,13 @@ class RecordLosses(Callback):
             self.losses[trainer.global_step] = float(trainer.callback_metrics["train/loss"])
 
     def on_train_end(self, trainer, pl_module) -> None:
-        record = {"rank": trainer.global_rank, "node": trainer.node_rank, "world_size": trainer.world_size,
-                  "num_nodes": trainer.num_nodes, "losses": self.losses}  # fmt: skip
+        record = {
+            "rank": trainer.global_rank,
+            "node": trainer.node_rank,
+            "world_size": trainer.world_size,
+            "num_nodes": trainer.num_nodes,
+            "losses": self.losses,
+        }
         (self.out / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
 
 
@@ -43,17 +48,54 @@ def free_port() -> int:
 def test_two_nodes_on_localhost_train_together(tiny, tmp_path):
     main(tiny(tmp_path, command="prepare"))  # once, ahead: a run on several nodes does not prepare data
     probe = json.dumps({"class_path": "tests.test_multinode.RecordLosses", "init_args": {"out": str(tmp_path)}})
-    args = tiny(tmp_path, "--trainer.num_nodes", "2", "--trainer.devices", "1", "--trainer.strategy", "ddp",
-                "--trainer.max_steps", "6", "--trainer.val_check_interval", "3", "--trainer.log_every_n_steps", "1",
-                "--trainer.callbacks", probe, "--samples.max_new_tokens", "0")  # fmt: skip
+    args = tiny(
+        tmp_path,
+        "--trainer.num_nodes",
+        "2",
+        "--trainer.devices",
+        "1",
+        "--trainer.strategy",
+        "ddp",
+        "--trainer.max_steps",
+        "6",
+        "--trainer.val_check_interval",
+        "3",
+        "--trainer.log_every_n_steps",
+        "1",
+        "--trainer.callbacks",
+        probe,
+        "--samples.max_new_tokens",
+        "0",
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_PORT")}
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]))
     port = free_port()
     nodes = [
-        subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
-                          "--node_rank", str(node), "--master_addr", "127.0.0.1", "--master_port", str(port),
-                          "-m", "lit_gpt.cli", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)  # fmt: skip
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes",
+                "2",
+                "--nproc_per_node",
+                "1",
+                "--node_rank",
+                str(node),
+                "--master_addr",
+                "127.0.0.1",
+                "--master_port",
+                str(port),
+                "-m",
+                "lit_gpt.cli",
+                *args,
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for node in (0, 1)
     ]
     outputs = [node.communicate(timeout=600) for node in nodes]

@@ -28,7 +28,6 @@ class ClockJump(Callback):
         self.offset, real = 0.0, time.perf_counter
         monkeypatch.setattr(time, "perf_counter", lambda: real() + self.offset)
 
-
     def on_validation_end(self, trainer, pl_module):
         if not trainer.sanity_checking:
             self.offset += 1000.0
@@ -42,8 +41,19 @@ def observed(tiny, tmp_path_factory):
     """A configs/tiny.yaml run with throughput (window 5, a given peak), samples of "ROMEO:" and the clock jumping
     1000 s after each validation; returns (the CLI after fit, its TensorBoard run folder)."""
     folder = tmp_path_factory.mktemp("observed")
-    args = tiny(folder, "--trainer.limit_val_batches", "10", "--throughput.peak_flops", str(PEAK),
-                "--throughput.window_size", "5", "--samples.prompt", "ROMEO:", "--samples.max_new_tokens", "30")
+    args = tiny(
+        folder,
+        "--trainer.limit_val_batches",
+        "10",
+        "--throughput.peak_flops",
+        str(PEAK),
+        "--throughput.window_size",
+        "5",
+        "--samples.prompt",
+        "ROMEO:",
+        "--samples.max_new_tokens",
+        "30",
+    )
     cli = build_cli(args[1:], run=False)
     with pytest.MonkeyPatch.context() as monkeypatch:
         cli.trainer.callbacks.append(ClockJump(monkeypatch))

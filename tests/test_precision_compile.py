@@ -48,8 +48,15 @@ def _train(compile: bool, config: Config, steps: int = 4) -> tuple[list[float], 
     module = LitGPT(config, learning_rate=1e-2, warmup_steps=1, compile=compile)
     losses = []
     module.on_train_batch_end = lambda outputs, batch, batch_idx: losses.append(outputs["loss"].item())
-    trainer = Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, gradient_clip_val=1.0)  # fmt: skip
+    trainer = Trainer(
+        accelerator="cpu",
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        gradient_clip_val=1.0,
+    )
     trainer.fit(module, train_dataloaders=_fixed_batches(config, steps))
     return losses, module.state_dict()
 

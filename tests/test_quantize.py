@@ -60,8 +60,9 @@ def weight_errors(quantized: GPT, original: GPT) -> dict[str, float]:
     return errors
 
 
-@pytest.mark.parametrize("mode, group_size, max_error, max_fraction", [("int8", 64, 0.015, 0.28),
-                                                                        ("int4", 32, 0.11, 0.22)])  # fmt: skip
+@pytest.mark.parametrize(
+    "mode, group_size, max_error, max_fraction", [("int8", 64, 0.015, 0.28), ("int4", 32, 0.11, 0.22)]
+)
 def test_quantized_weights_and_size(mode, group_size, max_error, max_fraction):
     model = trained_like()
     quantized = quantize(copy_of(model), mode, group_size)
@@ -97,8 +98,11 @@ def test_quantized_folder_round_trip_generates(mode, tmp_path):
     save_quantized(model, char_tokenizer(), tmp_path, mode, 32)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.pt"]
     record = json.loads((tmp_path / "config.json").read_text())["quantization"]
-    assert record["mode"] == mode and record["device"] == "cpu" and record["group_size"] == (32 if mode == "int4"
-                                                                                            else None)  # fmt: skip
+    assert (
+        record["mode"] == mode
+        and record["device"] == "cpu"
+        and record["group_size"] == (32 if mode == "int4" else None)
+    )
     loaded, tokenizer = load_checkpoint(tmp_path)
     assert loaded.lm_head.weight is loaded.embed_tokens.weight and tokenizer.spec == char_tokenizer().spec
     idx = torch.randint(0, CONFIG.vocab_size, (1, 8))
@@ -110,14 +114,18 @@ def test_quantized_folder_round_trip_generates(mode, tmp_path):
 
 def test_quantize_and_generate_commands(run_main, tmp_path):
     save_folder(trained_like(), char_tokenizer(), tmp_path / "float")
-    code, out, err = run_main("quantize", "--checkpoint", tmp_path / "float", "--out", tmp_path / "int8",
-                              "--mode", "int8")  # fmt: skip
+    code, out, err = run_main(
+        "quantize", "--checkpoint", tmp_path / "float", "--out", tmp_path / "int8", "--mode", "int8"
+    )
     assert code == 0, err
     assert "wrote an int8 model" in out and "% of its" in out
-    for checkpoint, flags in ((tmp_path / "int8", []), (tmp_path / "float", ["--quantize", "int4", "--group_size",
-                                                                             "32"])):  # fmt: skip
-        code, out, err = run_main("generate", "--checkpoint", checkpoint, "--prompt", "ab", "--max_new_tokens", "5",
-                                  "--seed", "1", *flags)  # fmt: skip
+    for checkpoint, flags in (
+        (tmp_path / "int8", []),
+        (tmp_path / "float", ["--quantize", "int4", "--group_size", "32"]),
+    ):
+        code, out, err = run_main(
+            "generate", "--checkpoint", checkpoint, "--prompt", "ab", "--max_new_tokens", "5", "--seed", "1", *flags
+        )
         assert code == 0 and out.startswith("ab"), err
     code, _, err = run_main("export", "--checkpoint", tmp_path / "int8", "--out", tmp_path / "hf")
     assert code == 2 and "is quantized" in err
@@ -166,4 +174,3 @@ def test_a_torchao_without_the_cpu_int4_path_is_named(monkeypatch):
     monkeypatch.setattr(lit_gpt.quantize, "require", without_prototype)
     with pytest.raises(ConfigError, match=r"has no CPU int4 path .*PrototypeInt4WeightOnlyConfig.*quantize to int8"):
         quantize(GPT(CONFIG), "int4", 32)
-

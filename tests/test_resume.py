@@ -27,11 +27,27 @@ def test_resumed_run_repeats_the_uninterrupted_one_bitwise(tiny, scalars, tmp_pa
     """
 
     def fit(name, max_steps, val_every, *extra):
-        flags = ["--trainer.max_steps", max_steps, "--trainer.val_check_interval", val_every,
-                 "--trainer.log_every_n_steps", "1", "--model.config.dropout", "0.1", "--model.lr_decay_steps", "12",
-                 "--data.val_fraction", "0.01", "--data.cache_dir", tmp_path / "cache", "--samples.max_new_tokens", "0",
-                 "--model.optimizer", optimizer]
-        main(tiny(tmp_path / name, *flags, *extra))  # fmt: skip
+        flags = [
+            "--trainer.max_steps",
+            max_steps,
+            "--trainer.val_check_interval",
+            val_every,
+            "--trainer.log_every_n_steps",
+            "1",
+            "--model.config.dropout",
+            "0.1",
+            "--model.lr_decay_steps",
+            "12",
+            "--data.val_fraction",
+            "0.01",
+            "--data.cache_dir",
+            tmp_path / "cache",
+            "--samples.max_new_tokens",
+            "0",
+            "--model.optimizer",
+            optimizer,
+        ]
+        main(tiny(tmp_path / name, *flags, *extra))
         runs = sorted((tmp_path / name / "runs" / "tiny").glob("version_*"))
         return dict(scalars(runs[-1])["train/loss"])
 
@@ -51,10 +67,27 @@ def test_compiled_training_resumes_bitwise_with_the_chosen_deterministic_kernels
     (on: Inductor would otherwise sum the embedding gradient with atomic adds, in an order that varies by run)."""
 
     def fit(name, max_steps, *extra):
-        flags = ["--trainer.max_steps", max_steps, "--trainer.val_check_interval", 20, "--trainer.log_every_n_steps", 1,
-                 "--model.lr_decay_steps", 40, "--data.cache_dir", tmp_path / "cache", "--samples.max_new_tokens", 0,
-                 "--model.compile", "true", "--trainer.precision", precision, "--trainer.deterministic", "null"]
-        main(tiny(tmp_path / name, *flags, *extra))  # fmt: skip
+        flags = [
+            "--trainer.max_steps",
+            max_steps,
+            "--trainer.val_check_interval",
+            20,
+            "--trainer.log_every_n_steps",
+            1,
+            "--model.lr_decay_steps",
+            40,
+            "--data.cache_dir",
+            tmp_path / "cache",
+            "--samples.max_new_tokens",
+            0,
+            "--model.compile",
+            "true",
+            "--trainer.precision",
+            precision,
+            "--trainer.deterministic",
+            "null",
+        ]
+        main(tiny(tmp_path / name, *flags, *extra))
         losses = {}
         for run in sorted((tmp_path / name / "runs" / "tiny").glob("version_*")):
             losses.update(dict(scalars(run)["train/loss"]))
@@ -96,9 +129,18 @@ def test_accumulated_micro_batches_give_the_full_batch_update(shakespeare, optim
         torch.manual_seed(0)
         model = LitGPT(config, warmup_steps=0, optimizer=optimizer)
         gradients = Gradients()
-        trainer = Trainer(accelerator="cpu", max_steps=steps, accumulate_grad_batches=accumulate,
-                          gradient_clip_val=1.0, limit_val_batches=0, logger=False, enable_checkpointing=False,
-                          enable_progress_bar=False, enable_model_summary=False, callbacks=[gradients])  # fmt: skip
+        trainer = Trainer(
+            accelerator="cpu",
+            max_steps=steps,
+            accumulate_grad_batches=accumulate,
+            gradient_clip_val=1.0,
+            limit_val_batches=0,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[gradients],
+        )
         loader = DataLoader([(w[:, :-1], w[:, 1:]) for w in batches], batch_size=None)
         trainer.fit(model, train_dataloaders=loader)
         return model, gradients.steps
@@ -164,14 +206,19 @@ def malicious(path: Path) -> None:
     torch.save({"lit_gpt": Malicious(str(path.parent / "pwned"))}, path)
 
 
-@pytest.mark.parametrize("break_it, why", [
-    (truncate, "is not a readable lit_gpt checkpoint"), (scramble, "is not a readable lit_gpt checkpoint"),
-    (foreign, "is not a lit_gpt training checkpoint"), (malicious, "is not a readable lit_gpt checkpoint"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "break_it, why",
+    [
+        (truncate, "is not a readable lit_gpt checkpoint"),
+        (scramble, "is not a readable lit_gpt checkpoint"),
+        (foreign, "is not a lit_gpt training checkpoint"),
+        (malicious, "is not a readable lit_gpt checkpoint"),
+    ],
+)
 @pytest.mark.parametrize("ckpt_path", ["last", "path"])
 def test_unreadable_checkpoint_is_one_error_line_naming_the_newest_readable(
     broken_last, tiny, capsys, errors, break_it, why, ckpt_path
-):  # fmt: skip
+):
     ckpt, best = broken_last
     last = ckpt / "last.ckpt"
     break_it(last)

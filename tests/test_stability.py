@@ -24,8 +24,20 @@ def fit(tiny, scalars, tmp_path):
     tmp_path/name (checkpoints in ckpt/); returns its TensorBoard scalars."""
 
     def run(name, *extra):
-        flags = ["--trainer.max_steps", "8", "--trainer.val_check_interval", "4", "--trainer.log_every_n_steps", "1",
-                 "--data.val_fraction", "0.01", "--data.cache_dir", tmp_path / "cache", "--samples.max_new_tokens", "0"]
+        flags = [
+            "--trainer.max_steps",
+            "8",
+            "--trainer.val_check_interval",
+            "4",
+            "--trainer.log_every_n_steps",
+            "1",
+            "--data.val_fraction",
+            "0.01",
+            "--data.cache_dir",
+            tmp_path / "cache",
+            "--samples.max_new_tokens",
+            "0",
+        ]
         main(tiny(tmp_path / name, *flags, *extra))
         return scalars(sorted((tmp_path / name / "runs" / "tiny").glob("version_*"))[-1])
 
@@ -66,9 +78,11 @@ def test_nonfinite_loss_stops_and_saves_the_state_before_the_step(fit, tmp_path,
     stopped = tmp_path / "stopped" / "ckpt" / "stopped-step000005.ckpt"
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert errors == [f"error: training stopped at step 5: the loss is nan; the state before this step is saved in "
-                      f"{stopped}: resume from it with --ckpt_path {stopped} after fixing the cause (e.g. a lower "
-                      "model.learning_rate) or changing stability.on_nonfinite"]  # fmt: skip
+    assert errors == [
+        f"error: training stopped at step 5: the loss is nan; the state before this step is saved in "
+        f"{stopped}: resume from it with --ckpt_path {stopped} after fixing the cause (e.g. a lower "
+        "model.learning_rate) or changing stability.on_nonfinite"
+    ]
     assert "Traceback" not in err
     assert torch.load(stopped, weights_only=False)["global_step"] == 5
     assert_equal_weights(model_weights(stopped), weights[5])  # finite, and not touched by the bad batch
@@ -101,8 +115,10 @@ def test_too_many_skips_in_a_row_stop(fit, tmp_path, monkeypatch, capsys):
         fit("run", "--stability.on_nonfinite", "skip", "--stability.max_consecutive_skips", "2")
     assert exit_info.value.code == 1
     (error,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert error.startswith("error: training stopped at step 4: 3 steps in a row would be skipped "
-                            "(stability.max_consecutive_skips 2), this one because the loss is nan;")  # fmt: skip
+    assert error.startswith(
+        "error: training stopped at step 4: 3 steps in a row would be skipped "
+        "(stability.max_consecutive_skips 2), this one because the loss is nan;"
+    )
 
 
 def test_loss_spike_stops(fit, tmp_path, monkeypatch, capsys):
@@ -143,14 +159,29 @@ class NaNGradient(Callback):
 def test_ddp_ranks_skip_together(fit_args, tmp_path):
     """A NaN gradient on rank 1 only (after DDP's all-reduce) makes both ranks skip, so their weights stay equal."""
     probe = '{"class_path": "tests.test_stability.NaNGradient", "init_args": {"step": 3, "rank": 1, "out": "%s"}}'
-    args = fit_args("--trainer.max_steps", "6", "--trainer.val_check_interval", "3",
-                         "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
-                         "--trainer.callbacks", probe % tmp_path, "--stability.on_nonfinite", "skip",
-                         "--samples.max_new_tokens", "0")  # fmt: skip
+    args = fit_args(
+        "--trainer.max_steps",
+        "6",
+        "--trainer.val_check_interval",
+        "3",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        "2",
+        "--trainer.strategy",
+        "ddp",
+        "--trainer.callbacks",
+        probe % tmp_path,
+        "--stability.on_nonfinite",
+        "skip",
+        "--samples.max_new_tokens",
+        "0",
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_PORT")}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])  # the probe's module, for both ranks
-    result = subprocess.run([sys.executable, "-m", "lit_gpt.cli", *args], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "lit_gpt.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "step 3: the gradient norm is nan (loss " in result.stderr
     assert "skipped this step (1 skipped so far)" in result.stderr

@@ -65,8 +65,17 @@ def test_fsdp_is_built_with_full_sharding(two_gpus, fit_args):
 def test_model_parallel_strategy_is_built_from_flags_and_left_uncompiled(two_gpus, fit_args):
     from lightning.pytorch.strategies import ModelParallelStrategy
 
-    cli = built(fit_args, "--trainer.strategy", "ModelParallelStrategy", "--trainer.strategy.tensor_parallel_size", "2",
-                "--trainer.strategy.data_parallel_size", "1", "--model.compile", "null")  # fmt: skip
+    cli = built(
+        fit_args,
+        "--trainer.strategy",
+        "ModelParallelStrategy",
+        "--trainer.strategy.tensor_parallel_size",
+        "2",
+        "--trainer.strategy.data_parallel_size",
+        "1",
+        "--model.compile",
+        "null",
+    )
     assert isinstance(cli.trainer.strategy, ModelParallelStrategy)
     assert cli.model.hparams.compile is False  # chosen: compiled sharded training is not verified here
 
@@ -74,8 +83,11 @@ def test_model_parallel_strategy_is_built_from_flags_and_left_uncompiled(two_gpu
 @pytest.mark.skipif(HAS_DEEPSPEED, reason="DeepSpeed is installed")
 def test_deepspeed_without_the_package_is_one_error_line(two_gpus, fit_args, errors, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(fit_args("--trainer.accelerator", "gpu", "--trainer.devices", "2", "--trainer.strategy",
-                      "deepspeed_stage_2"))  # fmt: skip
+        main(
+            fit_args(
+                "--trainer.accelerator", "gpu", "--trainer.devices", "2", "--trainer.strategy", "deepspeed_stage_2"
+            )
+        )
     assert exit_info.value.code == 2
     (line,) = errors(capsys.readouterr().err)
     assert "pip install -U deepspeed" in line

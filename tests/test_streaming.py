@@ -32,9 +32,15 @@ def synthetic(folder: Path, train_tokens: int, first: int = 0, val_tokens: int =
     folder.mkdir(parents=True)
     np.arange(first, first + train_tokens, dtype=np.uint16).tofile(folder / "train-00000.bin")
     np.arange(val_tokens, dtype=np.uint16).tofile(folder / "val-00000.bin")
-    meta = {"format": 2, "tokenizer_name": "synthetic", "tokenizer": {"kind": "synthetic"}, "vocab_size": 65536,
-            "dtype": "uint16", "tokens": {"train": train_tokens, "val": val_tokens},
-            "shards": {"train": {"train-00000.bin": train_tokens}, "val": {"val-00000.bin": val_tokens}}}  # fmt: skip
+    meta = {
+        "format": 2,
+        "tokenizer_name": "synthetic",
+        "tokenizer": {"kind": "synthetic"},
+        "vocab_size": 65536,
+        "dtype": "uint16",
+        "tokens": {"train": train_tokens, "val": val_tokens},
+        "shards": {"train": {"train-00000.bin": train_tokens}, "val": {"val-00000.bin": val_tokens}},
+    }
     return folder, meta
 
 
@@ -44,9 +50,17 @@ def loaders(dirs: list[str], workers: int, block_size: int = 16, batch_size: int
 
     from lit_gpt.data.streaming_windows import int64_batch, open_train
 
-    return [StreamingDataLoader(open_train(d, block_size, seed=7), batch_size=batch_size, num_workers=workers,
-                                drop_last=True, collate_fn=int64_batch, generator=torch.Generator())
-            for d in dirs]  # fmt: skip
+    return [
+        StreamingDataLoader(
+            open_train(d, block_size, seed=7),
+            batch_size=batch_size,
+            num_workers=workers,
+            drop_last=True,
+            collate_fn=int64_batch,
+            generator=torch.Generator(),
+        )
+        for d in dirs
+    ]
 
 
 def take(stream, n: int) -> tuple[list[torch.Tensor], dict[int, dict]]:
@@ -89,8 +103,19 @@ def test_without_litdata_streaming_is_one_error_naming_the_install(monkeypatch, 
     with pytest.raises(ConfigError, match=r'pip install -e "\.\[stream\]" && pip install --no-deps litdata=='):
         import_litdata()
     (tmp_path / "a.txt").write_text("some text " * 50)
-    code, _, err = run_main("prepare", "--data.path", tmp_path / "a.txt", "--data.tokenizer", "char",
-                            "--data.cache_dir", tmp_path / "c", "--data.format", "litdata", "--out", tmp_path / "o")
+    code, _, err = run_main(
+        "prepare",
+        "--data.path",
+        tmp_path / "a.txt",
+        "--data.tokenizer",
+        "char",
+        "--data.cache_dir",
+        tmp_path / "c",
+        "--data.format",
+        "litdata",
+        "--out",
+        tmp_path / "o",
+    )
     assert code == 2 and errors(err) == [f"error: streaming data needs litdata, an optional extra: {INSTALL}"]
 
 
@@ -105,8 +130,10 @@ def test_the_export_holds_the_prepared_tokens_and_counts(shakespeare_export):
     assert {k: exported[k] for k in same} == {k: meta[k] for k in same}
     index = json.loads((export / "train" / "index.json").read_text())
     # litdata's chunk layout: the item count, the item offsets (uint32 each), then the tokens
-    chunks = [np.memmap(export / "train" / c["filename"], dtype=np.uint16, mode="r",
-                        offset=(1 + c["chunk_size"] + 1) * 4) for c in index["chunks"]]  # fmt: skip
+    chunks = [
+        np.memmap(export / "train" / c["filename"], dtype=np.uint16, mode="r", offset=(1 + c["chunk_size"] + 1) * 4)
+        for c in index["chunks"]
+    ]
     assert exported["litdata"]["train_chunks"] == len(chunks) == 16  # 1,003,855 tokens in chunks of 65,536
     assert np.array_equal(np.concatenate(chunks), load_split(cache, "train", meta)[0])
     assert np.array_equal(read_val_tokens(str(export), exported), load_split(cache, "val", meta)[0])
@@ -196,8 +223,7 @@ def test_the_streaming_module_validates_on_the_memory_mapped_modules_tokens(shak
 
 
 @needs_litdata
-def test_lit_gpt_fit_takes_the_streaming_module_by_class_path_and_links_it_to_the_model(shakespeare_export,
-                                                                                        tmp_path):  # fmt: skip
+def test_lit_gpt_fit_takes_the_streaming_module_by_class_path_and_links_it_to_the_model(shakespeare_export, tmp_path):
     from lit_gpt.train.lightning_cli import build_cli
     from lit_gpt.train.streaming import StreamingTextDataModule
 
@@ -252,8 +278,12 @@ def test_litdata_internals_this_code_relies_on_are_there():
 
     assert callable(_get_fs_provider)
     assert {"upload_file", "download_file", "delete_file_or_directory"} <= set(vars(FsProvider))
-    assert list(inspect.signature(StreamingDataset.state_dict).parameters) == ["self", "num_samples_yielded",
-                                                                               "num_workers", "batch_size"]
+    assert list(inspect.signature(StreamingDataset.state_dict).parameters) == [
+        "self",
+        "num_samples_yielded",
+        "num_workers",
+        "batch_size",
+    ]
     source = inspect.getsource(StreamingDataLoader.state_dict)
     assert all(f'"{key}"' in source for key in ("dataset", "current_epoch", "num_samples_yielded", "latest_worker_idx"))
 
@@ -265,9 +295,22 @@ TINY = REPO / "configs" / "tiny.yaml"
 
 def streaming_args(folder: Path, export: Path, *extra, command: str = "fit") -> list[str]:
     """``lit-gpt fit`` arguments for configs/tiny.yaml streaming ``export``, with runs and checkpoints in ``folder``."""
-    return [command, "--config", str(TINY), "--data.class_path", STREAMING, "--data.input_dir", str(export),
-            "--trainer.logger.init_args.save_dir", str(folder / "runs"), "--checkpoint.dirpath", str(folder / "ckpt"),
-            "--samples.max_new_tokens", "0", *map(str, extra)]  # fmt: skip
+    return [
+        command,
+        "--config",
+        str(TINY),
+        "--data.class_path",
+        STREAMING,
+        "--data.input_dir",
+        str(export),
+        "--trainer.logger.init_args.save_dir",
+        str(folder / "runs"),
+        "--checkpoint.dirpath",
+        str(folder / "ckpt"),
+        "--samples.max_new_tokens",
+        "0",
+        *map(str, extra),
+    ]
 
 
 def train_losses(folder: Path, scalars) -> dict[int, float]:
@@ -278,8 +321,16 @@ def train_losses(folder: Path, scalars) -> dict[int, float]:
     return losses
 
 
-RESUME_FLAGS = ("--trainer.val_check_interval", 20, "--trainer.log_every_n_steps", 1, "--model.lr_decay_steps", 40,
-                "--model.config.dropout", 0.1)  # fmt: skip
+RESUME_FLAGS = (
+    "--trainer.val_check_interval",
+    20,
+    "--trainer.log_every_n_steps",
+    1,
+    "--model.lr_decay_steps",
+    40,
+    "--model.config.dropout",
+    0.1,
+)
 
 
 @needs_litdata
@@ -293,8 +344,18 @@ def test_streaming_training_resumes_exactly(shakespeare_export, scalars, tmp_pat
     *_, export = shakespeare_export
 
     def fit(name, steps, *extra):
-        main(streaming_args(tmp_path / name, export, "--trainer.max_steps", steps, "--data.num_workers", workers,
-                            *RESUME_FLAGS, *extra))  # fmt: skip
+        main(
+            streaming_args(
+                tmp_path / name,
+                export,
+                "--trainer.max_steps",
+                steps,
+                "--data.num_workers",
+                workers,
+                *RESUME_FLAGS,
+                *extra,
+            )
+        )
         return train_losses(tmp_path / name, scalars)
 
     whole = fit("whole", 40)
@@ -314,10 +375,23 @@ def test_two_ranks_stream_disjoint_windows_and_resume_exactly(shakespeare_export
 
     def fit(name, steps, *extra):
         probe = '{"class_path": "tests.test_distributed.RecordBatches", "init_args": {"out": "%s"}}' % (tmp_path / name)
-        args = streaming_args(tmp_path / name, export, "--trainer.max_steps", steps, "--trainer.devices", 2,
-                              "--trainer.strategy", "ddp", "--trainer.callbacks", probe, *RESUME_FLAGS, *extra)
-        result = subprocess.run([sys.executable, "-m", "lit_gpt.cli", *args], cwd=REPO, env=env, capture_output=True,
-                                text=True, timeout=600)  # fmt: skip
+        args = streaming_args(
+            tmp_path / name,
+            export,
+            "--trainer.max_steps",
+            steps,
+            "--trainer.devices",
+            2,
+            "--trainer.strategy",
+            "ddp",
+            "--trainer.callbacks",
+            probe,
+            *RESUME_FLAGS,
+            *extra,
+        )
+        result = subprocess.run(
+            [sys.executable, "-m", "lit_gpt.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         return train_losses(tmp_path / name, scalars)
 
@@ -333,7 +407,7 @@ def test_two_ranks_stream_disjoint_windows_and_resume_exactly(shakespeare_export
 @pytest.mark.slow
 def test_streaming_and_memory_mapped_training_reach_the_same_val_loss_within_seed_noise(
     shakespeare_export, tiny, scalars, tmp_path
-):  # fmt: skip
+):
     """The same tokens in another order: over 3 seeds, the two modules' mean val/loss after 400 steps differ by less
     than the spread between seeds of one module (measured while writing this: 0.02 against 0.04 at 600 steps)."""
     from lit_gpt.cli import main
@@ -353,8 +427,7 @@ def test_streaming_and_memory_mapped_training_reach_the_same_val_loss_within_see
 
 @needs_litdata
 @pytest.mark.slow
-def test_a_streaming_mixture_is_prepared_by_one_command_and_logs_each_corpus(shared_data, run_main, scalars,
-                                                                             tmp_path):  # fmt: skip
+def test_a_streaming_mixture_is_prepared_by_one_command_and_logs_each_corpus(shared_data, run_main, scalars, tmp_path):
     """``lit-gpt prepare`` of a mixture config writes OUT/<name> for each corpus; streaming them logs
     val/loss/<name> and the weighted total to TensorBoard."""
     from lit_gpt.cli import main
@@ -362,14 +435,22 @@ def test_a_streaming_mixture_is_prepared_by_one_command_and_logs_each_corpus(sha
     for name, source in (("stories", "tinystories/valid.txt"), ("plays", "tinyshakespeare/input.txt")):
         (tmp_path / f"{name}.txt").write_bytes((shared_data / source).read_bytes()[:100_000])
     config = tmp_path / "mixture.yaml"
-    config.write_text("data:\n  tokenizer: gpt2\n  mixture:\n" + "".join(
-        f"    - {{name: {n}, path: {tmp_path / n}.txt, weight: {w}, cache_dir: {tmp_path / 'c' / n}}}\n"
-        for n, w in (("stories", 0.7), ("plays", 0.3))))  # fmt: skip
+    config.write_text(
+        "data:\n  tokenizer: gpt2\n  mixture:\n"
+        + "".join(
+            f"    - {{name: {n}, path: {tmp_path / n}.txt, weight: {w}, cache_dir: {tmp_path / 'c' / n}}}\n"
+            for n, w in (("stories", 0.7), ("plays", 0.3))
+        )
+    )
     code, out, err = run_main("prepare", "--config", config, "--data.format", "litdata", "--out", tmp_path / "out")
     assert code == 0, err
     assert out.count("litdata: 1 training chunk(s)") == 2
-    mixture = json.dumps([{"name": n, "input_dir": str(tmp_path / "out" / n), "weight": w}
-                          for n, w in (("stories", 0.7), ("plays", 0.3))])  # fmt: skip
+    mixture = json.dumps(
+        [
+            {"name": n, "input_dir": str(tmp_path / "out" / n), "weight": w}
+            for n, w in (("stories", 0.7), ("plays", 0.3))
+        ]
+    )
     args = streaming_args(tmp_path / "run", tmp_path / "out" / "stories", "--trainer.max_steps", 10)
     args[args.index("--data.input_dir") : args.index("--data.input_dir") + 2] = ["--data.mixture", mixture]
     main(args)

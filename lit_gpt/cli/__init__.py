@@ -29,6 +29,7 @@ COMMANDS = {
 }
 """Each subcommand's module; imported on use, so ``lit-gpt generate`` never loads Lightning's trainer."""
 
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``lit-gpt`` console script (and ``python -m lit_gpt.cli``); ``argv`` defaults to
     ``sys.argv[1:]``. Exits with status 2 on bad input and 1 on a failed run, each with one ``error:`` line."""

@@ -43,8 +43,13 @@ def _parser() -> ArgumentParser:
     )
     parser.add_argument("--data.text_field", dest="text_field", default="text", help="the text field of .jsonl records")
     parser.add_argument("--block_size", type=int, default=None, help="window length (default: the model's)")
-    parser.add_argument("--stride", type=int, default=None, help="advance of the windows; each token after the "
-                        "first window sees >= block_size - stride tokens of context (default: block_size // 2)")
+    parser.add_argument(
+        "--stride",
+        type=int,
+        default=None,
+        help="advance of the windows; each token after the "
+        "first window sees >= block_size - stride tokens of context (default: block_size // 2)",
+    )
     parser.add_argument("--batch_size", type=int, default=8, help="windows (or harness requests) per forward pass")
     parser.add_argument(
         "--tasks",

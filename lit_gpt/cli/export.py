@@ -23,24 +23,33 @@ def main(args: list[str]) -> None:
     parser = ArgumentParser(prog="lit-gpt export", description="Export a lit_gpt checkpoint to a folder.")
     parser.add_argument("--checkpoint", required=True, help="a .ckpt written by `lit-gpt fit`, or an exported folder")
     parser.add_argument("--out", required=True, help="the folder to write (created if missing; files are replaced)")
-    parser.add_argument("--format", choices=("hf", "lit_gpt", "peft"), default="hf",
-                        help="hf: LlamaForCausalLM, Qwen3ForCausalLM (qk_norm) or GPT2LMHeadModel for transformers; "
-                             "lit_gpt: our own folder; peft: a LoRA checkpoint's adapters "
-                             "(adapter_model.safetensors, adapter_config.json)")
-    parser.add_argument("--merge", action="store_true",
-                        help="a LoRA checkpoint: merge the adapters into its base and export the result")  # fmt: skip
+    parser.add_argument(
+        "--format",
+        choices=("hf", "lit_gpt", "peft"),
+        default="hf",
+        help="hf: LlamaForCausalLM, Qwen3ForCausalLM (qk_norm) or GPT2LMHeadModel for transformers; "
+        "lit_gpt: our own folder; peft: a LoRA checkpoint's adapters "
+        "(adapter_model.safetensors, adapter_config.json)",
+    )
+    parser.add_argument(
+        "--merge", action="store_true", help="a LoRA checkpoint: merge the adapters into its base and export the result"
+    )
     opts = parser.parse_args(args[1:])
     lora = lora_record(opts.checkpoint)
     if opts.format == "peft":
         _export_adapters(opts.checkpoint, opts.out, lora)
         return
     if lora is not None and not opts.merge:
-        raise ConfigError(f"{opts.checkpoint} is a LoRA checkpoint: pass --merge to export its base with the adapters "
-                          "merged in, or --format peft to export the adapters alone")  # fmt: skip
+        raise ConfigError(
+            f"{opts.checkpoint} is a LoRA checkpoint: pass --merge to export its base with the adapters "
+            "merged in, or --format peft to export the adapters alone"
+        )
     model, tokenizer = load_checkpoint(opts.checkpoint)
     if is_quantized(model):
-        raise ConfigError(f"{opts.checkpoint} is quantized, which neither transformers nor our folder format reads: "
-                          "export the float checkpoint it was quantized from")  # fmt: skip
+        raise ConfigError(
+            f"{opts.checkpoint} is quantized, which neither transformers nor our folder format reads: "
+            "export the float checkpoint it was quantized from"
+        )
     if opts.format == "lit_gpt":
         save_folder(model, tokenizer, opts.out)
         print(f"wrote a lit_gpt folder to {opts.out} (load it with lit_gpt.load_checkpoint)")
@@ -54,10 +63,14 @@ def main(args: list[str]) -> None:
 def _export_adapters(checkpoint: str, out: str, lora: dict | None) -> None:
     """``--format peft``: the adapters of a LoRA checkpoint as a peft folder."""
     if lora is None:
-        raise ConfigError(f"--format peft writes LoRA adapters, and {checkpoint} has none: pass a checkpoint of a "
-                          "`lit-gpt fit` run with model.lora")  # fmt: skip
+        raise ConfigError(
+            f"--format peft writes LoRA adapters, and {checkpoint} has none: pass a checkpoint of a "
+            "`lit-gpt fit` run with model.lora"
+        )
     model, _ = load_checkpoint(checkpoint, merge_lora=False)
     base = lora["base"]["path"]
     save_peft_adapter(model, LoRA.from_record(lora), out, base=base)
-    print(f"wrote LoRA adapters to {out} for peft: PeftModel.from_pretrained(LlamaForCausalLM.from_pretrained(BASE), "
-          f"{out!r}), where BASE is `lit-gpt export --checkpoint {base} --out BASE`")
+    print(
+        f"wrote LoRA adapters to {out} for peft: PeftModel.from_pretrained(LlamaForCausalLM.from_pretrained(BASE), "
+        f"{out!r}), where BASE is `lit-gpt export --checkpoint {base} --out BASE`"
+    )

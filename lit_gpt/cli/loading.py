@@ -15,14 +15,22 @@ from lit_gpt.tokenizer import Tokenizer
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """``--checkpoint``, ``--device``, ``--quantize`` and ``--group_size``."""
-    parser.add_argument("--checkpoint", required=True,
-                        help="a .ckpt from `lit-gpt fit` (LoRA ones too), a folder from `lit-gpt export` or "
-                        "`lit-gpt quantize`, or a Hugging Face Llama / GPT-2 folder")  # fmt: skip
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        help="a .ckpt from `lit-gpt fit` (LoRA ones too), a folder from `lit-gpt export` or "
+        "`lit-gpt quantize`, or a Hugging Face Llama / GPT-2 folder",
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    parser.add_argument("--quantize", choices=MODES, default=None,
-                        help="quantize the weights after loading (torchao; pip install -e \".[quant]\")")  # fmt: skip
-    parser.add_argument("--group_size", type=int, choices=GROUP_SIZES, default=DEFAULT_GROUP_SIZE,
-                        help="int4: input weights per scale")  # fmt: skip
+    parser.add_argument(
+        "--quantize",
+        choices=MODES,
+        default=None,
+        help='quantize the weights after loading (torchao; pip install -e ".[quant]")',
+    )
+    parser.add_argument(
+        "--group_size", type=int, choices=GROUP_SIZES, default=DEFAULT_GROUP_SIZE, help="int4: input weights per scale"
+    )
 
 
 def load_for_inference(opts: argparse.Namespace) -> tuple[GPT, Tokenizer, str]:

@@ -26,15 +26,34 @@ def _options_parser() -> ArgumentParser:
     options = parser.add_argument_group("range test (the other flags are those of `lit-gpt fit --help`)")
     options.add_argument("--lr_find.min_lr", dest="min_lr", type=float, default=1e-6, help="first learning rate (1e-6)")
     options.add_argument("--lr_find.max_lr", dest="max_lr", type=float, default=1.0, help="last learning rate (1)")
-    options.add_argument("--lr_find.num_training", dest="num_training", type=int, default=100,
-                         help="optimizer steps, one learning rate each (100)")  # fmt: skip
-    options.add_argument("--lr_find.mode", dest="mode", choices=("exponential", "linear"), default="exponential",
-                         help="how the learning rate grows from step to step (exponential)")  # fmt: skip
-    options.add_argument("--lr_find.early_stop_threshold", dest="early_stop_threshold", type=float, default=4.0,
-                         help="stop when the loss exceeds this multiple of its best (4); 0 never stops")  # fmt: skip
-    options.add_argument("--lr_find.plot", dest="plot", default=None,
-                         help="PNG of loss versus learning rate (default: lr_find.png in the logger's folder, "
-                              "e.g. runs/shakespeare-char/lr_find.png)")  # fmt: skip
+    options.add_argument(
+        "--lr_find.num_training",
+        dest="num_training",
+        type=int,
+        default=100,
+        help="optimizer steps, one learning rate each (100)",
+    )
+    options.add_argument(
+        "--lr_find.mode",
+        dest="mode",
+        choices=("exponential", "linear"),
+        default="exponential",
+        help="how the learning rate grows from step to step (exponential)",
+    )
+    options.add_argument(
+        "--lr_find.early_stop_threshold",
+        dest="early_stop_threshold",
+        type=float,
+        default=4.0,
+        help="stop when the loss exceeds this multiple of its best (4); 0 never stops",
+    )
+    options.add_argument(
+        "--lr_find.plot",
+        dest="plot",
+        default=None,
+        help="PNG of loss versus learning rate (default: lr_find.png in the logger's folder, "
+        "e.g. runs/shakespeare-char/lr_find.png)",
+    )
     return parser
 
 
@@ -92,6 +111,8 @@ def main(args: list[str]) -> None:
         )
     suggestion, configured = test.lrs[best], model.hparams.learning_rate
     save_plot(test, plot, configured)
-    print(f"suggested learning rate: {suggestion:.3g} (configured {configured:.3g}); "
-          f"train with it by --model.learning_rate {suggestion:.3g}")  # fmt: skip
+    print(
+        f"suggested learning rate: {suggestion:.3g} (configured {configured:.3g}); "
+        f"train with it by --model.learning_rate {suggestion:.3g}"
+    )
     print(f"loss-versus-learning-rate plot: {plot}")

@@ -15,8 +15,12 @@ def _parser() -> ArgumentParser:
     memory = parser.add_argument_group("memory estimate (--memory)")
     memory.add_argument("--memory", action="store_true", help="print the estimated training memory per device")
     memory.add_argument("--devices", type=int, default=1, help="devices the strategy uses (default 1)")
-    memory.add_argument("--strategy", choices=STRATEGIES, default="single",
-                        help="single, ddp, zero1, zero2, zero3, fsdp (= zero3) or tp (default single)")  # fmt: skip
+    memory.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        default="single",
+        help="single, ddp, zero1, zero2, zero3, fsdp (= zero3) or tp (default single)",
+    )
     memory.add_argument("--batch_size", type=int, default=8, help="sequences per device per step (default 8)")
     memory.add_argument("--block_size", type=int, default=None, help="tokens per sequence (default: the preset's)")
     memory.add_argument("--precision", default="bf16-mixed", help="Lightning precision (default bf16-mixed)")
@@ -34,18 +38,29 @@ def main(args: list[str]) -> None:
     header = f"{'preset':<12}{'n_embd':>8}{'n_head':>8}{'n_kv':>6}{'n_layer':>8}{'block':>7}  {'parameters':>15}  style"
     if opts.memory:
         header += f"  {'weights':>10}{'grads':>10}{'AdamW':>10}{'activ.':>10}{'total':>11}"
-        print(f"memory per device: {opts.strategy} on {opts.devices} device(s), batch {opts.batch_size}, "
-              f"{opts.precision}{', gradient checkpointing' if opts.gradient_checkpointing else ''}, AdamW; "
-              "framework memory (libraries, CUDA context) not included (lit_gpt/memory.py)")  # fmt: skip
+        print(
+            f"memory per device: {opts.strategy} on {opts.devices} device(s), batch {opts.batch_size}, "
+            f"{opts.precision}{', gradient checkpointing' if opts.gradient_checkpointing else ''}, AdamW; "
+            "framework memory (libraries, CUDA context) not included (lit_gpt/memory.py)"
+        )
     print(header)
     for name in PRESETS:
         config = Config.from_name(name, vocab_size=opts.vocab_size)
         style = "gpt-2" if config.position_embedding == "learned" else "llama"
-        line = (f"{name:<12}{config.n_embd:>8}{config.n_head:>8}{config.n_kv_head:>6}{config.n_layer:>8}"
-                f"{config.block_size:>7}  {config.num_params():>15,}  {style:<5}")  # fmt: skip
+        line = (
+            f"{name:<12}{config.n_embd:>8}{config.n_head:>8}{config.n_kv_head:>6}{config.n_layer:>8}"
+            f"{config.block_size:>7}  {config.num_params():>15,}  {style:<5}"
+        )
         if opts.memory:
-            estimate = estimate_memory(config, opts.strategy, opts.devices, opts.batch_size, opts.block_size,
-                                       opts.precision, opts.gradient_checkpointing)  # fmt: skip
+            estimate = estimate_memory(
+                config,
+                opts.strategy,
+                opts.devices,
+                opts.batch_size,
+                opts.block_size,
+                opts.precision,
+                opts.gradient_checkpointing,
+            )
             parts = (estimate.weights, estimate.gradients, estimate.optimizer, estimate.activations)
             line += "  " + "".join(_gib(v, 10) for v in parts) + _gib(estimate.total, 11)
         print(line)

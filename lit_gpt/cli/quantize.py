@@ -21,10 +21,18 @@ def main(args: list[str]) -> None:
     parser.add_argument("--checkpoint", required=True, help="any checkpoint `lit-gpt generate` reads (LoRA: merged)")
     parser.add_argument("--out", required=True, help="the folder to write (created if missing; files are replaced)")
     parser.add_argument("--mode", choices=MODES, required=True, help="int8 or int4 weights (see lit_gpt/quantize.py)")
-    parser.add_argument("--group_size", type=int, choices=GROUP_SIZES, default=DEFAULT_GROUP_SIZE,
-                        help="int4: input weights per scale and zero point")  # fmt: skip
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available); int4 runs only "
-                        "on the kind of device it was quantized on")  # fmt: skip
+    parser.add_argument(
+        "--group_size",
+        type=int,
+        choices=GROUP_SIZES,
+        default=DEFAULT_GROUP_SIZE,
+        help="int4: input weights per scale and zero point",
+    )
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="cpu or cuda (default: cuda if available); int4 runs only on the kind of device it was quantized on",
+    )
     opts = parser.parse_args(args[1:])
     opts.quantize = None  # load in float32, measure, then quantize
     model, tokenizer, _ = load_for_inference(opts)
@@ -32,6 +40,8 @@ def main(args: list[str]) -> None:
     quantize(model, opts.mode, opts.group_size)
     save_quantized(model, tokenizer, opts.out, opts.mode, opts.group_size)
     size = model_bytes(model)
-    print(f"wrote an {opts.mode} model to {opts.out}: {size / 2**20:,.1f} MiB of weights, "
-          f"{100 * size / float_bytes:.1f}% of its {float_bytes / 2**20:,.1f} MiB in float32 (load it with "
-          "lit_gpt.load_checkpoint, `lit-gpt generate` or `lit-gpt evaluate`)")  # fmt: skip
+    print(
+        f"wrote an {opts.mode} model to {opts.out}: {size / 2**20:,.1f} MiB of weights, "
+        f"{100 * size / float_bytes:.1f}% of its {float_bytes / 2**20:,.1f} MiB in float32 (load it with "
+        "lit_gpt.load_checkpoint, `lit-gpt generate` or `lit-gpt evaluate`)"
+    )

@@ -116,7 +116,6 @@ def download(url: str, path: str | os.PathLike, timeout: float = 30.0) -> None:
         ) from None
 
 
-
 @dataclass
 class Cleaning:
     """Which cleaning steps to apply to every document (each counted in ``CorpusStats``)."""
@@ -200,10 +199,23 @@ class CorpusStats:
         return self.duplicates_removed + self.short_removed + self.empty_removed + quality
 
 
-_QUALITY_SWITCHES = ("c4_lines", "word_count", "mean_word_length", "max_symbol_word_ratio", "min_alpha_word_fraction",
-                     "min_stop_words", "max_duplicate_line_fraction")  # fmt: skip
-QUALITY_COUNTS = ("word_count_removed", "word_length_removed", "symbol_ratio_removed", "non_alpha_removed",
-                  "stop_words_removed", "repeated_lines_removed")  # fmt: skip
+_QUALITY_SWITCHES = (
+    "c4_lines",
+    "word_count",
+    "mean_word_length",
+    "max_symbol_word_ratio",
+    "min_alpha_word_fraction",
+    "min_stop_words",
+    "max_duplicate_line_fraction",
+)
+QUALITY_COUNTS = (
+    "word_count_removed",
+    "word_length_removed",
+    "symbol_ratio_removed",
+    "non_alpha_removed",
+    "stop_words_removed",
+    "repeated_lines_removed",
+)
 """The ``CorpusStats`` counts of documents dropped by a quality filter, in the order the filters run."""
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(Cleaning)}
 
@@ -296,8 +308,9 @@ def clean(text: str, cleaning: Cleaning, stats: CorpusStats) -> str:
         text = tidy
     if cleaning.c4_lines:
         lines = text.split("\n")
-        kept = [line for line in lines if line.rstrip().endswith(C4_TERMINAL) and
-                len(line.split()) >= C4_MIN_LINE_WORDS]  # fmt: skip
+        kept = [
+            line for line in lines if line.rstrip().endswith(C4_TERMINAL) and len(line.split()) >= C4_MIN_LINE_WORDS
+        ]
         stats.lines_removed += len(lines) - len(kept)
         text = "\n".join(kept)
     return text

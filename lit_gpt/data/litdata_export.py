@@ -134,8 +134,9 @@ class TokenPieces:
 def pieces(shards: dict[str, int], size: int) -> list[tuple[str, int, int]]:
     """Consecutive pieces of at most ``size`` tokens of the shards (name -> token count), in order; a piece
     never spans two shards."""
-    return [(name, start, min(start + size, count))
-            for name, count in shards.items() for start in range(0, count, size)]  # fmt: skip
+    return [
+        (name, start, min(start + size, count)) for name, count in shards.items() for start in range(0, count, size)
+    ]
 
 
 @contextlib.contextmanager
@@ -154,8 +155,9 @@ def _optimize_side_effects() -> Iterator[None]:
         os.environ.update(environ)
 
 
-def export_litdata(prepared_dir: str, meta: dict, out: str, chunk_tokens: int = CHUNK_TOKENS,
-                   num_workers: int | None = None) -> dict:  # fmt: skip
+def export_litdata(
+    prepared_dir: str, meta: dict, out: str, chunk_tokens: int = CHUNK_TOKENS, num_workers: int | None = None
+) -> dict:
     """Write the prepared folder ``prepared_dir`` (with metadata ``meta``) to ``out`` in litdata's format (see the
     module docstring), unless ``out`` already holds this export; returns the export's metadata.
 
@@ -173,8 +175,12 @@ def export_litdata(prepared_dir: str, meta: dict, out: str, chunk_tokens: int = 
         raise ConfigError(f"chunk_tokens must be positive, got {chunk_tokens}")
     train, val = pieces(meta["shards"]["train"], chunk_tokens), pieces(meta["shards"]["val"], VAL_ITEM_TOKENS)
     export = {k: v for k, v in meta.items() if k not in ("shards", "verified")}
-    export["litdata"] = {"version": litdata.__version__, "chunk_tokens": chunk_tokens, "train_chunks": len(train),
-                         "val_items": len(val)}  # fmt: skip
+    export["litdata"] = {
+        "version": litdata.__version__,
+        "chunk_tokens": chunk_tokens,
+        "train_chunks": len(train),
+        "val_items": len(val),
+    }
     existing = read_export_meta(out)
     if existing == export:
         return existing
@@ -184,11 +190,23 @@ def export_litdata(prepared_dir: str, meta: dict, out: str, chunk_tokens: int = 
     workers = max(1, min(num_workers or os.cpu_count() or 1, len(train)))
     # fork on Linux: the workers need not import torch again, and a script read from stdin works; this process has
     # not touched CUDA. Elsewhere litdata's default (spawn).
-    common = {"mode": "overwrite", "keep_data_ordered": True, "reorder_files": False, "verbose": False,
-              "start_method": "fork" if sys.platform == "linux" else None}  # fmt: skip
+    common = {
+        "mode": "overwrite",
+        "keep_data_ordered": True,
+        "reorder_files": False,
+        "verbose": False,
+        "start_method": "fork" if sys.platform == "linux" else None,
+    }
     with _optimize_side_effects():
-        litdata.optimize(fn=fn, inputs=train, output_dir=join(out, "train"), chunk_size=chunk_tokens,
-                         item_loader=litdata.TokensLoader(), num_workers=workers, **common)  # fmt: skip
+        litdata.optimize(
+            fn=fn,
+            inputs=train,
+            output_dir=join(out, "train"),
+            chunk_size=chunk_tokens,
+            item_loader=litdata.TokensLoader(),
+            num_workers=workers,
+            **common,
+        )
         litdata.optimize(fn=fn, inputs=val, output_dir=join(out, "val"), chunk_bytes="64MB", num_workers=1, **common)
     _check_written(join(out, "train"), "dim", meta["tokens"]["train"])
     _check_written(join(out, "val"), "chunk_size", len(val))
@@ -202,8 +220,10 @@ def _check_written(folder: str, key: str, expected: int) -> None:
     index = _read_json(folder, "index.json") or {}
     written = sum(chunk.get(key) or 0 for chunk in index.get("chunks", []))
     if written != expected:
-        raise ConfigError(f"litdata.optimize wrote {written} of {expected} {'tokens' if key == 'dim' else 'items'} "
-                          f"to {folder}; its worker processes failed (see the messages above)")  # fmt: skip
+        raise ConfigError(
+            f"litdata.optimize wrote {written} of {expected} {'tokens' if key == 'dim' else 'items'} "
+            f"to {folder}; its worker processes failed (see the messages above)"
+        )
 
 
 def _check_out(out: str, existing: dict | None) -> None:

@@ -60,8 +60,10 @@ def require_shared_vocabulary(tokenizer: str) -> None:
     """Raise ConfigError for a mixture with the ``char`` tokenizer, whose vocabulary is built from each corpus (the
     corpora of a mixture must share one vocabulary)."""
     if tokenizer == "char":
-        raise ConfigError("a 'char' vocabulary is built per corpus, so the corpora of data.mixture would not share "
-                          "one; use a BPE tokenizer (gpt2, or lit-gpt train-tokenizer) for a mixture")  # fmt: skip
+        raise ConfigError(
+            "a 'char' vocabulary is built per corpus, so the corpora of data.mixture would not share "
+            "one; use a BPE tokenizer (gpt2, or lit-gpt train-tokenizer) for a mixture"
+        )
 
 
 def draw_corpora(rng: np.random.Generator, weights: np.ndarray, size: int) -> np.ndarray:

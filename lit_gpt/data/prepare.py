@@ -245,8 +245,12 @@ def _build(plan: _Plan, tok: Tokenizer, out_dir: Path, num_threads: int | None, 
         for old in out_dir.glob("*.bin"):
             old.unlink()
         # the validation split stays one file, so its windows cover it exactly once
-        writers = {split: ShardWriter(out_dir, split, dtype, plan.shard_tokens if split == "train" else 1 << 62,
-                                      suffix, tok.vocab_size) for split in SPLITS}  # fmt: skip
+        writers = {
+            split: ShardWriter(
+                out_dir, split, dtype, plan.shard_tokens if split == "train" else 1 << 62, suffix, tok.vocab_size
+            )
+            for split in SPLITS
+        }
         _encode_into(plan, tok, writers, stats, num_threads, progress)
         if plan.split_by == "tail" and not plan.val_sources:
             n_val = max(1, int(round(writers["train"].tokens * plan.corpus.val_fraction)))
@@ -270,8 +274,12 @@ def _build(plan: _Plan, tok: Tokenizer, out_dir: Path, num_threads: int | None, 
             ) from None
         raise
     meta = {
-        "format": FORMAT_VERSION, "tokenizer_name": plan.tokenizer_name, "tokenizer": tok.spec,
-        "vocab_size": tok.vocab_size, "dtype": dtype.name, "options": plan.options,
+        "format": FORMAT_VERSION,
+        "tokenizer_name": plan.tokenizer_name,
+        "tokenizer": tok.spec,
+        "vocab_size": tok.vocab_size,
+        "dtype": dtype.name,
+        "options": plan.options,
         "tokens": {split: writers[split].tokens for split in SPLITS},
         "shards": {split: dict(zip(digests[split], writers[split].shards)) for split in SPLITS},
         "verified": {name: stamp(out_dir / name, sha) for split in SPLITS for name, sha in digests[split].items()},
@@ -279,7 +287,7 @@ def _build(plan: _Plan, tok: Tokenizer, out_dir: Path, num_threads: int | None, 
         "corpus": {split: stats[split].as_dict() for split in SPLITS} if plan.val_sources else stats["train"].as_dict(),
         "sources": [_source_record(p) for p in plan.sources],
         "val_sources": [_source_record(p) for p in plan.val_sources],
-    }  # fmt: skip
+    }
     write_meta(out_dir, meta, suffix)
     return meta
 
@@ -291,8 +299,14 @@ def _split_of(plan: _Plan, index: int) -> str:
     return "train"
 
 
-def _encode_into(plan: _Plan, tok: Tokenizer, writers: dict[str, ShardWriter], stats: dict[str, CorpusStats],
-                 num_threads: int | None, progress: bool) -> None:  # fmt: skip
+def _encode_into(
+    plan: _Plan,
+    tok: Tokenizer,
+    writers: dict[str, ShardWriter],
+    stats: dict[str, CorpusStats],
+    num_threads: int | None,
+    progress: bool,
+) -> None:
     """Stream every document into the writers, in order.
 
     tiktoken encodings run on a thread pool (``encode_to_numpy`` releases the GIL and returns the ids as an array),
@@ -335,8 +349,9 @@ class _EncodeQueue:
         if self.pool is None:
             ids = self.tok.encode(piece)
         else:
-            ids = self.pool.submit(self.tok.encoding.encode_to_numpy, piece, allowed_special=set(),
-                                   disallowed_special=())  # fmt: skip
+            ids = self.pool.submit(
+                self.tok.encoding.encode_to_numpy, piece, allowed_special=set(), disallowed_special=()
+            )
         self.in_flight.append((split, starts_document, len(piece), ids))
         self.chars += len(piece)
         while self.chars > BATCH_CHARS:

@@ -102,8 +102,9 @@ class ShardWriter:
         ConfigError: from ``write``, for an id >= ``vocab_size`` (a tokenizer that disagrees with its vocabulary).
     """
 
-    def __init__(self, out_dir: Path, split: str, dtype: np.dtype, shard_tokens: int, suffix: str,
-                 vocab_size: int) -> None:  # fmt: skip
+    def __init__(
+        self, out_dir: Path, split: str, dtype: np.dtype, shard_tokens: int, suffix: str, vocab_size: int
+    ) -> None:
         self.out_dir, self.split, self.dtype = out_dir, split, dtype
         self.shard_tokens, self.suffix, self.vocab_size = shard_tokens, suffix, vocab_size
         self.shards: list[int] = []  # token count of each shard
@@ -195,8 +196,9 @@ def _check(file: Path, tokens: np.ndarray, vocab_size: int, out_dir) -> str:
         block = np.ascontiguousarray(tokens[start : start + CHECK_TOKENS])
         top = int(block.max())
         if top >= vocab_size:
-            raise ConfigError(f"{file} is corrupt: token id {top} >= vocab_size {vocab_size}; delete {out_dir} to "
-                              "rebuild")  # fmt: skip
+            raise ConfigError(
+                f"{file} is corrupt: token id {top} >= vocab_size {vocab_size}; delete {out_dir} to rebuild"
+            )
         digest.update(block)
     return digest.hexdigest()
 
@@ -231,8 +233,10 @@ def load_split(out_dir: str | os.PathLike, split: str, meta: dict, verify: bool 
         if expected and (verify or old is None or (old["bytes"], old["mtime_ns"]) != (new["bytes"], new["mtime_ns"])):
             new["sha256"] = _check(file, array, meta["vocab_size"], out_dir)
             if old is not None and new["sha256"] != old["sha256"]:
-                raise ConfigError(f"{file} is corrupt: its SHA-256 differs from the one recorded when it was "
-                                  f"prepared; delete {out_dir} to rebuild")  # fmt: skip
+                raise ConfigError(
+                    f"{file} is corrupt: its SHA-256 differs from the one recorded when it was "
+                    f"prepared; delete {out_dir} to rebuild"
+                )
             if new != old:
                 restamped[name] = new
         arrays.append(array)

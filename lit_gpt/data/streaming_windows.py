@@ -44,13 +44,20 @@ def int64_batch(windows: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(windows).astype(np.int64))
 
 
-def open_train(input_dir: str, block_size: int, seed: int, cache_dir: str | None = None,
-               max_cache_size: int | str | None = None):  # fmt: skip
+def open_train(
+    input_dir: str, block_size: int, seed: int, cache_dir: str | None = None, max_cache_size: int | str | None = None
+):
     """The shuffled ``litdata.StreamingDataset`` of windows of ``block_size + 1`` tokens of ``input_dir/train``."""
     litdata = import_litdata()
-    return litdata.StreamingDataset(join(input_dir, "train"), item_loader=litdata.TokensLoader(block_size + 1),
-                                    shuffle=True, drop_last=True, seed=seed, cache_dir=cache_dir,
-                                    max_cache_size=max_cache_size)  # fmt: skip
+    return litdata.StreamingDataset(
+        join(input_dir, "train"),
+        item_loader=litdata.TokensLoader(block_size + 1),
+        shuffle=True,
+        drop_last=True,
+        seed=seed,
+        cache_dir=cache_dir,
+        max_cache_size=max_cache_size,
+    )
 
 
 def read_val_tokens(input_dir: str, meta: dict, cache_dir: str | None = None) -> np.ndarray:
@@ -80,10 +87,14 @@ def restore(loader, epochs: int, batches: int) -> None:
     dataset, workers = loader.dataset, max(1, loader.num_workers)
     dataset.set_epoch(epochs + 1)
     samples = batches * loader.batch_size
-    loader.load_state_dict({
-        "dataset": dataset.state_dict(samples, loader.num_workers, loader.batch_size),
-        "current_epoch": epochs + 1, "num_samples_yielded": samples, "latest_worker_idx": (batches - 1) % workers,
-    })  # fmt: skip
+    loader.load_state_dict(
+        {
+            "dataset": dataset.state_dict(samples, loader.num_workers, loader.batch_size),
+            "current_epoch": epochs + 1,
+            "num_samples_yielded": samples,
+            "latest_worker_idx": (batches - 1) % workers,
+        }
+    )
 
 
 class Cursor:
@@ -114,8 +125,10 @@ class Cursor:
             self.iterator = iter(self.loader)
             batch = next(self.iterator, None)
             if batch is None:
-                raise ConfigError("a streaming corpus has no whole batch for each worker of each device; use fewer "
-                                  "workers, devices or windows per batch") from None
+                raise ConfigError(
+                    "a streaming corpus has no whole batch for each worker of each device; use fewer "
+                    "workers, devices or windows per batch"
+                ) from None
         self.current, self.taken = batch, 0
 
     def take(self, n: int) -> torch.Tensor:
@@ -160,8 +173,10 @@ class MixedStream:
     def position_at(self, batch: int) -> dict:
         """The position after ``batch`` batches were produced (one of the latest ``HISTORY``)."""
         if batch not in self.history:
-            raise RuntimeError(f"the stream's position after batch {batch} is not kept (it holds "
-                               f"{min(self.history)}-{max(self.history)})")  # fmt: skip
+            raise RuntimeError(
+                f"the stream's position after batch {batch} is not kept (it holds "
+                f"{min(self.history)}-{max(self.history)})"
+            )
         return self.history[batch]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -169,8 +184,9 @@ class MixedStream:
             if len(self.cursors) == 1:
                 windows = self.cursors[0].take(self.batch_size)
             else:
-                corpus = torch.from_numpy(draw_corpora(np.random.default_rng((self.seed, self.batch)), self.weights,
-                                                       self.batch_size))  # fmt: skip
+                corpus = torch.from_numpy(
+                    draw_corpora(np.random.default_rng((self.seed, self.batch)), self.weights, self.batch_size)
+                )
                 windows = None
                 for k, cursor in enumerate(self.cursors):
                     mine = corpus == k

@@ -40,8 +40,9 @@ class RandomWindowBatches(Sampler):
     replica of batch 8 sees. Iteration starts at batch ``start_batch``.
     """
 
-    def __init__(self, num_windows: int, batch_size: int, seed: int, rank: int = 0, start_batch: int = 0,
-                 num_replicas: int = 1) -> None:  # fmt: skip
+    def __init__(
+        self, num_windows: int, batch_size: int, seed: int, rank: int = 0, start_batch: int = 0, num_replicas: int = 1
+    ) -> None:
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank {rank} is not in [0, num_replicas={num_replicas})")
         self.num_windows, self.batch_size, self.num_replicas = num_windows, batch_size, num_replicas
@@ -71,8 +72,16 @@ class MixtureWindowBatches(RandomWindowBatches):
         batch_size, seed, rank, start_batch, num_replicas: as ``RandomWindowBatches``.
     """
 
-    def __init__(self, corpus_windows: list[int], weights: np.ndarray, batch_size: int, seed: int, rank: int = 0,
-                 start_batch: int = 0, num_replicas: int = 1) -> None:  # fmt: skip
+    def __init__(
+        self,
+        corpus_windows: list[int],
+        weights: np.ndarray,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        start_batch: int = 0,
+        num_replicas: int = 1,
+    ) -> None:
         super().__init__(sum(corpus_windows), batch_size, seed, rank, start_batch, num_replicas)
         self.windows = np.asarray(corpus_windows, dtype=np.int64)
         self.first = np.concatenate([[0], np.cumsum(self.windows)[:-1]])

@@ -35,8 +35,13 @@ _METRIC_NAMES = {
 }  # fmt: skip
 """Lightning's ``Throughput`` names (per device under ``device/``, totals without) to ours (tokens, not items;
 totals marked ``total_``)."""
-_COMPUTE_DTYPES = {"bf16-mixed": torch.bfloat16, "bf16-true": torch.bfloat16, "16-mixed": torch.float16,
-                   "16-true": torch.float16, "64-true": torch.float64}  # fmt: skip
+_COMPUTE_DTYPES = {
+    "bf16-mixed": torch.bfloat16,
+    "bf16-true": torch.bfloat16,
+    "16-mixed": torch.float16,
+    "16-true": torch.float16,
+    "64-true": torch.float64,
+}
 
 
 class _Meter:
@@ -60,8 +65,9 @@ class _Meter:
         self.batches += 1
         self.samples += batch[0].size(0)
         self.tokens += batch[0].numel()
-        self.throughput.update(time=self.seconds, batches=self.batches, samples=self.samples, lengths=self.tokens,
-                               flops=flops)  # fmt: skip
+        self.throughput.update(
+            time=self.seconds, batches=self.batches, samples=self.samples, lengths=self.tokens, flops=flops
+        )
 
 
 class ThroughputMonitor(Callback):
@@ -105,7 +111,7 @@ class ThroughputMonitor(Callback):
         self._meters = {
             name: _Meter(Throughput(available_flops=peak, world_size=trainer.world_size, window_size=self.window_size))
             for name in ("train", "validate")
-        }  # fmt: skip
+        }
 
     @rank_zero_only
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -118,8 +124,9 @@ class ThroughputMonitor(Callback):
             meter.start()
 
     @rank_zero_only
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:  # fmt: skip
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         meter = self._meters["train"]
         meter.add(batch, getattr(pl_module, "flops_per_batch", None), trainer.strategy.root_device)
         step = trainer.global_step - 1  # the optimizer step this batch belonged to, as train/loss is logged
@@ -143,11 +150,19 @@ class ThroughputMonitor(Callback):
         meter.start()
 
     @rank_zero_only
-    def on_validation_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
-                                batch_idx: int, dataloader_idx: int = 0) -> None:  # fmt: skip
+    def on_validation_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         if not trainer.sanity_checking:
-            self._meters["validate"].add(batch, getattr(pl_module, "flops_per_batch", None),
-                                         trainer.strategy.root_device)  # fmt: skip
+            self._meters["validate"].add(
+                batch, getattr(pl_module, "flops_per_batch", None), trainer.strategy.root_device
+            )
 
     @rank_zero_only
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -232,9 +247,16 @@ class TextSamples(Callback):
         model.eval()
         try:
             out = generate(
-                model, idx, self.max_new_tokens, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
-                vocab_size=self.tokenizer.vocab_size, generator=generator, eos_id=self.tokenizer.eot_id,
-            )  # fmt: skip
+                model,
+                idx,
+                self.max_new_tokens,
+                temperature=self.temperature,
+                top_k=self.top_k,
+                top_p=self.top_p,
+                vocab_size=self.tokenizer.vocab_size,
+                generator=generator,
+                eos_id=self.tokenizer.eot_id,
+            )
         finally:
             model.train(was_training)
         new = out[0, idx.size(1) :].tolist()
@@ -251,10 +273,26 @@ class TextSamples(Callback):
             writer.add_text("samples", text, trainer.global_step)
 
 
-_TRAINER_HPARAMS = ("precision", "max_steps", "accumulate_grad_batches", "gradient_clip_val", "gradient_clip_algorithm",
-                    "devices", "num_nodes", "strategy", "accelerator")  # fmt: skip
+_TRAINER_HPARAMS = (
+    "precision",
+    "max_steps",
+    "accumulate_grad_batches",
+    "gradient_clip_val",
+    "gradient_clip_algorithm",
+    "devices",
+    "num_nodes",
+    "strategy",
+    "accelerator",
+)
 _DATA_HPARAMS_LEFT_OUT = (
-    "download_url", "cache_dir", "num_workers", "num_threads", "verify", "max_cache_size", "name", "weight"
+    "download_url",
+    "cache_dir",
+    "num_workers",
+    "num_threads",
+    "verify",
+    "max_cache_size",
+    "name",
+    "weight",
 )
 """Data settings that do not change what is learned: where files come from and go, how many threads read them,
 whether they are checked, and the top-level corpus's ``name`` and ``weight`` (only a mixture's corpora use them)."""
@@ -271,8 +309,8 @@ class HParams(Callback):
     ``model/`` (its ``config`` first, then the optimizer settings; a tokenizer spec by its kind and name only, not
     its vocabulary); under ``lit-gpt fit`` also the ``data`` section (without where files come from or go), the
     trainer's ``precision``, ``max_steps`` etc. and ``seed_everything`` from the parsed configuration (the data
-module's ``class_path`` when it is not the default ``TextDataModule``). Unset (None)
-    values are left out. Runs on global rank zero, for every TensorBoardLogger.
+    module's ``class_path`` when it is not the default ``TextDataModule``). Unset (None) values are left out.
+    Runs on global rank zero, for every TensorBoardLogger.
 
     Args:
         metrics: scalar tags shown as metric columns; None: ``val/loss``, ``val/ppl`` and ``train/loss``.
@@ -324,8 +362,11 @@ def _flatten(params: Any, prefix: str = "") -> dict[str, Any]:
     elif hasattr(params, "as_dict"):  # jsonargparse.Namespace
         params = params.as_dict()
     if not isinstance(params, Mapping):
-        return {} if params is None else {prefix[:-1]: params if isinstance(params, (bool, int, float, str)) else
-                                          str(params)}  # fmt: skip
+        return (
+            {}
+            if params is None
+            else {prefix[:-1]: params if isinstance(params, (bool, int, float, str)) else str(params)}
+        )
     flat: dict[str, Any] = {}
     for key, value in params.items():
         flat.update(_flatten(value, f"{prefix}{key}/"))

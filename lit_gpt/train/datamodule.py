@@ -70,8 +70,10 @@ class TokenDataModule(LightningDataModule):
         metas = self.metas()
         if any(meta["tokenizer"] != metas[0]["tokenizer"] for meta in metas[1:]):
             kinds = [f"{name}: {meta['tokenizer_name']}" for name, meta in zip(self.names or [], metas)]
-            raise ConfigError(f"the corpora of data.mixture must share one tokenizer, got {', '.join(kinds)} (a 'char' "
-                              "vocabulary is built per corpus: use a BPE for a mixture)")  # fmt: skip
+            raise ConfigError(
+                f"the corpora of data.mixture must share one tokenizer, got {', '.join(kinds)} (a 'char' "
+                "vocabulary is built per corpus: use a BPE for a mixture)"
+            )
         return metas[0][key]
 
     @property

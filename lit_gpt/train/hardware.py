@@ -104,8 +104,9 @@ def strategy_name(strategy: object) -> str:
     class name of a class path or instance (``modelparallelstrategy``)."""
     if isinstance(strategy, str):
         return strategy.rsplit(".", 1)[-1].lower()
-    class_path = getattr(strategy, "class_path", None) or (strategy.get("class_path") if isinstance(strategy, dict)
-                                                           else None)  # fmt: skip
+    class_path = getattr(strategy, "class_path", None) or (
+        strategy.get("class_path") if isinstance(strategy, dict) else None
+    )
     return (class_path or type(strategy).__name__).rsplit(".", 1)[-1].lower()
 
 
@@ -121,12 +122,17 @@ def check_strategy(accelerator: str | None, strategy: object) -> None:
         return
     raise ConfigError(
         f"trainer.strategy {name} needs CUDA GPUs (Lightning runs DeepSpeed and FSDP on CUDA only); on this machine "
-        "use ddp, or ModelParallelStrategy (FSDP2 and tensor parallelism; see README \"Scaling\")"
+        'use ddp, or ModelParallelStrategy (FSDP2 and tensor parallelism; see README "Scaling")'
     )
 
 
-def choose(accelerator: str | None, precision: str | None = None, compile: bool | None = None,
-           deterministic: bool | None = None, strategy: object = "auto") -> Choice:  # fmt: skip
+def choose(
+    accelerator: str | None,
+    precision: str | None = None,
+    compile: bool | None = None,
+    deterministic: bool | None = None,
+    strategy: object = "auto",
+) -> Choice:
     """Fill the settings left as None for this machine; keep the others (see the module docstring).
 
     Args:
@@ -163,27 +169,34 @@ def _choose_cuda(choice: Choice, precision: str | None, compile: bool | None) ->
     if precision is None:
         bf16 = torch.cuda.is_bf16_supported()
         choice.precision = "bf16-mixed" if bf16 else "16-mixed"
-        choice.reasons.append(f"precision {choice.precision}: {name} (sm_{major}{minor}) "
-                              f"{'has' if bf16 else 'lacks'} native bfloat16")  # fmt: skip
+        choice.reasons.append(
+            f"precision {choice.precision}: {name} (sm_{major}{minor}) {'has' if bf16 else 'lacks'} native bfloat16"
+        )
     if compile is None:
         choice.compile = major >= 7
-        choice.reasons.append(f"compile {'on' if choice.compile else 'off'}: {name} has compute capability "
-                              f"{major}.{minor} (Triton needs 7.0)")  # fmt: skip
+        choice.reasons.append(
+            f"compile {'on' if choice.compile else 'off'}: {name} has compute capability "
+            f"{major}.{minor} (Triton needs 7.0)"
+        )
 
 
 def _choose_cpu(choice: Choice, precision: str | None, compile: bool | None, deterministic: bool | None) -> None:
     native, why = cpu_has_native_bf16()
     if precision is None:
         choice.precision = "bf16-mixed" if native else "32-true"
-        choice.reasons.append(f"precision {choice.precision}: this CPU {'has' if native else 'has no'} native "
-                              f"bfloat16 ({why})")  # fmt: skip
+        choice.reasons.append(
+            f"precision {choice.precision}: this CPU {'has' if native else 'has no'} native bfloat16 ({why})"
+        )
     elif str(precision).startswith("bf16") and not native:
         choice.warnings.append(SLOW_BF16_WARNING.format(precision=precision, why=why))
     if compile is None:
         compiler = cxx_compiler() if platform.system() in ("Linux", "Darwin") else None
         choice.compile = compiler is not None
-        choice.reasons.append(f"compile on: Inductor writes C++ kernels with {compiler}" if compiler else
-                              "compile off: no C++ compiler found for Inductor (install g++, or set CXX)")  # fmt: skip
+        choice.reasons.append(
+            f"compile on: Inductor writes C++ kernels with {compiler}"
+            if compiler
+            else "compile off: no C++ compiler found for Inductor (install g++, or set CXX)"
+        )
     if deterministic is None:
         choice.deterministic = True
         choice.reasons.append("deterministic on: compiled CPU training repeats bit for bit, so resuming is exact")

@@ -91,9 +91,15 @@ class RangeTest:
         trainer.loggers = []
         trainer.callbacks = [cb for cb in trainer.callbacks if not isinstance(cb, SaveConfigCallback)]
         finder = Tuner(trainer).lr_find(
-            model, datamodule=datamodule, min_lr=self.min_lr, max_lr=self.max_lr, num_training=self.num_training,
-            mode=self.mode, early_stop_threshold=self.early_stop_threshold or None, update_attr=False,
-        )  # fmt: skip
+            model,
+            datamodule=datamodule,
+            min_lr=self.min_lr,
+            max_lr=self.max_lr,
+            num_training=self.num_training,
+            mode=self.mode,
+            early_stop_threshold=self.early_stop_threshold or None,
+            update_attr=False,
+        )
         if finder is None:
             raise ConfigError("lr-find does not run with trainer.fast_dev_run; remove that flag")
         self.lrs, self.losses = list(finder.results["lr"]), unbias(finder.results["loss"])

@@ -60,18 +60,28 @@ def replicate_per_head(module: nn.Module, mesh, head_dim: int) -> None:
     def shard_inputs(mod: nn.Module, inputs: tuple, device_mesh) -> tuple:
         return tuple(DTensor.from_local(x, device_mesh, [Shard(head_dim)], run_check=False) for x in inputs)
 
-    distribute_module(module, mesh, replicate, input_fn=shard_inputs,
-                      output_fn=lambda mod, outputs, device_mesh: outputs.to_local())  # fmt: skip
+    distribute_module(
+        module, mesh, replicate, input_fn=shard_inputs, output_fn=lambda mod, outputs, device_mesh: outputs.to_local()
+    )
 
 
 def check_tensor_parallel(model: GPT, size: int) -> None:
     """Raise ConfigError unless ``size`` divides the heads, the key/value heads and the MLP width."""
     config = model.config
-    bad = [f"{name} ({value})" for name, value in (("n_head", config.n_head), ("n_kv_head", config.n_kv_head),
-                                                   ("intermediate_size", config.intermediate_size)) if value % size]
+    bad = [
+        f"{name} ({value})"
+        for name, value in (
+            ("n_head", config.n_head),
+            ("n_kv_head", config.n_kv_head),
+            ("intermediate_size", config.intermediate_size),
+        )
+        if value % size
+    ]
     if bad:
-        raise ConfigError(f"tensor_parallel_size {size} must divide model.config {', '.join(bad)}; choose a size "
-                          "that divides them, or change the model")  # fmt: skip
+        raise ConfigError(
+            f"tensor_parallel_size {size} must divide model.config {', '.join(bad)}; choose a size "
+            "that divides them, or change the model"
+        )
 
 
 def parallelize(model: GPT, mesh) -> None:

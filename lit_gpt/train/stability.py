@@ -81,8 +81,10 @@ class LossGuard(Callback):
         if not spike_factor > 1:
             raise ConfigError(f"stability.spike_factor must be > 1, got {spike_factor}")
         if spike_window < 1 or max_consecutive_skips < 1:
-            raise ConfigError("stability.spike_window and stability.max_consecutive_skips must be >= 1, got "
-                              f"{spike_window} and {max_consecutive_skips}")  # fmt: skip
+            raise ConfigError(
+                "stability.spike_window and stability.max_consecutive_skips must be >= 1, got "
+                f"{spike_window} and {max_consecutive_skips}"
+            )
         self.on_nonfinite, self.spike, self.spike_factor = on_nonfinite, spike, spike_factor
         self.max_consecutive_skips = max_consecutive_skips
         self.recent: deque[float] = deque(maxlen=spike_window)  # losses of the last accepted steps
@@ -118,19 +120,26 @@ class LossGuard(Callback):
         action, reason, setting = None, "", ""
         if not math.isfinite(loss_value) or not all(map(math.isfinite, grad_norm)):
             action, setting = self.on_nonfinite, "stability.on_nonfinite"
-            reason = (f"the loss is {loss_value}" if not math.isfinite(loss_value)
-                      else f"the gradient norm is {grad_norm[0]} (loss {loss_value:.4f})")  # fmt: skip
+            reason = (
+                f"the loss is {loss_value}"
+                if not math.isfinite(loss_value)
+                else f"the gradient norm is {grad_norm[0]} (loss {loss_value:.4f})"
+            )
         elif self.spike != "off" and len(self.recent) == self.recent.maxlen:
             mean = sum(self.recent) / len(self.recent)
             if loss_value > self.spike_factor * mean:
                 action, setting = self.spike, "stability.spike"
-                reason = (f"the loss {loss_value:.4f} is {loss_value / mean:.2f}x the mean {mean:.4f} of the last "
-                          f"{len(self.recent)} steps (stability.spike_factor {self.spike_factor})")  # fmt: skip
+                reason = (
+                    f"the loss {loss_value:.4f} is {loss_value / mean:.2f}x the mean {mean:.4f} of the last "
+                    f"{len(self.recent)} steps (stability.spike_factor {self.spike_factor})"
+                )
 
         if action == "skip" and self.consecutive_skips == self.max_consecutive_skips:
             action, setting = "stop", "stability.max_consecutive_skips"
-            reason = (f"{self.consecutive_skips + 1} steps in a row would be skipped (stability.max_consecutive_skips "
-                      f"{self.max_consecutive_skips}), this one because {reason}")  # fmt: skip
+            reason = (
+                f"{self.consecutive_skips + 1} steps in a row would be skipped (stability.max_consecutive_skips "
+                f"{self.max_consecutive_skips}), this one because {reason}"
+            )
 
         step = trainer.global_step
         if action == "skip":

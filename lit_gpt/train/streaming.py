@@ -137,14 +137,18 @@ class StreamingTextDataModule(TokenDataModule):
         its beginning."""
         if self._resume is None:
             if self._consumed():
-                rank_zero_warn("the checkpoint holds no stream position (another data module wrote it): every "
-                               "corpus starts at its beginning")  # fmt: skip
+                rank_zero_warn(
+                    "the checkpoint holds no stream position (another data module wrote it): every "
+                    "corpus starts at its beginning"
+                )
             return {"batch": self._consumed(), "corpora": [[0, 0, 0] for _ in self.corpora]}
         saved = self._resume["topology"]
         if saved != self._topology():
             changed = ", ".join(f"{k} {saved.get(k)} -> {v}" for k, v in self._topology().items() if saved.get(k) != v)
-            raise ConfigError(f"cannot continue the stream exactly: {changed}; resume with the settings of the run "
-                              "that wrote the checkpoint")  # fmt: skip
+            raise ConfigError(
+                f"cannot continue the stream exactly: {changed}; resume with the settings of the run "
+                "that wrote the checkpoint"
+            )
         return self._resume["position"]
 
     def state_dict(self) -> dict:
@@ -157,6 +161,8 @@ class StreamingTextDataModule(TokenDataModule):
     def load_state_dict(self, state_dict: dict) -> None:
         """Keep a checkpoint's position for ``train_dataloader``."""
         if state_dict and state_dict.get("format") != STATE_FORMAT:
-            raise ConfigError(f"the checkpoint's stream position has format {state_dict.get('format')}, this version "
-                              f"reads {STATE_FORMAT}")  # fmt: skip
+            raise ConfigError(
+                f"the checkpoint's stream position has format {state_dict.get('format')}, this version "
+                f"reads {STATE_FORMAT}"
+            )
         self._resume = state_dict or None
