@@ -6,7 +6,7 @@
 Default mode, on WikiText-2 train (``--path``, 10.8 MB) with the GPT-2 BPE and ``--threads`` threads for both:
 
 - ``tiktoken batch (prepare's pieces)``: the file is read and cut into the same pieces that ``prepare`` encodes
-  (``lit_gpt.data.prepare._pieces``: ~256 Ki characters, cut at newlines between two non-space characters, so the
+  (``lit_gpt.data.encode.pieces``: ~256 Ki characters, cut at newlines between two non-space characters, so the
   tokens equal those of the whole text); only ``encoding.encode_ordinary_batch(pieces, num_threads=threads)`` is
   timed. This is the ceiling for ``prepare``: the same encoder on the same pieces, with nothing around it.
   (WikiText lines end with " \n" and start with " ", so prepare's boundary never matches: one piece, one thread.)
@@ -64,7 +64,7 @@ _WIDER_BOUNDARY = re.compile(r"(?<=\S\n)(?=\S)|(?<=\n)(?= \S)")
 def _chunks(text: str) -> list[str]:
     """Pieces of about ``PIECE_CHARS`` characters cut at prepare's boundary or at a newline followed by one space
     and a non-space (token-neutral for the GPT-2 and cl100k patterns: checked on every corpus in shared/data)."""
-    from lit_gpt.data.prepare import PIECE_CHARS
+    from lit_gpt.data.encode import PIECE_CHARS
 
     pieces, start = [], 0
     while len(text) - start > PIECE_CHARS:
@@ -82,7 +82,8 @@ def worker(kind: str, path: str, threads: int, tokenizer: str, separator: str | 
     import tiktoken
 
     from lit_gpt.data.corpus import resolve_sources
-    from lit_gpt.data.prepare import _pieces, prepare
+    from lit_gpt.data.encode import pieces as _pieces
+    from lit_gpt.data.prepare import prepare
     from lit_gpt.data.settings import Corpus
 
     encoding = tiktoken.get_encoding(tokenizer)

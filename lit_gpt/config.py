@@ -171,6 +171,16 @@ class Config:
         ours, theirs, skip = self.to_dict(), other.to_dict(), set(ignore)
         return [name for name in ours if name not in skip and ours[name] != theirs[name]]
 
+    def replace(self, **changes: object) -> Config:
+        """A new config: this one's constructor arguments (``to_dict``) with ``changes`` applied, validated again.
+        Derived values (``n_kv_head``, ``intermediate_size``) are kept unless changed.
+
+        Raises:
+            ConfigError: as the constructor, for a value or combination that cannot build a model.
+            TypeError: for a name that is not a constructor argument.
+        """
+        return Config(**{**self.to_dict(), **changes})
+
     def block_params(self) -> int:
         """Parameters of one transformer block (attention, MLP, its two norms; see ``num_params``), without the
         value-residual lambda that all blocks but the first hold."""
@@ -215,7 +225,7 @@ def _round_up(n: int, multiple: int) -> int:
 _GPT2_STYLE = dict(position_embedding="learned", norm="layernorm", mlp="gelu", bias=True, tie_embeddings=True)
 
 PRESETS: dict[str, dict] = {
-    # The seed design's three sizes (n_embd / n_head / n_layer / block_size), LLaMA-style.
+    # Three small LLaMA-style sizes for CPU experiments.
     "tiny": dict(n_embd=64, n_head=4, n_layer=4, block_size=64),
     "small": dict(n_embd=128, n_head=8, n_layer=6, block_size=256),
     "medium": dict(n_embd=384, n_head=12, n_layer=12, block_size=512),

@@ -15,18 +15,12 @@ and neither transformers nor Lightning is imported (the tests compare against tr
 
 from __future__ import annotations
 
-import json
-
 import torch
 
 from lit_gpt.config import Config
 from lit_gpt.errors import ConfigError
 from lit_gpt.meta import meta_model
-from lit_gpt.tokenizer import EOT_TEXT, Tokenizer, gpt2_byte_to_char
-
-HF_TOKENIZERS = ("gpt2", "r50k_base")
-"""tiktoken encodings with a Hugging Face equivalent (GPT-2's byte-level BPE; ``r50k_base`` is the same BPE)."""
-
+from lit_gpt.tokenizer import Tokenizer
 
 # ---------------------------------------------------------------------------------------------------------------
 # Hugging Face configs
@@ -57,41 +51,49 @@ def config_to_hf(config: Config, tokenizer: Tokenizer) -> dict:
 def _hf_architecture(config: Config) -> dict:
     """The model fields of ``config_to_hf`` (no token ids, no ``lit_gpt`` record)."""
     common = {"vocab_size": config.padded_vocab_size, "tie_word_embeddings": config.tie_embeddings}
-    if config.position_embedding == "rope":
-        # QK-norm: Qwen3 is Llama with a per-head RMSNorm on queries and keys before RoPE (our q_norm / k_norm)
-        qwen3 = config.qk_norm
-        arch, name = ("Qwen3ForCausalLM", "Qwen3") if qwen3 else ("LlamaForCausalLM", "Llama")
-        _check_expressible(
-            arch,
-            "qk_norm=True" if qwen3 else "position_embedding='rope'",
-            {
-                f"norm='layernorm' ({name} uses RMSNorm)": config.norm != "rmsnorm",
-                f"mlp='gelu' ({name}'s MLP is gated: SwiGLU)": config.mlp == "gelu",
-                f"sliding_window={config.sliding_window} ({name} attends to the whole prefix here)": config.sliding_window
-                is not None,
-                "bias=True (Qwen3's MLP has no biases)": qwen3 and config.bias,
-                **_switch_problems(config, name),
-            },
-        )
-        fields = {
-            "architectures": [arch],
-            "model_type": "qwen3" if qwen3 else "llama",
-            **common,
-            "hidden_size": config.n_embd,
-            "intermediate_size": config.intermediate_size,
-            "num_hidden_layers": config.n_layer,
-            "num_attention_heads": config.n_head,
-            "num_key_value_heads": config.n_kv_head,
-            "head_dim": config.head_size,
-            "max_position_embeddings": config.block_size,
-            "rms_norm_eps": config.norm_eps,
-            "rope_parameters": {"rope_type": "default", "rope_theta": config.rope_theta},
-            "rope_theta": config.rope_theta,
-            "hidden_act": "silu",
-            "attention_bias": config.bias,
-            "attention_dropout": config.dropout,
-        }
-        return {**fields, "use_sliding_window": False} if qwen3 else {**fields, "mlp_bias": config.bias}
+    return _llama_to_hf(config, common) if config.position_embedding == "rope" else _gpt2_to_hf(config, common)
+
+
+def _llama_to_hf(config: Config, common: dict) -> dict:
+    """``LlamaForCausalLM`` fields, or ``Qwen3ForCausalLM``'s for a QK-norm model."""
+    # QK-norm: Qwen3 is Llama with a per-head RMSNorm on queries and keys before RoPE (our q_norm / k_norm)
+    qwen3 = config.qk_norm
+    arch, name = ("Qwen3ForCausalLM", "Qwen3") if qwen3 else ("LlamaForCausalLM", "Llama")
+    _check_expressible(
+        arch,
+        "qk_norm=True" if qwen3 else "position_embedding='rope'",
+        {
+            f"norm='layernorm' ({name} uses RMSNorm)": config.norm != "rmsnorm",
+            f"mlp='gelu' ({name}'s MLP is gated: SwiGLU)": config.mlp == "gelu",
+            f"sliding_window={config.sliding_window} ({name} attends to the whole prefix here)": config.sliding_window
+            is not None,
+            "bias=True (Qwen3's MLP has no biases)": qwen3 and config.bias,
+            **_switch_problems(config, name),
+        },
+    )
+    fields = {
+        "architectures": [arch],
+        "model_type": "qwen3" if qwen3 else "llama",
+        **common,
+        "hidden_size": config.n_embd,
+        "intermediate_size": config.intermediate_size,
+        "num_hidden_layers": config.n_layer,
+        "num_attention_heads": config.n_head,
+        "num_key_value_heads": config.n_kv_head,
+        "head_dim": config.head_size,
+        "max_position_embeddings": config.block_size,
+        "rms_norm_eps": config.norm_eps,
+        "rope_parameters": {"rope_type": "default", "rope_theta": config.rope_theta},
+        "rope_theta": config.rope_theta,
+        "hidden_act": "silu",
+        "attention_bias": config.bias,
+        "attention_dropout": config.dropout,
+    }
+    return {**fields, "use_sliding_window": False} if qwen3 else {**fields, "mlp_bias": config.bias}
+
+
+def _gpt2_to_hf(config: Config, common: dict) -> dict:
+    """``GPT2LMHeadModel`` fields."""
     _check_expressible(
         "GPT2LMHeadModel",
         "position_embedding='learned'",
@@ -240,7 +242,7 @@ def _check_expressible(arch: str, reason: str, problems: dict[str, bool]) -> Non
     if found:
         raise ConfigError(
             f"cannot export to Hugging Face: {arch} (chosen for {reason}) cannot express {'; '.join(found)}; "
-            "export with `--format lit_gpt` instead"
+            "save it in lit_gpt's own folder format instead"
         )
 
 
@@ -344,75 +346,3 @@ def state_from_hf(hf_state: dict[str, torch.Tensor], config: Config) -> dict[str
     if config.tie_embeddings:
         state["lm_head.weight"] = state["embed_tokens.weight"]
     return state
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# GPT-2's byte-level BPE files
-
-
-def _merge_pair(ranks: dict[bytes, int], token: bytes) -> tuple[bytes, bytes]:
-    """The two tokens whose merge made ``token``: BPE on its bytes with only the merges ranked before it."""
-    parts = [bytes([b]) for b in token]
-    limit = ranks[token]
-    while len(parts) > 2:
-        rank, i = min((ranks.get(a + b, limit), i) for i, (a, b) in enumerate(zip(parts, parts[1:])))
-        if rank >= limit:
-            break
-        parts[i : i + 2] = [parts[i] + parts[i + 1]]
-    if len(parts) != 2:
-        raise ValueError(f"token {token!r} is not a single merge of earlier tokens")
-    return parts[0], parts[1]
-
-
-def gpt2_tokenizer_files(tokenizer: Tokenizer, block_size: int) -> dict[str, str]:
-    """The texts of ``vocab.json``, ``merges.txt`` and ``tokenizer_config.json`` of GPT-2's byte-level BPE, by name.
-
-    tiktoken's rank of a token is its GPT-2 id, the 256 single bytes come first and the merges follow in rank
-    order, so the merge list is rebuilt from the ranks alone (``_merge_pair``).
-
-    Raises:
-        ConfigError: if ``tokenizer`` is not one of ``HF_TOKENIZERS``.
-    """
-    if tokenizer.encoding is None or tokenizer.name not in HF_TOKENIZERS:
-        raise ConfigError(f"the {tokenizer.name!r} tokenizer has no Hugging Face equivalent here")
-    encoding, to_char = tokenizer.encoding, gpt2_byte_to_char()
-    ranks = {encoding.decode_single_token_bytes(i): i for i in range(encoding.n_vocab) if i != encoding.eot_token}
-
-    def text(token: bytes) -> str:
-        return "".join(to_char[b] for b in token)
-
-    vocab = {text(token): i for token, i in ranks.items()}
-    vocab[EOT_TEXT] = encoding.eot_token
-    merges = [_merge_pair(ranks, token) for token, _ in sorted(ranks.items(), key=lambda kv: kv[1]) if len(token) > 1]
-    config = {
-        "tokenizer_class": "GPT2Tokenizer",
-        "model_max_length": block_size,
-        "add_prefix_space": False,
-        "bos_token": EOT_TEXT,
-        "eos_token": EOT_TEXT,
-        "unk_token": EOT_TEXT,
-    }
-    return {
-        "vocab.json": json.dumps(vocab, indent=2, ensure_ascii=False) + "\n",
-        "merges.txt": "#version: 0.2\n" + "".join(f"{text(a)} {text(b)}\n" for a, b in merges),
-        "tokenizer_config.json": json.dumps(config, indent=2) + "\n",
-    }
-
-
-def tokenizer_spec_from_vocab(vocab: object) -> dict | None:
-    """``{"kind": "tiktoken", "name": "gpt2"}`` if ``vocab`` (a ``vocab.json`` mapping, token text -> id) is
-    exactly GPT-2's byte-level BPE, else None."""
-    if not isinstance(vocab, dict) or len(vocab) != 50257:
-        return None
-    gpt2 = Tokenizer.from_name("gpt2").encoding
-    char_byte = {c: b for b, c in gpt2_byte_to_char().items()}
-    try:
-        same = all(
-            (i == gpt2.eot_token)
-            if text == EOT_TEXT
-            else gpt2.decode_single_token_bytes(i) == bytes(map(char_byte.get, text))
-            for text, i in vocab.items()
-        )
-    except (KeyError, TypeError, ValueError):  # a character outside the byte map, or an id outside gpt2's range
-        return None
-    return {"kind": "tiktoken", "name": "gpt2"} if same else None

@@ -14,6 +14,7 @@ import tiktoken
 import torch
 
 from lit_gpt.config import Config
+from lit_gpt.tokenizer import Tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("LIT_GPT_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -55,6 +56,13 @@ def shakespeare() -> Path:
 @pytest.fixture
 def tiny_config() -> Config:
     return Config(vocab_size=96, block_size=16, n_layer=2, n_head=4, n_embd=32)
+
+
+@pytest.fixture(scope="session")
+def char_tokenizer() -> Callable[..., Tokenizer]:
+    """``char_tokenizer(vocab_size=99)``: a character tokenizer of ``vocab_size - 1`` printable characters plus
+    end-of-text (id ``vocab_size - 1``), for models with that vocabulary and no corpus."""
+    return lambda vocab_size=99: Tokenizer(chars=[chr(33 + i) for i in range(vocab_size - 1)])
 
 
 @pytest.fixture

@@ -328,16 +328,16 @@ def test_interrupted_preparation_is_not_trusted(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("encoding", ["gpt2", "cl100k_base"])
 def test_pieces_are_cut_where_tokens_do_not_change(shared_data, monkeypatch, encoding):
-    import lit_gpt.data.prepare as prep
+    import lit_gpt.data.encode as encode
 
-    monkeypatch.setattr(prep, "PIECE_CHARS", 64)  # cut at nearly every allowed newline
+    monkeypatch.setattr(encode, "PIECE_CHARS", 64)  # cut at nearly every allowed newline
     tok = Tokenizer.from_name(encoding)
     for text, at_least in (
         ((shared_data / "wikitext-2" / "valid.txt").read_text()[:200_000], 300),
         ((shared_data / "tinyshakespeare" / "input.txt").read_text()[:200_000], 300),
         ((shared_data / "tinystories" / "valid.txt").read_text()[:200_000], 1),  # "\n\n" is never cut
     ):
-        pieces = list(prep._pieces(text))
+        pieces = list(encode.pieces(text))
         assert len(pieces) >= at_least and "".join(pieces) == text
         assert [t for p in pieces for t in tok.encode(p)] == tok.encode(text)
 

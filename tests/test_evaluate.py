@@ -70,7 +70,7 @@ def test_disjoint_windows_equal_trainings_validation_windows(model):
 
 def test_bits_per_byte_counts_utf8_bytes_and_end_of_text(model):
     tokenizer = Tokenizer.char(UNICODE)
-    model = GPT(Config(**{**model.config.to_dict(), "vocab_size": tokenizer.vocab_size})).eval()
+    model = GPT(model.config.replace(vocab_size=tokenizer.vocab_size)).eval()
     tokens, n_bytes, n_documents = document_tokens(tokenizer, UNICODE)
     eot = tokenizer.eot_id
     expected = [

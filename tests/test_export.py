@@ -26,10 +26,6 @@ CONFIGS = {
 UNICODE = "naïve café, Ünïcödé — 日本語のテキスト, emoji 🙂👍🏽, tabs\tand  spaces  \n\n\r\n end "
 
 
-def char_tokenizer() -> Tokenizer:
-    return Tokenizer(chars=[chr(33 + i) for i in range(98)])  # 98 characters + end-of-text = 99 ids
-
-
 def assert_same_weights(a: GPT, b: GPT) -> None:
     sa, sb = a.state_dict(), b.state_dict()
     assert sa.keys() == sb.keys()
@@ -39,7 +35,7 @@ def assert_same_weights(a: GPT, b: GPT) -> None:
 
 @pytest.mark.parametrize("fmt", ["hf", "lit_gpt"])
 @pytest.mark.parametrize("name", CONFIGS)
-def test_round_trip_is_bit_identical(name, fmt, tmp_path):
+def test_round_trip_is_bit_identical(char_tokenizer, name, fmt, tmp_path):
     model = GPT(CONFIGS[name])
     with torch.no_grad():
         for param in model.parameters():
@@ -58,7 +54,7 @@ def test_round_trip_is_bit_identical(name, fmt, tmp_path):
     assert_same_weights(loaded, model)
 
 
-def test_hf_import_without_our_record_pads_the_vocabulary(tmp_path):
+def test_hf_import_without_our_record_pads_the_vocabulary(char_tokenizer, tmp_path):
     """A foreign Hugging Face folder has no lit_gpt record: the padded vocabulary becomes vocab_size."""
     model = GPT(CONFIGS["llama-gqa-untied-bias-padded"])
     export.save_hf(model, char_tokenizer(), tmp_path)
@@ -72,7 +68,7 @@ def test_hf_import_without_our_record_pads_the_vocabulary(tmp_path):
         load_checkpoint(tmp_path)
 
 
-def test_gpt2_hub_layout_imports(tmp_path):
+def test_gpt2_hub_layout_imports(char_tokenizer, tmp_path):
     """GPT-2 files from the Hub: no ``transformer.`` prefix, attention-mask buffers, a stored tied head."""
     model = GPT(CONFIGS["gpt2-tied"])
     export.save_hf(model, char_tokenizer(), tmp_path)
@@ -173,7 +169,7 @@ def test_missing_and_foreign_inputs(tmp_path):
         load_checkpoint(tmp_path)
 
 
-def test_export_folder_with_a_missing_file(tmp_path):
+def test_export_folder_with_a_missing_file(char_tokenizer, tmp_path):
     export.save_folder(GPT(CONFIGS["llama-tied"]), char_tokenizer(), tmp_path)
     (tmp_path / "model.safetensors").unlink()
     with pytest.raises(ConfigError, match="has no model.safetensors: export the checkpoint again"):
@@ -184,7 +180,7 @@ def test_export_folder_with_a_missing_file(tmp_path):
         load_checkpoint(tmp_path / "hf")
 
 
-def test_weights_that_do_not_fit_the_config(tmp_path):
+def test_weights_that_do_not_fit_the_config(char_tokenizer, tmp_path):
     export.save_folder(GPT(CONFIGS["llama-tied"]), char_tokenizer(), tmp_path)
     meta = json.loads((tmp_path / "config.json").read_text())
     meta["config"]["n_embd"] = 64
@@ -210,9 +206,9 @@ def test_weights_that_do_not_fit_the_config(tmp_path):
         ({**GPT2_STYLE, "mlp": "relu2", "qk_norm": True}, r"GPT2LMHeadModel .* mlp='relu2'.*qk_norm=True"),
     ],
 )
-def test_configs_transformers_cannot_express(fields, match, tmp_path):
+def test_configs_transformers_cannot_express(char_tokenizer, fields, match, tmp_path):
     model = GPT(Config(**BASE, **fields))
-    with pytest.raises(ConfigError, match=match + ".*--format lit_gpt"):
+    with pytest.raises(ConfigError, match=match + ".*lit_gpt's own folder format"):
         export.save_hf(model, char_tokenizer(), tmp_path / "out")
     assert not (tmp_path / "out").exists()  # nothing is written
 
@@ -227,7 +223,7 @@ def test_configs_transformers_cannot_express(fields, match, tmp_path):
         (dict(head_dim=16), "head_dim 16"),
     ],
 )
-def test_hf_features_we_lack(change, match, tmp_path):
+def test_hf_features_we_lack(char_tokenizer, change, match, tmp_path):
     export.save_hf(GPT(CONFIGS["llama-tied"]), char_tokenizer(), tmp_path)
     hf = {**json.loads((tmp_path / "config.json").read_text()), **change}
     (tmp_path / "config.json").write_text(json.dumps(hf))

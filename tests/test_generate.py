@@ -61,7 +61,7 @@ def test_bad_sampling_options(kwargs, message):
 def test_generate_never_samples_vocabulary_padding(tiny_config):
     from lit_gpt.config import Config
 
-    config = Config(**{**tiny_config.to_dict(), "vocab_size": 70, "padding_multiple": 64})  # ids 70..127 are padding
+    config = tiny_config.replace(vocab_size=70, padding_multiple=64)  # ids 70..127 are padding
     model = GPT(config).eval()
     with torch.no_grad():
         model.lm_head.weight[70:] = 10.0  # make the padding rows the most likely by far

@@ -17,7 +17,6 @@ from lit_gpt.config import Config
 from lit_gpt.generate import generate
 from lit_gpt.model import GPT, RMSNorm
 from lit_gpt.rope import apply_rope, rope_cache
-from lit_gpt.tokenizer import Tokenizer
 
 transformers = pytest.importorskip("transformers")
 
@@ -32,11 +31,6 @@ CONFIGS = {
     "gpt2-tied": Config(**BASE, **GPT2_STYLE),
     "gpt2-untied-eps": Config(**BASE, **GPT2_STYLE, tie_embeddings=False, norm_eps=1e-3, intermediate_size=80),
 }
-
-
-def char_tokenizer(vocab_size: int = 99) -> Tokenizer:
-    """A character tokenizer whose end-of-text id is vocab_size - 1 (inside the model's vocabulary)."""
-    return Tokenizer(chars=[chr(33 + i) for i in range(vocab_size - 1)])
 
 
 def randomize(model: torch.nn.Module) -> torch.nn.Module:
@@ -73,7 +67,7 @@ def load_hf_quietly(folder) -> tuple[torch.nn.Module, list[str]]:
 
 
 @pytest.mark.parametrize("name", CONFIGS)
-def test_exported_model_matches_transformers(name, tmp_path):
+def test_exported_model_matches_transformers(char_tokenizer, name, tmp_path):
     config = CONFIGS[name]
     model = randomize(GPT(config))
     arch = save_hf(model, char_tokenizer(), tmp_path)

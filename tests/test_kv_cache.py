@@ -21,7 +21,7 @@ STYLES = {
 }
 
 
-def tiny(**overrides) -> GPT:
+def tiny_model(**overrides) -> GPT:
     config = Config(vocab_size=61, block_size=24, n_layer=2, n_head=4, n_embd=32, **overrides)
     return GPT(config).eval()
 
@@ -29,7 +29,7 @@ def tiny(**overrides) -> GPT:
 @pytest.mark.parametrize("style", STYLES)
 @pytest.mark.parametrize("batch_size, prompt_length", [(1, 1), (1, 9), (3, 4), (2, 23)])
 def test_cached_greedy_tokens_equal_recomputation(style, batch_size, prompt_length):
-    model = tiny(**STYLES[style])
+    model = tiny_model(**STYLES[style])
     idx = torch.randint(0, 61, (batch_size, prompt_length))
     cached = generate(model, idx, 30, temperature=0.0, use_cache=True)  # runs past block_size 24
     recomputed = generate(model, idx, 30, temperature=0.0, use_cache=False)
@@ -39,7 +39,7 @@ def test_cached_greedy_tokens_equal_recomputation(style, batch_size, prompt_leng
 
 @pytest.mark.parametrize("style", STYLES)
 def test_prefill_and_decode_logits_match_the_full_forward(style):
-    model = tiny(**STYLES[style])
+    model = tiny_model(**STYLES[style])
     idx = torch.randint(0, 61, (2, 20))
     with torch.no_grad():
         full = model(idx)
@@ -52,7 +52,7 @@ def test_prefill_and_decode_logits_match_the_full_forward(style):
 
 @pytest.mark.parametrize("style", STYLES)
 def test_left_padded_batch_equals_each_prompt_alone(style):
-    model = tiny(**STYLES[style])
+    model = tiny_model(**STYLES[style])
     prompts = [[1, 2, 3], [4, 5, 6, 7, 8, 9, 10, 11], [12], [13, 14, 15, 16, 17]]
     idx, pad = left_pad(prompts, pad_id=0)
     assert pad.tolist() == [5, 0, 7, 3] and idx.shape == (4, 8)
@@ -63,7 +63,7 @@ def test_left_padded_batch_equals_each_prompt_alone(style):
 
 
 def test_seeded_sampling_with_cache_equals_without():
-    model = tiny()
+    model = tiny_model()
     idx = torch.randint(0, 61, (2, 5))
     kw = dict(temperature=1.0, top_k=20, top_p=0.9)
     a = generate(model, idx, 15, generator=torch.Generator().manual_seed(3), **kw)
@@ -72,7 +72,7 @@ def test_seeded_sampling_with_cache_equals_without():
 
 
 def test_stops_at_end_of_text_per_row():
-    model = tiny()
+    model = tiny_model()
     idx = torch.randint(0, 61, (3, 4))
     free = torch.stack(list(iter_tokens(model, idx, 12, temperature=0.0)), dim=1)  # (3, 12), no end-of-text id
     eos = free[0, 2].item()  # call what row 0 says at step 2 "end of text"
@@ -88,7 +88,7 @@ def test_stops_at_end_of_text_per_row():
 
 
 def test_sliding_window_limits_what_each_position_sees():
-    model = tiny(sliding_window=4)
+    model = tiny_model(sliding_window=4)
     idx = torch.randint(0, 61, (1, 20))
     changed = idx.clone()
     changed[0, 5] = (changed[0, 5] + 1) % 61
@@ -101,7 +101,7 @@ def test_sliding_window_limits_what_each_position_sees():
 
 
 def test_cache_errors():
-    model = tiny()
+    model = tiny_model()
     with pytest.raises(ValueError, match="needs a KV cache"):
         model(torch.zeros(1, 3, dtype=torch.long), input_pos=torch.arange(3))
     with pytest.raises(ValueError, match="exceeds block_size"):

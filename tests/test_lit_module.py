@@ -28,7 +28,7 @@ def test_lr_schedule_values():
 
 
 def test_weight_decay_only_on_linear_matrices(tiny_config):
-    module = LitGPT(Config(**{**tiny_config.to_dict(), "bias": True, "norm": "layernorm"}), weight_decay=0.1)
+    module = LitGPT(tiny_config.replace(bias=True, norm="layernorm"), weight_decay=0.1)
     module.trainer = type("T", (), {"max_steps": 100})()  # configure_optimizers reads trainer.max_steps only
     config = module.configure_optimizers()
     decay, no_decay = config["optimizer"].param_groups
@@ -94,14 +94,14 @@ def test_init_weights_from_a_hugging_face_folder(tiny_config, byte_encoding, tmp
     from lit_gpt.checkpoint import save_hf
     from lit_gpt.tokenizer import Tokenizer
 
-    config = Config(**{**tiny_config.to_dict(), "vocab_size": 257})
+    config = tiny_config.replace(vocab_size=257)
     source = LitGPT(config).model
     save_hf(source, Tokenizer(encoding=byte_encoding), tmp_path / "hf")
-    module = LitGPT(Config(**{**config.to_dict(), "dropout": 0.1}), init_weights=str(tmp_path / "hf"))
+    module = LitGPT(config.replace(dropout=0.1), init_weights=str(tmp_path / "hf"))
     for (name, a), b in zip(source.state_dict().items(), module.model.state_dict().values()):
         assert torch.equal(a, b), name
     with pytest.raises(ConfigError, match="has another architecture .*n_layer: 2 there, 3 here"):
-        LitGPT(Config(**{**config.to_dict(), "n_layer": 3}), init_weights=str(tmp_path / "hf"))
+        LitGPT(config.replace(n_layer=3), init_weights=str(tmp_path / "hf"))
 
 
 def test_init_weights_build_no_random_model_and_keep_this_runs_training_settings(tiny_config, tmp_path):
@@ -111,7 +111,7 @@ def test_init_weights_build_no_random_model_and_keep_this_runs_training_settings
     source = LitGPT(tiny_config).model
     save_folder(source, Tokenizer(chars=[chr(33 + i) for i in range(95)]), tmp_path / "folder")
     before = torch.get_rng_state()
-    module = LitGPT(Config(**{**tiny_config.to_dict(), "dropout": 0.1}), init_weights=str(tmp_path / "folder"))
+    module = LitGPT(tiny_config.replace(dropout=0.1), init_weights=str(tmp_path / "folder"))
     assert torch.equal(torch.get_rng_state(), before)  # no random initialisation drew from the generator
     assert module.model.training and all(p.requires_grad for p in module.model.parameters())
     dropouts = [m.p for m in module.model.modules() if isinstance(m, torch.nn.Dropout)]
@@ -122,7 +122,7 @@ def test_init_weights_build_no_random_model_and_keep_this_runs_training_settings
 
 
 def muon_module(tiny_config, **switches):
-    config = Config(**{**tiny_config.to_dict(), **switches})
+    config = tiny_config.replace(**switches)
     module = LitGPT(config, weight_decay=0.1, optimizer="muon")
     module.trainer = type("T", (), {"max_steps": 100, "strategy": SingleDeviceStrategy()})()
     return module

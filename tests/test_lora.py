@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from lit_gpt.checkpoint import load_checkpoint, load_model, save_folder, save_hf, save_peft_adapter
+from lit_gpt.checkpoint import load_checkpoint, load_model, load_tokenizer, save_folder, save_hf, save_peft_adapter
 from lit_gpt.config import Config, ConfigError
 from lit_gpt.lora import PROJECTIONS, LoRA, adapter_names, add_adapters, merge_adapters, weights_sha256
 from lit_gpt.model import GPT
@@ -25,12 +25,8 @@ def peft_installed() -> None:
 CONFIG = Config(vocab_size=99, block_size=32, n_layer=2, n_head=4, n_embd=32, n_kv_head=2)
 
 
-def char_tokenizer() -> Tokenizer:
-    return Tokenizer(chars=[chr(33 + i) for i in range(98)])  # 98 characters + end-of-text = 99 ids
-
-
 @pytest.fixture
-def base(tmp_path) -> str:
+def base(char_tokenizer, tmp_path) -> str:
     """A random base model saved as our folder."""
     save_folder(GPT(CONFIG), char_tokenizer(), tmp_path / "base")
     return str(tmp_path / "base")
@@ -41,7 +37,7 @@ def lit_module(base: str, **lora):
 
     return LitGPT(
         CONFIG,
-        tokenizer=char_tokenizer().spec,
+        tokenizer=load_tokenizer(base).spec,
         init_weights=base,
         lora=LoRA(r=4, **lora),
         warmup_steps=1,
@@ -109,7 +105,7 @@ def test_merged_equals_unmerged(base):
 
 
 @needs_peft
-def test_checkpoint_holds_the_adapters_and_the_base_identity(base, tmp_path):
+def test_checkpoint_holds_the_adapters_and_the_base_identity(char_tokenizer, base, tmp_path):
     module = lit_module(base)
     train_steps(module)
     checkpoint = {"state_dict": module.state_dict()}
@@ -128,7 +124,7 @@ def test_checkpoint_holds_the_adapters_and_the_base_identity(base, tmp_path):
 
 
 @needs_peft
-def test_a_moved_or_changed_base_is_refused(base, tmp_path):
+def test_a_moved_or_changed_base_is_refused(char_tokenizer, base, tmp_path):
     module = lit_module(base)
     checkpoint = {"state_dict": module.state_dict()}
     module.on_save_checkpoint(checkpoint)
@@ -143,7 +139,7 @@ def test_a_moved_or_changed_base_is_refused(base, tmp_path):
 
 
 @needs_peft
-def test_resuming_on_another_base_is_refused(base, tmp_path):
+def test_resuming_on_another_base_is_refused(char_tokenizer, base, tmp_path):
     module = lit_module(base)
     checkpoint = {"state_dict": module.state_dict()}
     module.on_save_checkpoint(checkpoint)
@@ -180,7 +176,7 @@ def test_lora_needs_a_base_and_the_base_needs_the_datas_tokenizer(base):
 
 
 @needs_peft
-def test_peft_loads_our_adapters_on_the_hugging_face_export(base, tmp_path):
+def test_peft_loads_our_adapters_on_the_hugging_face_export(char_tokenizer, base, tmp_path):
     transformers = pytest.importorskip("transformers")
     peft = pytest.importorskip("peft")
     module = lit_module(base)

@@ -43,7 +43,7 @@ def test_tensor_parallelism_divides_the_blocks_not_the_embeddings(config):
 
 
 def test_gradient_checkpointing_keeps_one_input_per_block(config):
-    small_vocabulary = Config(**{**config.to_dict(), "vocab_size": 96})  # so the blocks dominate
+    small_vocabulary = config.replace(vocab_size=96)  # so the blocks dominate
     kept = activation_bytes(small_vocabulary, 8, 512, gradient_checkpointing=True)
     everything = activation_bytes(small_vocabulary, 8, 512)
     assert kept < everything / 4

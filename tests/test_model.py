@@ -42,7 +42,7 @@ SWITCHES = {
 
 
 def make(tiny_config, **overrides):
-    return Config(**{**tiny_config.to_dict(), **overrides})
+    return tiny_config.replace(**overrides)
 
 
 def test_output_shape(tiny_config):

@@ -121,7 +121,7 @@ def test_hparams_tab_lists_the_settings_and_metrics(observed):
 
 def test_samples_are_reproducible_and_leave_the_model_and_rng_alone(tiny_config):
     tokenizer = Tokenizer.char("abcdefgh \n")
-    config = Config(**{**tiny_config.to_dict(), "vocab_size": tokenizer.vocab_size})
+    config = tiny_config.replace(vocab_size=tokenizer.vocab_size)
     module = LitGPT(config, tokenizer=tokenizer.spec)
     samples = TextSamples(prompt="ab", max_new_tokens=12, temperature=1.0, top_k=5)
     samples.setup(Trainer(accelerator="cpu", logger=False), module, "fit")
@@ -140,7 +140,7 @@ def test_samples_are_skipped_without_tensorboard_or_tokenizer(tiny_config, tmp_p
     spec = Tokenizer.char("abcdefgh \n").spec
     for logger, tokenizer in ((CSVLogger(tmp_path), spec), (False, spec), (None, None)):
         trainer = Trainer(accelerator="cpu", logger=logger, default_root_dir=tmp_path)
-        module = LitGPT(Config(**{**tiny_config.to_dict(), "vocab_size": 11}), tokenizer=tokenizer)
+        module = LitGPT(tiny_config.replace(vocab_size=11), tokenizer=tokenizer)
         samples = TextSamples()
         samples.setup(trainer, module, "fit")
         samples.on_validation_end(trainer, module)  # no TensorBoardLogger, or no tokenizer: nothing happens

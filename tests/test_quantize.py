@@ -13,16 +13,11 @@ from lit_gpt.config import Config, ConfigError
 from lit_gpt.generate import generate
 from lit_gpt.model import GPT
 from lit_gpt.quantize import is_quantized, model_bytes, quantize
-from lit_gpt.tokenizer import Tokenizer
 
 pytest.importorskip("torchao", reason="quantization needs torchao: pip install -e '.[quant]'")
 
 # wide enough that the matrices dominate the bytes, as in real models (norms and RoPE tables stay float32)
 CONFIG = Config(vocab_size=512, block_size=32, n_layer=2, n_head=4, n_embd=128)
-
-
-def char_tokenizer() -> Tokenizer:
-    return Tokenizer(chars=[chr(33 + i) for i in range(511)])
 
 
 def trained_like(config: Config = CONFIG) -> GPT:
@@ -81,7 +76,7 @@ def test_quantized_weights_and_size(mode, group_size, max_error, max_fraction):
 
 
 def test_smaller_int4_groups_are_more_accurate():
-    model = trained_like(Config(**{**CONFIG.to_dict(), "n_layer": 1}))
+    model = trained_like(CONFIG.replace(n_layer=1))
     errors = [weight_errors(quantize(copy_of(model), "int4", g), model)["layers.0.mlp.up_proj"] for g in (32, 64, 128)]
     assert errors == sorted(errors), errors
 
@@ -93,9 +88,9 @@ def test_float_model_bytes_are_its_parameters_and_rope_tables():
 
 
 @pytest.mark.parametrize("mode", ["int8", "int4"])
-def test_quantized_folder_round_trip_generates(mode, tmp_path):
+def test_quantized_folder_round_trip_generates(char_tokenizer, mode, tmp_path):
     model = quantize(trained_like(), mode, 32)
-    save_quantized(model, char_tokenizer(), tmp_path, mode, 32)
+    save_quantized(model, char_tokenizer(512), tmp_path, mode, 32)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.pt"]
     record = json.loads((tmp_path / "config.json").read_text())["quantization"]
     assert (
@@ -104,7 +99,7 @@ def test_quantized_folder_round_trip_generates(mode, tmp_path):
         and record["group_size"] == (32 if mode == "int4" else None)
     )
     loaded, tokenizer = load_checkpoint(tmp_path)
-    assert loaded.lm_head.weight is loaded.embed_tokens.weight and tokenizer.spec == char_tokenizer().spec
+    assert loaded.lm_head.weight is loaded.embed_tokens.weight and tokenizer.spec == char_tokenizer(512).spec
     idx = torch.randint(0, CONFIG.vocab_size, (1, 8))
     with torch.no_grad():
         assert torch.equal(loaded(idx), model(idx))
@@ -112,8 +107,8 @@ def test_quantized_folder_round_trip_generates(mode, tmp_path):
     assert torch.equal(out, generate(model, idx, 10, temperature=0.0, vocab_size=CONFIG.vocab_size))
 
 
-def test_quantize_and_generate_commands(run_main, tmp_path):
-    save_folder(trained_like(), char_tokenizer(), tmp_path / "float")
+def test_quantize_and_generate_commands(char_tokenizer, run_main, tmp_path):
+    save_folder(trained_like(), char_tokenizer(512), tmp_path / "float")
     code, out, err = run_main(
         "quantize", "--checkpoint", tmp_path / "float", "--out", tmp_path / "int8", "--mode", "int8"
     )
@@ -131,8 +126,8 @@ def test_quantize_and_generate_commands(run_main, tmp_path):
     assert code == 2 and "is quantized" in err
 
 
-def test_int4_folders_load_only_on_their_kind_of_device(tmp_path):
-    save_quantized(quantize(trained_like(), "int4", 32), char_tokenizer(), tmp_path, "int4", 32)
+def test_int4_folders_load_only_on_their_kind_of_device(char_tokenizer, tmp_path):
+    save_quantized(quantize(trained_like(), "int4", 32), char_tokenizer(512), tmp_path, "int4", 32)
     meta = json.loads((tmp_path / "config.json").read_text())
     meta["quantization"]["device"] = "cuda"
     (tmp_path / "config.json").write_text(json.dumps(meta))
@@ -140,10 +135,10 @@ def test_int4_folders_load_only_on_their_kind_of_device(tmp_path):
         load_checkpoint(tmp_path)
 
 
-def test_a_quantized_folder_is_no_starting_point_for_training(tmp_path):
+def test_a_quantized_folder_is_no_starting_point_for_training(char_tokenizer, tmp_path):
     from lit_gpt.train.module import LitGPT
 
-    save_quantized(quantize(trained_like(), "int8"), char_tokenizer(), tmp_path, "int8", None)
+    save_quantized(quantize(trained_like(), "int8"), char_tokenizer(512), tmp_path, "int8", None)
     with pytest.raises(ConfigError, match="holds quantized weights .*start from the float checkpoint"):
         LitGPT(CONFIG, init_weights=str(tmp_path))
 

@@ -4,7 +4,7 @@ see ``lit_gpt.checkpoint`` (``lit_gpt.formats``) and ``lit_gpt.lora``. No Lightn
 
 from __future__ import annotations
 
-from lit_gpt import hf
+from lit_gpt import hf_tokenizer
 from lit_gpt.checkpoint import load_checkpoint, lora_record, save_folder, save_hf, save_peft_adapter
 from lit_gpt.cli.args import ArgumentParser
 from lit_gpt.errors import ConfigError
@@ -54,9 +54,12 @@ def main(args: list[str]) -> None:
         save_folder(model, tokenizer, opts.out)
         print(f"wrote a lit_gpt folder to {opts.out} (load it with lit_gpt.load_checkpoint)")
         return
-    arch = save_hf(model, tokenizer, opts.out)
+    try:
+        arch = save_hf(model, tokenizer, opts.out)
+    except ConfigError as err:
+        raise ConfigError(f"{err} (--format lit_gpt)") from None
     print(f"wrote a Hugging Face {arch} to {opts.out} (load it with transformers.AutoModelForCausalLM.from_pretrained)")
-    if tokenizer.encoding is None or tokenizer.name not in hf.HF_TOKENIZERS:
+    if tokenizer.encoding is None or tokenizer.name not in hf_tokenizer.HF_TOKENIZERS:
         print(f"no tokenizer files: the {tokenizer.name!r} tokenizer has no Hugging Face equivalent here")
 
 

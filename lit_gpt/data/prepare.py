@@ -34,17 +34,15 @@ import dataclasses
 import hashlib
 import json
 import os
-import re
 import warnings
-from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from lit_gpt.data.corpus import Cleaning, CorpusStats, download, iter_documents, resolve_sources
+from lit_gpt.data.encode import EncodeQueue, pieces
 from lit_gpt.data.settings import Corpus
 from lit_gpt.data.shards import (  # noqa: F401  (read_meta, load_split and token_dtype are used from here too)
     ShardWriter,
@@ -64,13 +62,6 @@ FORMAT_VERSION = 2
 SPLITS = ("train", "val")
 SHARD_TOKENS = 1 << 28
 """Default tokens per training shard (256 Mi: 512 MiB as uint16)."""
-PIECE_CHARS = 1 << 18
-"""Documents longer than this are encoded in pieces of about this many characters, in parallel."""
-BATCH_CHARS = 1 << 23
-"""Characters being encoded or waiting to be written at any time: bounds the memory of the pipeline."""
-# After a newline that ends a whitespace run, where the next pre-token starts with a non-space or with one space and
-# a non-space, GPT-2's, r50k's and cl100k's patterns all split anyway (checked on every shared corpus).
-_PIECE_BOUNDARY = re.compile(r"(?<=\S\n)(?=\S)|(?<=\n)(?= \S)")
 
 
 def _source_record(path: Path) -> dict:
@@ -93,18 +84,6 @@ def _sources_unchanged(recorded: list[dict], sources: list[Path]) -> bool:
 def _document_in_val(seed: int, index: int, val_fraction: float) -> bool:
     digest = hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") / 2**64 < val_fraction
-
-
-def _pieces(text: str) -> Iterator[str]:
-    """``text`` in consecutive pieces of about ``PIECE_CHARS`` characters, cut only at token-neutral newlines."""
-    start = 0
-    while len(text) - start > PIECE_CHARS:
-        match = _PIECE_BOUNDARY.search(text, start + PIECE_CHARS)
-        if match is None:
-            break
-        yield text[start : match.start()]
-        start = match.start()
-    yield text[start:]
 
 
 @dataclasses.dataclass
@@ -310,12 +289,12 @@ def _encode_into(
     """Stream every document into the writers, in order.
 
     tiktoken encodings run on a thread pool (``encode_to_numpy`` releases the GIL and returns the ids as an array),
-    so pieces are encoded while the next documents are read and cleaned; at most about ``BATCH_CHARS`` characters
+    so pieces are encoded while the next documents are read and cleaned; at most about ``lit_gpt.data.encode.BATCH_CHARS`` characters
     are in flight. The character tokenizer encodes in this thread.
     """
     bar = tqdm(desc="tokenizing", unit="char", unit_scale=True, disable=not progress)
     pool = ThreadPoolExecutor(num_threads or os.cpu_count() or 1) if tok.encoding is not None else None
-    queue = _EncodeQueue(tok, pool, writers, bar)
+    queue = EncodeQueue(tok, pool, writers, bar)
     streams = [(None, plan.sources, stats["train"])]
     if plan.val_sources:
         streams.append(("val", plan.val_sources, stats["val"]))
@@ -325,7 +304,7 @@ def _encode_into(
             for text in plan.documents(which, stat):
                 split = forced or _split_of(plan, index)
                 index += 1
-                for i, piece in enumerate(_pieces(text)):
+                for i, piece in enumerate(pieces(text)):
                     queue.put(split, i == 0, piece)
         queue.drain()
     finally:
@@ -333,44 +312,6 @@ def _encode_into(
             pool.shutdown(cancel_futures=True)
         bar.close()
     _report(stats)
-
-
-class _EncodeQueue:
-    """Pieces being encoded (futures on the pool) in document order; written to the shards oldest first, so at most
-    about ``BATCH_CHARS`` characters are in flight."""
-
-    def __init__(self, tok: Tokenizer, pool: ThreadPoolExecutor | None, writers: dict[str, ShardWriter], bar) -> None:
-        self.tok, self.pool, self.writers, self.bar = tok, pool, writers, bar
-        self.in_flight: deque = deque()  # (split, starts a document, characters, future or token ids)
-        self.chars = 0
-        self.eot = np.array([tok.eot_id])
-
-    def put(self, split: str, starts_document: bool, piece: str) -> None:
-        if self.pool is None:
-            ids = self.tok.encode(piece)
-        else:
-            ids = self.pool.submit(
-                self.tok.encoding.encode_to_numpy, piece, allowed_special=set(), disallowed_special=()
-            )
-        self.in_flight.append((split, starts_document, len(piece), ids))
-        self.chars += len(piece)
-        while self.chars > BATCH_CHARS:
-            self._write_oldest()
-
-    def drain(self) -> None:
-        while self.in_flight:
-            self._write_oldest()
-
-    def _write_oldest(self) -> None:
-        split, starts, n_chars, ids = self.in_flight.popleft()
-        writer = self.writers[split]
-        if starts:
-            if writer.documents:
-                writer.write(self.eot)
-            writer.documents += 1
-        writer.write(np.asarray(ids.result() if self.pool is not None else ids, dtype=writer.dtype))
-        self.chars -= n_chars
-        self.bar.update(n_chars)
 
 
 def _report(stats: dict[str, CorpusStats]) -> None:

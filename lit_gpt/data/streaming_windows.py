@@ -17,7 +17,7 @@ epoch and the windows taken from the last one: plain integers, the same on every
 own loader state from them (``restore``: the state ``StreamingDataLoader.state_dict`` would hold after that many
 batches, workers taking batches in turn), pulls the current batch again and drops the windows already taken, so a
 resumed run continues with exactly the windows an uninterrupted run would have seen, with or without workers.
-Lightning does not save a loader's state itself (litData issue 775) and fetches one batch ahead of the step it
+Lightning does not save a litdata loader's state itself and fetches one batch ahead of the step it
 trains, so ``MixedStream`` keeps the position after each recent batch and the data module saves the one that
 matches the trainer's step (``lit_gpt.train.streaming``).
 """

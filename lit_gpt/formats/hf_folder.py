@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from lit_gpt import hf
+from lit_gpt import hf, hf_tokenizer
 from lit_gpt.errors import ConfigError
 from lit_gpt.formats.files import make_dir, read_json, write_json
 from lit_gpt.formats.weights import build_model, cpu_state
@@ -41,8 +41,8 @@ def save_hf(model: GPT, tokenizer: Tokenizer, out_dir: str | Path) -> str:
     save_file(hf.state_to_hf(cpu_state(model), config), out / "model.safetensors", metadata={"format": "pt"})
     write_json(out / "config.json", hf_config)
     write_json(out / "generation_config.json", {"bos_token_id": tokenizer.eot_id, "eos_token_id": tokenizer.eot_id})
-    if tokenizer.encoding is not None and tokenizer.name in hf.HF_TOKENIZERS:
-        for name, text in hf.gpt2_tokenizer_files(tokenizer, config.block_size).items():
+    if tokenizer.encoding is not None and tokenizer.name in hf_tokenizer.HF_TOKENIZERS:
+        for name, text in hf_tokenizer.gpt2_tokenizer_files(tokenizer, config.block_size).items():
             (out / name).write_text(text, encoding="utf-8")
     return hf_config["architectures"][0]
 
@@ -72,9 +72,11 @@ def tokenizer_spec_from_hf(folder: str | Path) -> dict | None:
     if isinstance(record, dict) and isinstance(record.get("tokenizer"), dict):
         return record["tokenizer"]
     if (folder / "vocab.json").is_file():
-        return hf.tokenizer_spec_from_vocab(read_json(folder / "vocab.json"))
+        return hf_tokenizer.tokenizer_spec_from_vocab(read_json(folder / "vocab.json"))
     if (folder / "tokenizer.json").is_file():
-        return hf.tokenizer_spec_from_vocab(read_json(folder / "tokenizer.json").get("model", {}).get("vocab"))
+        return hf_tokenizer.tokenizer_spec_from_vocab(
+            read_json(folder / "tokenizer.json").get("model", {}).get("vocab")
+        )
     return None
 
 

@@ -7,13 +7,13 @@ back into the run's configuration (so ``config.yaml`` and the checkpoint's hyper
 - precision: ``bf16-mixed`` where bfloat16 matrix multiplies are native: CUDA GPUs that report bfloat16
   (``torch.cuda.is_bf16_supported``; Ampere and newer), and CPUs with AVX-512 BF16 or AMX that ATen and oneDNN are
   allowed to use; ``16-mixed`` on older CUDA GPUs; ``32-true`` elsewhere. Without native support a bfloat16 matmul
-  is emulated: measured ~10x slower than float32 on an AVX2 CPU (docs/benchmarks.md), so ``32-true`` there.
-- compile: on CPUs with a C++ compiler (Inductor writes C++; measured 1.2-1.4x faster steps in both float32 on an
+  is emulated, many times slower than float32 (docs/benchmarks.md has the figures), so ``32-true`` there.
+- compile: on CPUs with a C++ compiler (Inductor writes C++; compiled steps are faster in both float32 on an
   AVX2-class CPU and bfloat16 on an AVX-512 BF16 one, docs/benchmarks.md), and on CUDA GPUs of compute capability
   7.0 or newer (Triton's minimum). Off on Apple MPS and wherever no compiler is found.
 - deterministic: on CPU, ``torch.use_deterministic_algorithms`` (Lightning's ``Trainer(deterministic=True)``), so
   that compiled training repeats bit for bit and a resumed run equals an uninterrupted one: otherwise Inductor sums
-  the embedding gradient with atomic adds, whose order varies from run to run. It costs nothing measurable on CPU.
+  the embedding gradient with atomic adds, whose order varies from run to run. On CPU it does not slow training.
   Left to Lightning's default on GPUs, where deterministic kernels are slower.
 
 A ``bf16-mixed`` pinned on a CPU without native bfloat16 is kept, with one warning saying what to use instead.
