@@ -59,7 +59,7 @@ def main(args: list[str]) -> None:
     except ConfigError as err:
         raise ConfigError(f"{err} (--format lit_gpt)") from None
     print(f"wrote a Hugging Face {arch} to {opts.out} (load it with transformers.AutoModelForCausalLM.from_pretrained)")
-    if tokenizer.encoding is None or tokenizer.name not in hf_tokenizer.HF_TOKENIZERS:
+    if not hf_tokenizer.has_hf_files(tokenizer):
         print(f"no tokenizer files: the {tokenizer.name!r} tokenizer has no Hugging Face equivalent here")
 
 

@@ -9,9 +9,10 @@ the shards at a training start reads none of them unless one changed.
 
 Pipeline: documents are streamed from the sources (``lit_gpt.data.corpus.iter_documents``: cleaning, filtering, exact
 dedup), cut into pieces at newlines where every tiktoken pattern starts a new pre-token anyway (so the tokens
-equal those of the whole document), encoded on ``num_threads`` threads (tiktoken's ``encode_to_numpy``, which
-releases the GIL, so encoding overlaps reading and cleaning), and appended to the shards in order. Documents
-are joined with the end-of-text token within each split.
+equal those of the whole document; see ``lit_gpt.data.encode``), encoded on ``num_threads`` threads (tiktoken's
+``encode_to_numpy`` or ``tokenizers``' ``encode_batch``, which release the GIL, so encoding overlaps reading and
+cleaning), and appended to the shards in order. Documents are joined with the end-of-text token within each split,
+each led by the tokenizer's ``document_prefix`` (a Hugging Face tokenizer's BOS, none for the others).
 
 What to prepare is a ``lit_gpt.data.settings.Corpus`` (its sources and options) plus the data section's tokenizer,
 seed and threads.
@@ -144,11 +145,11 @@ def prepare(
         corpus: the sources and the options that shape the token files (``lit_gpt.data.settings.Corpus``: ``path``,
             ``val_path``, ``val_fraction``, ``separator``, ``text_field``, ``cleaning``, ``split_by``); its
             ``cache_dir``, ``download_url``, ``name`` and ``weight`` are not read here.
-        tokenizer: ``char`` (a character vocabulary built from the corpus), a tiktoken encoding name, or a folder
-            written by ``lit-gpt train-tokenizer``.
+        tokenizer: ``char`` (a character vocabulary built from the corpus), a tiktoken encoding name, a folder
+            written by ``lit-gpt train-tokenizer``, or a Hugging Face model folder or hub id (``Tokenizer.from_name``).
         out_dir: folder for the shards and ``meta.json``; created if missing.
         seed: seed of the document split.
-        num_threads: tiktoken encoding threads; None uses every CPU core.
+        num_threads: encoding threads (tiktoken or Hugging Face tokenizers); None uses every CPU core.
         shard_tokens: maximum tokens per training shard.
         progress: show a progress bar.
         build: False checks only: a missing or stale folder raises ConfigError instead of being (re)built (runs on
@@ -288,12 +289,13 @@ def _encode_into(
 ) -> None:
     """Stream every document into the writers, in order.
 
-    tiktoken encodings run on a thread pool (``encode_to_numpy`` releases the GIL and returns the ids as an array),
-    so pieces are encoded while the next documents are read and cleaned; at most about ``lit_gpt.data.encode.BATCH_CHARS`` characters
-    are in flight. The character tokenizer encodes in this thread.
+    tiktoken and Hugging Face tokenizers run on a thread pool (``encode_to_numpy`` and ``encode_batch`` release the
+    GIL), so pieces are encoded while the next documents are read and cleaned; at most about
+    ``lit_gpt.data.encode.BATCH_CHARS`` characters are in flight. The character tokenizer encodes in this thread.
     """
     bar = tqdm(desc="tokenizing", unit="char", unit_scale=True, disable=not progress)
-    pool = ThreadPoolExecutor(num_threads or os.cpu_count() or 1) if tok.encoding is not None else None
+    threads = tok.encoding is not None or tok.hf is not None
+    pool = ThreadPoolExecutor(num_threads or os.cpu_count() or 1) if threads else None
     queue = EncodeQueue(tok, pool, writers, bar)
     streams = [(None, plan.sources, stats["train"])]
     if plan.val_sources:
@@ -304,7 +306,7 @@ def _encode_into(
             for text in plan.documents(which, stat):
                 split = forced or _split_of(plan, index)
                 index += 1
-                for i, piece in enumerate(pieces(text)):
+                for i, piece in enumerate(pieces(text, tok.splits_at_newlines)):
                     queue.put(split, i == 0, piece)
         queue.drain()
     finally:
