@@ -153,3 +153,51 @@ def test_a_broken_tokenizer_json_is_one_error(tmp_path):
     pytest.importorskip("sentencepiece")
     with pytest.raises(ConfigError, match="is not a SentencePiece model"):
         Tokenizer.from_name(str(tmp_path))
+
+
+@pytest.mark.parametrize("name", ["llama2", "llama3"])
+def test_prepare_encodes_documents_with_the_folder_tokenizer(hf_folder, tmp_path, name):
+    """``prepare`` with a Hugging Face folder: each document is ``tokenizer(document)`` (BOS included), documents are
+    joined with the end-of-text id, and a BPE-format tokenizer cuts long documents into pieces on threads."""
+    import numpy as np
+
+    from lit_gpt.data.prepare import load_split, prepare
+    from lit_gpt.data.settings import Corpus
+
+    folder = hf_folder(name)
+    docs = [f"Document {i}: " + "To be, or not to be, that is the question.\n" * (40 + i) for i in range(30)]
+    for split, part in (("train", docs[:25]), ("val", docs[25:])):
+        lines = "".join(json.dumps({"text": d}) + "\n" for d in part)
+        (tmp_path / f"{split}.jsonl").write_text(lines, encoding="utf-8")
+    corpus = Corpus(str(tmp_path / "train.jsonl"), val_path=str(tmp_path / "val.jsonl"))
+    meta = prepare(corpus, str(folder), tmp_path / "out", shard_tokens=1_000)
+    tok = Tokenizer.from_spec(meta["tokenizer"])
+    assert meta["tokenizer"] == Tokenizer.from_name(str(folder)).spec and meta["vocab_size"] == tok.vocab_size
+    hf = reference(folder, True)
+    for split, part in (("train", docs[:25]), ("val", docs[25:])):
+        expected = [i for n, d in enumerate(part) for i in ([tok.eot_id] if n else []) + hf(d)["input_ids"]]
+        assert np.concatenate(load_split(tmp_path / "out", split, meta)).tolist() == expected
+    assert prepare(corpus, str(folder), tmp_path / "out", shard_tokens=1_000) == meta  # fresh: the same spec
+
+
+@pytest.mark.parametrize("name", ["llama2", "llama3", "qwen2"])
+def test_exports_write_the_tokenizer_back(hf_folder, tmp_path, name):
+    from lit_gpt.checkpoint import load_checkpoint, save_folder, save_hf
+    from lit_gpt.config import Config
+    from lit_gpt.model import GPT
+
+    tok = Tokenizer.from_name(str(hf_folder(name)))
+    model = GPT(Config(vocab_size=tok.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=16))
+    save_hf(model, tok, tmp_path / "hf")
+    save_folder(model, tok, tmp_path / "ours")
+    hf = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf", split_special_tokens=True)
+    assert hf(UNICODE)["input_ids"] == tok.document_prefix + tok.encode(UNICODE)
+    generation = json.loads((tmp_path / "hf" / "generation_config.json").read_text())
+    assert generation["eos_token_id"] == (tok.stop_ids if len(tok.stop_ids) > 1 else tok.eot_id)
+    for folder in ("hf", "ours"):
+        again = load_checkpoint(tmp_path / folder)[1]
+        assert again.spec == tok.spec and again.encode(UNICODE) == tok.encode(UNICODE)
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    del config["lit_gpt"]  # as a folder from the hub: the tokenizer is read from its files
+    (tmp_path / "hf" / "config.json").write_text(json.dumps(config))
+    assert load_checkpoint(tmp_path / "hf")[1].encode(UNICODE) == tok.encode(UNICODE)

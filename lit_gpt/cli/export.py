@@ -21,7 +21,11 @@ def main(args: list[str]) -> None:
             ``--format peft``, ``--format peft`` without a LoRA checkpoint, or a quantized model.
     """
     parser = ArgumentParser(prog="lit-gpt export", description="Export a lit_gpt checkpoint to a folder.")
-    parser.add_argument("--checkpoint", required=True, help="a .ckpt written by `lit-gpt fit`, or an exported folder")
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        help="a .ckpt written by `lit-gpt fit`, an exported folder, or a hub id (org/name)",
+    )
     parser.add_argument("--out", required=True, help="the folder to write (created if missing; files are replaced)")
     parser.add_argument(
         "--format",
