@@ -201,3 +201,24 @@ def test_exports_write_the_tokenizer_back(hf_folder, tmp_path, name):
     del config["lit_gpt"]  # as a folder from the hub: the tokenizer is read from its files
     (tmp_path / "hf" / "config.json").write_text(json.dumps(config))
     assert load_checkpoint(tmp_path / "hf")[1].encode(UNICODE) == tok.encode(UNICODE)
+
+
+def test_fit_export_and_generate_with_a_folder_tokenizer(hf_folder, fit_args, run_main, tmp_path):
+    """``lit-gpt fit --data.tokenizer FOLDER``: the checkpoint holds the folder's tokenizer, generation starts from its
+    BOS, and the export's tokenizer files load in transformers."""
+    import torch
+
+    folder = hf_folder("llama3")
+    code, _, err = run_main(*fit_args("--data.tokenizer", folder, "--trainer.max_steps", "4"))
+    assert code == 0, err
+    ckpt = tmp_path / "ckpt" / "last.ckpt"
+    spec = torch.load(ckpt, map_location="cpu", weights_only=False)["lit_gpt"]["tokenizer"]
+    assert spec == Tokenizer.from_name(str(folder)).spec
+    code, out, err = run_main("generate", "--checkpoint", ckpt, "--prompt", "ROMEO:", "--max_new_tokens", "3")
+    assert code == 0 and out.startswith("ROMEO:"), err
+    code, _, err = run_main("export", "--checkpoint", ckpt, "--out", tmp_path / "hf")
+    assert code == 0, err
+    hf = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    assert hf("ROMEO:")["input_ids"] == Tokenizer.from_spec(spec).document_prefix + Tokenizer.from_spec(spec).encode(
+        "ROMEO:"
+    )
