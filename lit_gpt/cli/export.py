@@ -4,6 +4,8 @@ see ``lit_gpt.checkpoint`` (``lit_gpt.formats``) and ``lit_gpt.lora``. No Lightn
 
 from __future__ import annotations
 
+import sys
+
 from lit_gpt import hf_tokenizer
 from lit_gpt.checkpoint import load_checkpoint, lora_record, save_folder, save_hf, save_peft_adapter
 from lit_gpt.cli.args import ArgumentParser
@@ -18,7 +20,8 @@ def main(args: list[str]) -> None:
     Raises:
         ConfigError: for bad flags, an unusable checkpoint, an ``--out`` that is a file, a model the chosen
             Hugging Face class cannot express (nothing is written then), a LoRA checkpoint without ``--merge`` or
-            ``--format peft``, ``--format peft`` without a LoRA checkpoint, or a quantized model.
+            ``--format peft``, ``--format peft`` without a LoRA checkpoint, or a quantized model. ``--merge`` where
+            there is nothing to merge is a warning on standard error, and the export goes on.
     """
     parser = ArgumentParser(prog="lit-gpt export", description="Export a lit_gpt checkpoint to a folder.")
     parser.add_argument(
@@ -40,6 +43,9 @@ def main(args: list[str]) -> None:
     )
     opts = parser.parse_args(args[1:])
     lora = lora_record(opts.checkpoint)
+    if opts.merge and (lora is None) != (opts.format == "peft"):  # peft without adapters is refused below
+        why = "it has no LoRA adapters to merge" if lora is None else "--format peft exports the adapters unmerged"
+        print(f"warning: --merge did nothing: {why}; exporting {opts.checkpoint} as it is", file=sys.stderr)
     if opts.format == "peft":
         _export_adapters(opts.checkpoint, opts.out, lora)
         return
