@@ -78,6 +78,14 @@ def cpu_has_native_bf16() -> tuple[bool, str]:
     return True, f"{capability} with {' and '.join(hardware)}"
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether bfloat16 matrix multiplies are native on ``device``: a CUDA GPU that reports bfloat16
+    (``torch.cuda.is_bf16_supported``), or a CPU as ``cpu_has_native_bf16`` says; False elsewhere (MPS)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and cpu_has_native_bf16()[0]
+
+
 def cxx_compiler() -> str | None:
     """The C++ compiler Inductor would find (``$CXX``, or ``c++``/``g++``/``clang++`` on the PATH), or None."""
     candidates = [os.environ["CXX"]] if os.environ.get("CXX") else ["c++", "g++", "clang++"]
