@@ -10,8 +10,9 @@ parsing, and the data module's ``vocab_size`` and tokenizer spec into the model 
 are configured sections: ``checkpoint`` (ModelCheckpoint), ``lr_monitor``, ``throughput``, ``samples``,
 ``hparams`` and ``stability``. Before a run resumes (``--ckpt_path``), the checkpoint is checked
 (``lit_gpt.train.resume.check_resumable``), so an unreadable or foreign file is one ``error:`` line. Settings left
-unset (``trainer.precision``, ``model.compile``, ``trainer.deterministic``) are chosen from the machine
-(``lit_gpt.train.hardware``) before anything is built, said in one log line, and saved in the run's config.yaml.
+unset (``trainer.precision``, ``model.compile`` (or ``auto``), ``trainer.deterministic``) are chosen from the machine
+(``lit_gpt.train.hardware``), and for compile from the run's length too, before anything is built, said in one log
+line, and saved in the run's config.yaml.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
+from lit_gpt.data.settings import Batching
 from lit_gpt.errors import ConfigError
 from lit_gpt.train.callbacks import HParams, TextSamples, ThroughputMonitor
+from lit_gpt.train.compile import TrainingRun
 from lit_gpt.train.datamodule import TokenDataModule
 from lit_gpt.train.hardware import check_strategy, choose
 from lit_gpt.train.module import LitGPT
@@ -94,11 +97,14 @@ class LitGPTCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         trainer, model = config.trainer, config.model
         check_strategy(trainer.accelerator, trainer.strategy)
-        choice = choose(trainer.accelerator, trainer.precision, model.compile, trainer.deterministic, trainer.strategy)
+        data = config.data.get("init_args", config.data) if config.get("data") is not None else {}
+        run = _training_run(model, data, trainer) if self.subcommand == "fit" else None
+        choice = choose(
+            trainer.accelerator, trainer.precision, model.compile, trainer.deterministic, trainer.strategy, run
+        )
         trainer.precision, model.compile, trainer.deterministic = choice.precision, choice.compile, choice.deterministic
         if choice.reasons:
             rank_zero_info("lit-gpt: " + "; ".join(choice.reasons))
-        data = config.data.get("init_args", config.data) if config.get("data") is not None else {}
         if (trainer.num_nodes or 1) > 1 and "build" in data:
             data.build = False  # each machine's lock sees only its own processes: prepare ahead
         for warning in choice.warnings:
@@ -111,6 +117,16 @@ class LitGPTCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         if subcommand:
             _check_ckpt_path(self.config[subcommand].get("ckpt_path"), self.config[subcommand].get("checkpoint"))
+
+
+def _training_run(model, data, trainer) -> TrainingRun:
+    """The run that ``model.compile: auto`` weighs (``lit_gpt.train.compile.choose_compile``), from the parsed
+    ``model``, ``data`` and ``trainer`` sections: the forward and backward passes of ``trainer.max_steps`` optimizer
+    steps (None when it is -1: no step limit) of ``data.batch_size`` windows of ``model.config.block_size`` tokens."""
+    steps = trainer.max_steps if trainer.max_steps is not None and trainer.max_steps >= 0 else None
+    batches = None if steps is None else steps * (trainer.accumulate_grad_batches or 1)
+    tokens = (data.get("batch_size") or Batching.batch_size) * model.config.block_size
+    return TrainingRun(model.config, tokens, batches)
 
 
 def _check_ckpt_path(ckpt_path: str | None, checkpoint: dict | None) -> None:
