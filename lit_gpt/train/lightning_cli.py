@@ -15,8 +15,8 @@ settings other than the checkpoint's, is one ``error:`` line. Before anything is
 and log folders are probed (``check_run_folders``); checkpoints are written by
 ``lit_gpt.train.checkpoint_io.AtomicCheckpointIO``, whose failed save stops the run (``CheckpointGuard`` stops every
 process of a multi-process run together). Settings left
-unset (``trainer.precision``, ``model.compile``, ``trainer.deterministic``) are chosen from the machine
-(``lit_gpt.train.hardware``) before anything is built, said in one log line, and saved in the run's config.yaml.
+unset (``trainer.precision``, ``model.compile`` (or ``auto``), ``trainer.deterministic``) are chosen from the machine
+(``lit_gpt.train.hardware``), and for compile from the run's length too, before anything is built, said in one log line, and saved in the run's config.yaml.
 """
 
 from __future__ import annotations
@@ -31,9 +31,11 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_only, rank_zero_warn
 
 from lit_gpt.config import Config
+from lit_gpt.data.settings import Batching
 from lit_gpt.errors import ConfigError
 from lit_gpt.train.callbacks import HParams, TextSamples, ThroughputMonitor
 from lit_gpt.train.checkpoint_io import CheckpointGuard, check_writable, use_atomic_checkpoint_io
+from lit_gpt.train.compile import TrainingRun
 from lit_gpt.train.datamodule import TokenDataModule
 from lit_gpt.train.hardware import check_strategy, choose, strategy_name
 from lit_gpt.train.module import TRAINING_FIELDS, LitGPT
@@ -106,11 +108,14 @@ class LitGPTCLI(LightningCLI):
         check_launch(trainer, model)
         if self.subcommand == "fit" and rank_zero_only.rank == 0:  # the only rank that writes them
             check_run_folders(config)
-        choice = choose(trainer.accelerator, trainer.precision, model.compile, trainer.deterministic, trainer.strategy)
+        data = config.data.get("init_args", config.data) if config.get("data") is not None else {}
+        run = _training_run(model, data, trainer) if self.subcommand == "fit" else None
+        choice = choose(
+            trainer.accelerator, trainer.precision, model.compile, trainer.deterministic, trainer.strategy, run
+        )
         trainer.precision, model.compile, trainer.deterministic = choice.precision, choice.compile, choice.deterministic
         if choice.reasons:
             rank_zero_info("lit-gpt: " + "; ".join(choice.reasons))
-        data = config.data.get("init_args", config.data) if config.get("data") is not None else {}
         if (trainer.num_nodes or 1) > 1 and "build" in data:
             data.build = False  # each machine's lock sees only its own processes: prepare ahead
         for warning in choice.warnings:
@@ -184,6 +189,16 @@ def check_run_folders(config) -> None:
         save_dir = (getattr(logger, "get", lambda key: None)("init_args") or {}).get("save_dir")
         if isinstance(save_dir, (str, Path)):
             check_writable(save_dir, "the log folder (trainer.logger's save_dir)")
+
+
+def _training_run(model, data, trainer) -> TrainingRun:
+    """The run that ``model.compile: auto`` weighs (``lit_gpt.train.compile.choose_compile``), from the parsed
+    ``model``, ``data`` and ``trainer`` sections: the forward and backward passes of ``trainer.max_steps`` optimizer
+    steps (None when it is -1: no step limit) of ``data.batch_size`` windows of ``model.config.block_size`` tokens."""
+    steps = trainer.max_steps if trainer.max_steps is not None and trainer.max_steps >= 0 else None
+    batches = None if steps is None else steps * (trainer.accumulate_grad_batches or 1)
+    tokens = (data.get("batch_size") or Batching.batch_size) * model.config.block_size
+    return TrainingRun(model.config, tokens, batches)
 
 
 def _check_ckpt_path(ckpt_path: str | None, checkpoint: dict | None) -> Path | None:
