@@ -2,7 +2,7 @@
 
 The package has four layers, and imports only point down:
 
-- ``lit_gpt`` (this folder): ``config``, ``model``, ``tokenizer``, ``hf`` (Hugging Face name and shape maps),
+- ``lit_gpt`` (this folder): ``config``, ``rope``, ``model``, ``tokenizer``, ``hf`` and ``hf_weights`` (HF maps),
   ``checkpoint`` (the entry point for every file a model is read from and written to; one module per format in
   ``lit_gpt.formats``) and ``generate``; torch, numpy, safetensors and tiktoken only. With optional extras
   (``extras``): ``lora`` (peft), ``quantize`` (torchao), ``evaluate`` (perplexity and bits per byte, torch only) and

@@ -151,6 +151,7 @@ def test_the_core_follows_one_direction():
         "lit_gpt.model",
         "lit_gpt.meta",
         "lit_gpt.hf",
+        "lit_gpt.hf_weights",
         "lit_gpt.hf_tokenizer",
         "lit_gpt.lora",
         "lit_gpt.quantize",
