@@ -159,6 +159,7 @@ def test_the_core_follows_one_direction():
         "lit_gpt.checkpoint",
         "lit_gpt.generate",
         "lit_gpt.evaluate",
+        "lit_gpt.passkey",
         "lit_gpt.lm_eval_adapter",
     ]
 
