@@ -1,8 +1,9 @@
 """RoPE scaling (``Config.rope_scaling``, ``lit_gpt.rope``) against transformers 5's ``modeling_rope_utils.py`` and
-``LlamaForCausalLM``: the frequencies, export (our model -> ``save_hf`` -> ``AutoModelForCausalLM``) and import (a
-random ``LlamaForCausalLM`` -> ``load_hf``) for every scaling type, at lengths past ``original_block_size``; a
-2-layer model with Llama-3.2-1B's real config values; the validation of bad settings; and context extension from a
-checkpoint (``init_weights`` with a larger ``block_size`` and a scaling)."""
+``LlamaForCausalLM``: the frequencies (bit for bit), and logits within 1e-5 in float32 on export (our model ->
+``save_hf`` -> ``AutoModelForCausalLM``) and import (a random ``LlamaForCausalLM`` -> ``load_hf``) for every scaling
+type, at lengths past ``original_block_size``; a 2-layer model with Llama-3.2-1B's real config values; the
+validation of bad settings; and context extension from a checkpoint (``init_weights`` with a larger ``block_size``
+and a scaling)."""
 
 from __future__ import annotations
 
@@ -126,7 +127,7 @@ def test_exported_model_matches_transformers(char_tokenizer, name, tmp_path, cap
     idx = torch.randint(0, 99, (2, config.block_size))  # 4x the original length
     with torch.no_grad():
         logits = model(idx)
-        assert_close(logits, hf(idx).logits)
+        assert_close(logits, hf(idx).logits, rtol=0, atol=1e-5)
         plain = GPT(config.replace(rope_scaling=None)).eval()
         plain.load_state_dict(model.state_dict())
         assert not torch.allclose(plain(idx), logits, atol=1e-3)  # the scaling is in the logits
@@ -150,7 +151,7 @@ def test_qwen3_export_carries_the_scaling(char_tokenizer, tmp_path, caplog):
     assert messages == [] and hf.model.rotary_emb.rope_type == "yarn"
     idx = torch.randint(0, 99, (2, config.block_size))
     with torch.no_grad():
-        assert_close(model(idx), hf(idx).logits)
+        assert_close(model(idx), hf(idx).logits, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", SCALINGS)
@@ -165,7 +166,7 @@ def test_transformers_model_imports(name, tmp_path):
     assert model.config.block_size == 4 * ORIGINAL  # dynamic: factor x transformers' max_position_embeddings
     idx = torch.randint(0, 99, (2, 4 * ORIGINAL))
     with torch.no_grad():
-        assert_close(model(idx), hf(idx).logits)
+        assert_close(model(idx), hf(idx).logits, rtol=0, atol=1e-5)
 
 
 def test_transformers_4_rope_scaling_imports(tmp_path):
@@ -183,7 +184,7 @@ def test_transformers_4_rope_scaling_imports(tmp_path):
     assert model.config.rope_theta == SMALL["rope_theta"]
     idx = torch.randint(0, 99, (1, 4 * ORIGINAL))
     with torch.no_grad():
-        assert_close(model(idx), reloaded(idx).logits)
+        assert_close(model(idx), reloaded(idx).logits, rtol=0, atol=1e-5)
 
 
 def test_rope_maps_round_trip():
@@ -252,14 +253,14 @@ def test_llama_3_2_1b_shaped_model_imports(tmp_path):
     positions = torch.tensor([0, 1, 4095, 8191, 8192, 65535, 131071])  # the tables far past 8192 too
     x = torch.zeros(1, 1, len(positions), 64)
     hf_cos, hf_sin = hf.model.rotary_emb(x, positions[None])
-    assert_close(model.rope_cos[positions], hf_cos[0])
-    assert_close(model.rope_sin[positions], hf_sin[0])
+    assert_close(model.rope_cos[positions], hf_cos[0], rtol=0, atol=1e-5)
+    assert_close(model.rope_sin[positions], hf_sin[0], rtol=0, atol=1e-5)
     plain_cos, _ = rope_cache(131072, 64, 500000.0)
     assert not torch.allclose(plain_cos[positions], hf_cos[0], atol=1e-3)  # the llama3 scaling shows there
 
     idx = torch.randint(0, 128256, (1, 24))
     with torch.no_grad():
-        assert_close(model(idx), hf(idx).logits)
+        assert_close(model(idx), hf(idx).logits, rtol=0, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------------------------
