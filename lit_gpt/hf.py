@@ -198,8 +198,10 @@ def _llama_config_from_hf(hf: dict, model_type: str) -> Config:
     )
 
 
-_HF_ROPE_EXTRAS = {"yarn": ("attention_factor", "beta_fast", "beta_slow", "mscale", "mscale_all_dim", "truncate")}
-_HF_ROPE_EXTRAS["llama3"] = ("low_freq_factor", "high_freq_factor")
+_HF_ROPE_EXTRAS = {  # the optional keys of each scaling, named as in RopeScaling and in transformers' rope_parameters
+    "yarn": ("attention_factor", "beta_fast", "beta_slow", "mscale", "mscale_all_dim", "truncate"),
+    "llama3": ("low_freq_factor", "high_freq_factor"),
+}
 
 
 def rope_to_hf(config: Config) -> dict:
@@ -252,7 +254,8 @@ def rope_from_hf(hf: dict, model_type: str = "llama") -> dict:
     length = hf.get("max_position_embeddings", 2048)
     if kind == "default":
         return {"block_size": length, "rope_theta": theta, "rope_scaling": None}
-    original = rope.get("original_max_position_embeddings", hf.get("original_max_position_embeddings", length))
+    # a top-level original_max_position_embeddings (Phi-3 style) wins, as in transformers' standardize_rope_params
+    original = hf.get("original_max_position_embeddings", rope.get("original_max_position_embeddings", length))
     factor = (rope.get("factor") or length / original) if kind == "yarn" else rope["factor"]
     if kind == "linear":
         original = rope.get("original_max_position_embeddings") or math.ceil(length / factor)
