@@ -21,7 +21,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--checkpoint",
         required=True,
         help="a .ckpt from `lit-gpt fit` (LoRA ones too), a folder from `lit-gpt export` or "
-        "`lit-gpt quantize`, or a Hugging Face Llama / GPT-2 folder",
+        "`lit-gpt quantize`, or a Hugging Face Llama / GPT-2 folder or hub id (org/name)",
     )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument(
