@@ -156,6 +156,7 @@ def test_the_core_follows_one_direction():
         "lit_gpt.model",
         "lit_gpt.meta",
         "lit_gpt.hf",
+        "lit_gpt.hf_weights",
         "lit_gpt.hf_tokenizer",
         "lit_gpt.lora",
         "lit_gpt.quantize",
@@ -163,6 +164,7 @@ def test_the_core_follows_one_direction():
         "lit_gpt.checkpoint",
         "lit_gpt.generate",
         "lit_gpt.evaluate",
+        "lit_gpt.passkey",
         "lit_gpt.lm_eval_adapter",
     ]
 

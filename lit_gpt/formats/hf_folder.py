@@ -2,8 +2,8 @@
 not. ``save_hf`` writes one (``config.json``, ``model.safetensors``, ``generation_config.json`` and the tokenizer's
 files: a Hugging Face tokenizer's own, or for the GPT-2 BPE ``vocab.json``, ``merges.txt``, ``tokenizer_config.json``;
 see ``lit_gpt.hf_tokenizer``); ``load_hf`` reads one (``model.safetensors``, sharded safetensors or
-``pytorch_model.bin``) and ``tokenizer_spec_from_hf`` its tokenizer. The name, shape and config maps are
-``lit_gpt.hf``'s; this module only reads and writes the files."""
+``pytorch_model.bin``) and ``tokenizer_spec_from_hf`` its tokenizer. The config maps are ``lit_gpt.hf``'s and the
+name and shape maps ``lit_gpt.hf_weights``'s; this module only reads and writes the files."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from lit_gpt import hf, hf_tokenizer
+from lit_gpt import hf, hf_tokenizer, hf_weights
 from lit_gpt.errors import ConfigError
 from lit_gpt.formats.files import make_dir, read_json, write_json
 from lit_gpt.formats.weights import build_model, cpu_state
@@ -43,7 +43,7 @@ def save_hf(model: GPT, tokenizer: Tokenizer, out_dir: str | Path) -> str:
     hf_config = hf.config_to_hf(config, tokenizer)
     hf_config["dtype"] = str(model.embed_tokens.weight.dtype).removeprefix("torch.")
     out = make_dir(out_dir)
-    save_file(hf.state_to_hf(cpu_state(model), config), out / "model.safetensors", metadata={"format": "pt"})
+    save_file(hf_weights.state_to_hf(cpu_state(model), config), out / "model.safetensors", metadata={"format": "pt"})
     write_json(out / "config.json", hf_config)
     stops = tokenizer.stop_ids
     bos = tokenizer.hf.bos_id if tokenizer.hf is not None and tokenizer.hf.bos_id is not None else tokenizer.eot_id
@@ -69,7 +69,7 @@ def load_hf(folder: str | Path) -> GPT:
     """
     folder = Path(folder)
     config = hf.config_from_hf(read_json(folder / "config.json"))
-    return build_model(config, hf.state_from_hf(_read_weights(folder), config), folder)
+    return build_model(config, hf_weights.state_from_hf(_read_weights(folder), config), folder)
 
 
 def tokenizer_spec_from_hf(folder: str | Path) -> dict | None:

@@ -59,6 +59,9 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 """Token ids ``(x, y)``, both (B, T) int64: inputs and next-token targets (``IGNORE_INDEX`` where none)."""
 TRAINING_FIELDS = ("dropout", "init", "gradient_checkpointing")
 """``Config`` fields that are training-time settings: ``init_weights`` may have been trained with other values."""
+CONTEXT_FIELDS = ("block_size", "rope_theta", "rope_scaling")
+"""``Config`` fields of a RoPE model that set its context length and positions, not the shapes of its weights:
+``init_weights`` may differ in them, which is how a context is extended (a larger block_size and a rope_scaling)."""
 
 
 def check_settings(
@@ -93,11 +96,13 @@ def load_pretrained(path: str, config: Config, tokenizer: dict | None, lora: LoR
     added (their A matrices drawn from torch's global generator).
 
     Raises:
-        ConfigError: if the checkpoint's architecture differs from ``config`` (outside ``TRAINING_FIELDS``), or it
-            names a tokenizer other than ``tokenizer`` (a spec; a checkpoint without one is not compared).
+        ConfigError: if the checkpoint's architecture differs from ``config`` (outside ``TRAINING_FIELDS``, and for
+            RoPE models ``CONTEXT_FIELDS``), or it names a tokenizer other than ``tokenizer`` (a spec; a checkpoint
+            without one is not compared).
     """
     pretrained, theirs = load_checkpoint(path, require_tokenizer=False)
-    if different := pretrained.config.differences(config, ignore=TRAINING_FIELDS):
+    ignore = TRAINING_FIELDS + (CONTEXT_FIELDS if config.position_embedding == "rope" else ())
+    if different := pretrained.config.differences(config, ignore=ignore):
         there = pretrained.config
         details = "; ".join(f"{k}: {getattr(there, k)!r} there, {getattr(config, k)!r} here" for k in different)
         raise ConfigError(
@@ -156,8 +161,8 @@ class LitGPT(LightningModule):
         optimizer: ``adamw`` for every parameter, or ``muon``: Muon (``lit_gpt.train.optim``: the same learning rate
             and weight decay carry over) for the 2-D projections inside the blocks and AdamW for the rest. Muon needs
             whole matrices: one device or DDP only (ConfigError under FSDP, ModelParallelStrategy or DeepSpeed).
-        init_weights: start from the weights of any checkpoint form (``lit_gpt.checkpoint``) instead of a random
-            init (fine-tuning); its architecture must equal ``config``'s, and its tokenizer the data's.
+        init_weights: start from the weights of any checkpoint form (``lit_gpt.checkpoint``), not a random init
+            (fine-tuning); its architecture must be ``config``'s (``CONTEXT_FIELDS`` aside), its tokenizer the data's.
         lora: train LoRA adapters on the frozen ``init_weights`` instead of every weight (``lit_gpt.lora.LoRA``:
             ``r``, ``alpha``, ``dropout``, ``target_modules``); needs ``pip install -e ".[lora]"``.
         compile: run the blocks' training forward and backward through ``torch.compile`` (Inductor; on CPU it needs
