@@ -46,6 +46,10 @@ class Config:
     """Number of attention (query) heads."""
     n_embd: int = 128
     """Width of the residual stream (hidden size)."""
+    head_dim: int | None = None
+    """Width of each attention head. None: ``n_embd // n_head`` (which must divide evenly); set apart from them when
+    the heads are wider or narrower than the residual stream split evenly (Qwen3-0.6B: n_embd 1024, 16 heads of 128).
+    The query projection is (n_embd -> n_head * head_size), the output projection its transpose."""
     n_kv_head: int | None = None
     """Number of key/value heads for grouped-query attention (Ainslie et al. 2023); must divide ``n_head``.
     None means ``n_head`` (multi-head attention); 1 is multi-query attention."""
@@ -67,6 +71,9 @@ class Config:
     bias: bool = False
     """Biases in the attention and MLP linear layers and in LayerNorms (GPT-2 has them, LLaMA does not). The output
     head never has one."""
+    qkv_bias: bool = False
+    """Biases on the query, key and value projections even when ``bias`` is False, as Qwen2 has them (its output
+    projection and MLP have none)."""
     tie_embeddings: bool = True
     """Share the token embedding matrix with the output head (Press & Wolf 2017)."""
     dropout: float = 0.0
@@ -105,9 +112,7 @@ class Config:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"Config.{name} must be a positive integer, got {value!r}")
-        if self.n_embd % self.n_head:
-            raise ConfigError(f"Config.n_embd ({self.n_embd}) must be divisible by Config.n_head ({self.n_head})")
-        self.head_size = self.n_embd // self.n_head
+        self.head_size = _head_size(self)
         if self.n_kv_head is None:
             self.n_kv_head = self.n_head
         if self.n_kv_head < 1 or self.n_head % self.n_kv_head:
@@ -117,7 +122,7 @@ class Config:
         if self.position_embedding not in ("rope", "learned"):
             raise ConfigError(f"Config.position_embedding must be 'rope' or 'learned', got {self.position_embedding!r}")
         if self.position_embedding == "rope" and self.head_size % 2:
-            raise ConfigError(f"RoPE needs an even head size, got n_embd / n_head = {self.head_size}")
+            raise ConfigError(f"RoPE needs an even head size, got {self.head_size}")
         if self.rope_theta <= 0:
             raise ConfigError(f"Config.rope_theta must be positive, got {self.rope_theta}")
         if self.norm not in ("rmsnorm", "layernorm"):
@@ -143,7 +148,7 @@ class Config:
         self.padded_vocab_size = _round_up(self.vocab_size, self.padding_multiple)
 
     def _check_switches(self) -> None:
-        for name in ("qk_norm", "zero_init_proj", "value_residual"):
+        for name in ("qkv_bias", "qk_norm", "zero_init_proj", "value_residual"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"Config.{name} must be true or false, got {getattr(self, name)!r}")
         cap = self.logit_softcap
@@ -184,17 +189,7 @@ class Config:
     def block_params(self) -> int:
         """Parameters of one transformer block (attention, MLP, its two norms; see ``num_params``), without the
         value-residual lambda that all blocks but the first hold."""
-        C, F, hs = self.n_embd, self.intermediate_size, self.head_size
-        q_out, kv_out = self.n_head * hs, self.n_kv_head * hs
-        norm = C * (2 if self.norm == "layernorm" and self.bias else 1)
-        attn = C * q_out + 2 * C * kv_out + q_out * C
-        mlp = (3 if self.mlp == "swiglu" else 2) * C * F
-        if self.bias:
-            attn += q_out + 2 * kv_out + C
-            mlp += (2 * F if self.mlp == "swiglu" else F) + C
-        if self.qk_norm:
-            attn += 2 * hs
-        return attn + mlp + 2 * norm
+        return _block_params(self)
 
     def num_params(self) -> int:
         """Number of trainable parameters of ``GPT(self)``, from the formula (each tied tensor counted once).
@@ -203,7 +198,8 @@ class Config:
         embeddings V*C (+ block_size*C learned positions), per block the attention
         C*(n_head*hs) + 2*C*(n_kv_head*hs) + (n_head*hs)*C (+ 2*hs for the q/k norms, + 1 value-residual lambda
         after the first layer) and the MLP 2*C*F (GELU, ReLU²) or 3*C*F (SwiGLU), two norms per block plus the final
-        one, and the head V*C unless tied; biases where enabled (never in the head, as in GPT-2 and LLaMA).
+        one, and the head V*C unless tied; biases where enabled (``bias``; ``qkv_bias``: on q, k and v only), never in
+        the head, as in GPT-2 and LLaMA.
         """
         C = self.n_embd
         norm = C * (2 if self.norm == "layernorm" and self.bias else 1)
@@ -220,6 +216,39 @@ class Config:
 
 def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
+
+
+def _head_size(config: Config) -> int:
+    """``config.head_dim``, or ``n_embd // n_head`` when it is None.
+
+    Raises:
+        ConfigError: for a head_dim that is not a positive integer, or None with n_embd not divisible by n_head.
+    """
+    head_dim = config.head_dim
+    if head_dim is not None and (not isinstance(head_dim, int) or isinstance(head_dim, bool) or head_dim < 1):
+        raise ConfigError(f"Config.head_dim must be a positive integer or None, got {head_dim!r}")
+    if head_dim is None and config.n_embd % config.n_head:
+        raise ConfigError(
+            f"Config.n_embd ({config.n_embd}) must be divisible by Config.n_head ({config.n_head}), or set "
+            "Config.head_dim"
+        )
+    return head_dim or config.n_embd // config.n_head
+
+
+def _block_params(config: Config) -> int:
+    """``Config.block_params``: one block's parameters from the formula of ``Config.num_params``."""
+    C, F, hs = config.n_embd, config.intermediate_size, config.head_size
+    q_out, kv_out = config.n_head * hs, config.n_kv_head * hs
+    norm = C * (2 if config.norm == "layernorm" and config.bias else 1)
+    attn = C * q_out + 2 * C * kv_out + q_out * C
+    mlp = (3 if config.mlp == "swiglu" else 2) * C * F
+    if config.bias or config.qkv_bias:
+        attn += q_out + 2 * kv_out + (C if config.bias else 0)
+    if config.bias:
+        mlp += (2 * F if config.mlp == "swiglu" else F) + C
+    if config.qk_norm:
+        attn += 2 * hs
+    return attn + mlp + 2 * norm
 
 
 _GPT2_STYLE = dict(position_embedding="learned", norm="layernorm", mlp="gelu", bias=True, tie_embeddings=True)

@@ -80,21 +80,17 @@ def load_pretrained(path: str, config: Config, tokenizer: dict | None, lora: LoR
     """The model to train from the weights at ``path`` (any form ``lit_gpt.checkpoint.load_checkpoint`` reads, read
     once), and with ``lora`` the base's identity (``lit_gpt.lora.base_identity``), else None.
 
-    The tensors are assigned to ``GPT(config)`` built without a random initialisation, so the model has this run's
-    training-time settings (``TRAINING_FIELDS``, e.g. dropout). With ``lora`` the weights are frozen and adapters
-    added (their A matrices drawn from torch's global generator).
+    The tensors are assigned to ``GPT(fine_tuning_config(...))`` built without a random initialisation: the
+    checkpoint's architecture with this run's ``block_size`` and training-time settings (``TRAINING_FIELDS``, e.g.
+    dropout). With ``lora`` the weights are frozen and adapters added (their A matrices drawn from torch's global
+    generator).
 
     Raises:
-        ConfigError: if the checkpoint's architecture differs from ``config`` (outside ``TRAINING_FIELDS``), or it
-            names a tokenizer other than ``tokenizer`` (a spec; a checkpoint without one is not compared).
+        ConfigError: as ``fine_tuning_config`` does, or if the checkpoint names a tokenizer other than ``tokenizer``
+            (a spec; a checkpoint without one is not compared).
     """
     pretrained, theirs = load_checkpoint(path, require_tokenizer=False)
-    if different := pretrained.config.differences(config, ignore=TRAINING_FIELDS):
-        there = pretrained.config
-        details = "; ".join(f"{k}: {getattr(there, k)!r} there, {getattr(config, k)!r} here" for k in different)
-        raise ConfigError(
-            f"model.init_weights {path} has another architecture ({details}); set model.config to match it"
-        )
+    config = fine_tuning_config(pretrained.config, config, path)
     if theirs is not None and tokenizer is not None and theirs.spec != tokenizer:
         raise ConfigError(
             f"model.init_weights {path} was trained with another tokenizer ({theirs.spec.get('name', 'char')!r}) than "
@@ -105,6 +101,41 @@ def load_pretrained(path: str, config: Config, tokenizer: dict | None, lora: LoR
         return model, None
     base = base_identity(path, model)
     return add_adapters(model, lora), base
+
+
+def fine_tuning_config(pretrained: Config, config: Config, path: str) -> Config:
+    """The architecture that trains on weights of architecture ``pretrained``, given this run's ``config``: the
+    pretrained one, with ``config``'s ``TRAINING_FIELDS`` and ``block_size``.
+
+    ``config`` must describe the same model, except that a RoPE model may train on a ``block_size`` up to its own
+    (its weights do not depend on the context length; a learned position table does), and that the tokenizer's
+    ``vocab_size`` (which the command line links into ``config``) may be smaller than the model's embedding rows
+    (``padded_vocab_size``; Hugging Face models often pad, e.g. Qwen2.5's 151,936 rows for 151,665 token ids): the
+    model keeps its rows.
+
+    Raises:
+        ConfigError: naming each other difference, a longer ``block_size`` (or any other for learned positions),
+            or a tokenizer with more ids than the model has rows.
+    """
+    rope = pretrained.position_embedding == "rope"
+    if config.vocab_size > pretrained.padded_vocab_size:
+        raise ConfigError(
+            f"the tokenizer has {config.vocab_size} token ids but model.init_weights {path} has {pretrained.padded_vocab_size} "
+            "embedding rows: set data.tokenizer to the tokenizer the weights were trained with"
+        )
+    if config.block_size > pretrained.block_size or (config.block_size != pretrained.block_size and not rope):
+        what = "up to" if rope else "equal to (its learned position table has one row per position)"
+        raise ConfigError(
+            f"model.config.block_size {config.block_size}: model.init_weights {path} trains at a block_size "
+            f"{what} {pretrained.block_size}"
+        )
+    ignore = (*TRAINING_FIELDS, "block_size", "vocab_size", "padding_multiple")
+    if different := pretrained.differences(config, ignore=ignore):
+        details = "; ".join(f"{k}: {getattr(pretrained, k)!r} there, {getattr(config, k)!r} here" for k in different)
+        raise ConfigError(
+            f"model.init_weights {path} has another architecture ({details}); set model.config to match it"
+        )
+    return pretrained.replace(block_size=config.block_size, **{k: getattr(config, k) for k in TRAINING_FIELDS})
 
 
 def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -149,7 +180,8 @@ class LitGPT(LightningModule):
             and weight decay carry over) for the 2-D projections inside the blocks and AdamW for the rest. Muon needs
             whole matrices: one device or DDP only (ConfigError under FSDP, ModelParallelStrategy or DeepSpeed).
         init_weights: start from the weights of any checkpoint form (``lit_gpt.checkpoint``) instead of a random
-            init (fine-tuning); its architecture must equal ``config``'s, and its tokenizer the data's.
+            init (fine-tuning); its architecture is ``config``'s but for ``fine_tuning_config``'s leeway (a shorter
+            RoPE ``block_size``, more embedding rows than token ids), and its tokenizer is the data's.
         lora: train LoRA adapters on the frozen ``init_weights`` instead of every weight (``lit_gpt.lora.LoRA``:
             ``r``, ``alpha``, ``dropout``, ``target_modules``); needs ``pip install -e ".[lora]"``.
         compile: run training forward passes through ``torch.compile`` (Inductor; on CPU it needs a C++ compiler).
@@ -181,12 +213,13 @@ class LitGPT(LightningModule):
         super().__init__()
         check_settings(learning_rate, min_lr, warmup_steps, optimizer, lora, init_weights)
         self.save_hyperparameters()
-        self.config, self.tokenizer, self.lora = config, tokenizer, lora
+        self.tokenizer, self.lora = tokenizer, lora
         # self.base: the identity of LoRA's base (path, weight hash), recorded in checkpoints; None without LoRA
         if init_weights is None:
             self.model, self.base = GPT(config), None
         else:
             self.model, self.base = load_pretrained(init_weights, config, tokenizer, lora)
+        self.config = self.model.config  # with init_weights: its vocabulary rows, this run's block_size
         # Training runs ``self._compiled`` when set; ``self.model`` stays the plain module for evaluation, samples and
         # checkpoints (compiling the bound method registers no second module: no ``_orig_mod.`` keys, no copy).
         # Evaluation stays eager: its shapes and eval mode would compile twice more (bench/validation_cost.py).
