@@ -15,7 +15,8 @@ re-exported here:
   (``save_hf`` / ``load_hf``, ``tokenizer_spec_from_hf``);
 - a quantized folder (``config.json`` + ``model.pt``): ``lit_gpt.formats.quantized`` (``save_quantized`` /
   ``load_quantized``);
-- LoRA adapters for peft (written only): ``lit_gpt.formats.peft.save_peft_adapter``.
+- LoRA adapters for peft (written only): ``lit_gpt.formats.peft.save_peft_adapter``;
+- a GGUF file for llama.cpp and Ollama (written only): ``lit_gpt.formats.gguf.save_gguf``.
 
 A path to a folder's ``config.json``, ``model.safetensors`` or ``model.pt`` means the folder. ``build_model``
 (``lit_gpt.formats.weights``) makes a ``GPT`` from a state dict without a random initialisation.
@@ -32,6 +33,7 @@ from lit_gpt import hub
 from lit_gpt.errors import ConfigError
 from lit_gpt.formats.files import WHAT_TO_PASS, read_json
 from lit_gpt.formats.folder import FORMAT, VERSION, load_folder, save_folder
+from lit_gpt.formats.gguf import save_gguf
 from lit_gpt.formats.hf_folder import load_hf, save_hf, tokenizer_spec_from_hf
 from lit_gpt.formats.peft import save_peft_adapter
 from lit_gpt.formats.quantized import load_quantized, save_quantized
@@ -65,6 +67,7 @@ __all__ = [
     "read_training_checkpoint",
     "restore_training_record",
     "save_folder",
+    "save_gguf",
     "save_hf",
     "save_peft_adapter",
     "save_quantized",

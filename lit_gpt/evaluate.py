@@ -105,8 +105,8 @@ def negative_log_likelihood(
         ConfigError: for fewer than 2 tokens, a block_size outside [1, model block_size], a stride outside
             [1, block_size], or batch_size < 1.
     """
-    block_size = block_size or model.config.block_size
-    stride = stride or block_size
+    block_size = model.config.block_size if block_size is None else block_size
+    stride = block_size if stride is None else stride
     if tokens.numel() < 2:
         raise ConfigError("the text has fewer than 2 tokens: nothing to score")
     if not 1 <= block_size <= model.config.block_size or not 1 <= stride <= block_size or batch_size < 1:

@@ -32,6 +32,19 @@ def _merge_pair(ranks: dict[bytes, int], token: bytes) -> tuple[bytes, bytes]:
     return parts[0], parts[1]
 
 
+def bpe_merges(ranks: dict[bytes, int]) -> list[tuple[bytes, bytes]]:
+    """The merge list of a byte-level BPE from its tiktoken ranks (token bytes -> rank; special tokens left out).
+
+    One pair per token longer than one byte, in rank order: the two tokens whose merge made it (tiktoken merges the
+    adjacent pair whose concatenation ranks lowest, so a token's pair is found by BPE on its bytes with the merges
+    ranked before it). Hugging Face ``merges.txt`` and GGUF's ``tokenizer.ggml.merges`` list these pairs.
+
+    Raises:
+        ValueError: if a token is not a single merge of lower-ranked tokens (not a byte-level BPE).
+    """
+    return [_merge_pair(ranks, token) for token, _ in sorted(ranks.items(), key=lambda kv: kv[1]) if len(token) > 1]
+
+
 def gpt2_tokenizer_files(tokenizer: Tokenizer, block_size: int) -> dict[str, str]:
     """The texts of ``vocab.json``, ``merges.txt`` and ``tokenizer_config.json`` of GPT-2's byte-level BPE, by name.
 
@@ -51,7 +64,7 @@ def gpt2_tokenizer_files(tokenizer: Tokenizer, block_size: int) -> dict[str, str
 
     vocab = {text(token): i for token, i in ranks.items()}
     vocab[EOT_TEXT] = encoding.eot_token
-    merges = [_merge_pair(ranks, token) for token, _ in sorted(ranks.items(), key=lambda kv: kv[1]) if len(token) > 1]
+    merges = bpe_merges(ranks)
     config = {
         "tokenizer_class": "GPT2Tokenizer",
         "model_max_length": block_size,

@@ -1,4 +1,4 @@
-"""Optional extras (peft, torchao, lm-eval) that are not installed: each feature stops with one ConfigError naming
+"""Optional extras (peft, torchao, lm-eval, gguf) that are not installed: each feature stops with one ConfigError naming
 its install command. The packages are hidden from ``lit_gpt.extras.require``, so these run with or without them."""
 
 from __future__ import annotations
@@ -83,3 +83,14 @@ def test_sentencepiece_model_without_sentencepiece(without, tmp_path, shared_dat
     flags = ["--data.path", tmp_path / "a.txt", "--data.tokenizer", tmp_path / "llama2", "--data.cache_dir", tmp_path]
     code, _, err = run_main("prepare", *flags)
     assert code == 2 and errors(err) == [f"error: {message}"]
+
+
+def test_gguf_export_without_gguf(without, run_main, errors, tmp_path):
+    without("gguf")
+    save_folder(GPT(CONFIG), Tokenizer(chars=[chr(33 + i) for i in range(98)]), tmp_path / "ours")
+    code, _, err = run_main(
+        "export", "--checkpoint", tmp_path / "ours", "--out", tmp_path / "m.gguf", "--format", "gguf"
+    )
+    assert code == 2
+    assert errors(err) == ['error: GGUF export needs the optional package gguf: pip install -e ".[gguf]"']
+    assert not (tmp_path / "m.gguf").exists()

@@ -5,6 +5,7 @@ one error, the resumable order, and ``lit-gpt fit`` with full fine-tuning and Lo
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -233,10 +234,12 @@ def sft_run(tmp_path, byte_encoding):
     return args
 
 
-def test_fit_fine_tunes_on_assistant_tokens_and_resumes_exactly(sft_run, run_main, scalars, tmp_path):
-    code, _, err = run_main(*sft_run(tmp_path / "whole"))
+def test_fit_fine_tunes_on_assistant_tokens_and_resumes_exactly(sft_run, run_main, scalars, tmp_path, caplog):
+    with caplog.at_level(logging.INFO):
+        code, _, err = run_main(*sft_run(tmp_path / "whole"))
     assert code == 0, err
-    assert "SFT training data" in err and "120 examples (0 truncated" in err and "validation data" in err
+    (line,) = [r.getMessage() for r in caplog.records if "SFT training data" in r.getMessage()]
+    assert "120 examples (0 truncated" in line and "validation data" in line
     logged = scalars(next((tmp_path / "whole" / "runs").rglob("version_0")))
     assert [step for step, _ in logged["val/loss"]] == [2, 5]  # after steps 3 and 6
     assert logged["val/loss"][-1][1] < logged["val/loss"][0][1]

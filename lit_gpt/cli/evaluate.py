@@ -74,6 +74,13 @@ def main(args: list[str]) -> None:
     opts = _parser().parse_args(args[1:])
     if (opts.path is None) == (opts.tasks is None):
         raise ConfigError("pass --data.path (perplexity and bits per byte of a text) or --tasks (lm-eval), not both")
+    for flag, value in (
+        ("--block_size", opts.block_size),
+        ("--stride", opts.stride),
+        ("--batch_size", opts.batch_size),
+    ):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} must be a positive integer, got {value} (leave it out for the default)")
     started = time.perf_counter()
     model, tokenizer, device = load_for_inference(opts)
     if opts.path is not None:
@@ -92,8 +99,8 @@ def main(args: list[str]) -> None:
 
 def _score_text(opts, model: GPT, tokenizer: Tokenizer) -> dict:
     """``lit_gpt.evaluate.evaluate_documents`` on the documents of ``--data.path``, with the settings used."""
-    block_size = opts.block_size or model.config.block_size
-    stride = opts.stride or max(1, block_size // 2)
+    block_size = model.config.block_size if opts.block_size is None else opts.block_size
+    stride = max(1, block_size // 2) if opts.stride is None else opts.stride
     stats = CorpusStats()
     cleaning = Cleaning(remove_control=False, deduplicate=False)  # score the text as it is
     documents = iter_documents(resolve_sources(opts.path), cleaning, opts.separator, opts.text_field, stats)

@@ -24,7 +24,8 @@ deterministic; ``"tail"`` takes the last ``val_fraction`` of the tokens (nanoGPT
 
 A folder is reused when ``meta.json`` names the same sources (same size and mtime, or else the same SHA-256), the
 same tokenizer and the same options; otherwise it is rebuilt. Files are written under temporary names and renamed
-into place, ``meta.json`` last, so an interrupted run never leaves a folder that a later run would trust.
+into place, ``meta.json`` last, so an interrupted run never leaves a folder that a later run would trust; a failed
+preparation removes the folder (and its lock file) when it created it, and leaves a folder that was there before.
 ``prepare_corpus`` adds the download of a missing corpus; the data module (``lit_gpt.train.datamodule``) calls it
 from ``prepare_data``, and ``lit-gpt prepare`` ahead of training. No Lightning here.
 """
@@ -35,9 +36,11 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 from tqdm import tqdm
@@ -161,7 +164,7 @@ def prepare(
             left empty, an unknown tokenizer, a bad ``shard_tokens``, an ``out_dir`` that cannot be written, or
             (with ``build=False``) a folder that is missing or stale.
     """
-    with exclusive(Path(out_dir)):
+    with _removed_on_failure(Path(out_dir)), exclusive(Path(out_dir)):
         plan = _plan(corpus, tokenizer, seed, shard_tokens)
         tok = None if tokenizer == "char" else Tokenizer.from_name(tokenizer)
         meta = read_meta(out_dir)
@@ -175,6 +178,25 @@ def prepare(
             )
         tok = _char_tokenizer(plan) if tok is None else tok
         return _build(plan, tok, Path(out_dir), num_threads, progress, str(corpus.path))
+
+
+@contextmanager
+def _removed_on_failure(folder: Path) -> Iterator[None]:
+    """If the block raises, remove ``folder`` and those of its parents that did not exist on entry, so a failed
+    preparation leaves nothing behind that it created (not even the lock file); a folder that existed before is
+    never removed, nor one that holds a finished preparation (``meta.json``: another process's, that took turns)."""
+    created = [path for path in (folder, *folder.parents) if not path.exists()]  # deepest first
+    try:
+        yield
+    except BaseException:
+        if created and not (folder / "meta.json").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            for parent in created[1:]:
+                try:
+                    parent.rmdir()  # only while empty
+                except OSError:
+                    break
+        raise
 
 
 def _char_tokenizer(plan: _Plan) -> Tokenizer:

@@ -16,8 +16,9 @@ weighted by the mixture's weights (``lit_gpt.data.mixture`` says why). The learn
 LearningRateMonitor (as ``train/lr/decay`` and ``train/lr/no_decay``, one per parameter group, and
 ``train/lr/muon`` with Muon), tokens/s, FLOP/s and MFU by ``lit_gpt.train.callbacks.ThroughputMonitor`` (from
 ``flops_per_batch``: ``batch_flops`` of the latest batch on this device, None before the first).
-Speed: ``compile`` runs the training forward and backward through ``torch.compile`` (evaluation stays eager); AdamW is
-fused on CPU and CUDA; the gradient norm is computed once per step, with no host synchronisation.
+Speed: ``compile`` runs the training forward and backward of each transformer block through ``torch.compile``, one
+graph per kind of block reused by every layer (``lit_gpt.train.compile``; evaluation stays eager); AdamW is fused on
+CPU and CUDA; the gradient norm is computed once per step, with no host synchronisation.
 
 Pretrained weights (``init_weights``) are read once, and the model is built from their tensors without a random
 initialisation; a random model (no ``init_weights``) is ``GPT(config)``, drawing from torch's global generator.
@@ -50,6 +51,7 @@ from lit_gpt.errors import ConfigError
 from lit_gpt.flops import flops_per_token
 from lit_gpt.lora import LoRA, add_adapters, base_identity
 from lit_gpt.model import GPT
+from lit_gpt.train.compile import compile_blocks, eager_blocks
 from lit_gpt.train.optim import build_optimizer, check_muon_strategy, check_resumed_optimizer, cosine_schedule
 from lit_gpt.train.parallel import clip_grad_norm_, gradient_norm, owns_gradient_norm, parallelize
 
@@ -59,8 +61,14 @@ TRAINING_FIELDS = ("dropout", "init", "gradient_checkpointing")
 """``Config`` fields that are training-time settings: ``init_weights`` may have been trained with other values."""
 
 
-def check_settings(learning_rate: float, min_lr: float, warmup_steps: int, optimizer: str, lora, init_weights) -> None:
+def check_settings(
+    learning_rate: float, min_lr: float, warmup_steps: int, optimizer: str, lora, init_weights, compile=None
+) -> None:
     """Raise ConfigError for ``LitGPT`` settings that do not go together (named by their ``model.*`` keys)."""
+    if compile == "auto":
+        raise ConfigError(
+            "model.compile auto is resolved by lit-gpt fit, which knows the run's length; in Python pass True or False"
+        )
     if not 0 <= min_lr <= learning_rate:
         raise ConfigError(f"need 0 <= model.min_lr <= model.learning_rate, got {min_lr} and {learning_rate}")
     if warmup_steps < 0:
@@ -120,8 +128,9 @@ def fine_tuning_config(pretrained: Config, config: Config, path: str) -> Config:
     rope = pretrained.position_embedding == "rope"
     if config.vocab_size > pretrained.padded_vocab_size:
         raise ConfigError(
-            f"the tokenizer has {config.vocab_size} token ids but model.init_weights {path} has {pretrained.padded_vocab_size} "
-            "embedding rows: set data.tokenizer to the tokenizer the weights were trained with"
+            f"the tokenizer has {config.vocab_size} token ids but model.init_weights {path} has "
+            f"{pretrained.padded_vocab_size} embedding rows: set data.tokenizer to the tokenizer the weights were "
+            "trained with"
         )
     if config.block_size > pretrained.block_size or (config.block_size != pretrained.block_size and not rope):
         what = "up to" if rope else "equal to (its learned position table has one row per position)"
@@ -180,12 +189,13 @@ class LitGPT(LightningModule):
             and weight decay carry over) for the 2-D projections inside the blocks and AdamW for the rest. Muon needs
             whole matrices: one device or DDP only (ConfigError under FSDP, ModelParallelStrategy or DeepSpeed).
         init_weights: start from the weights of any checkpoint form (``lit_gpt.checkpoint``) instead of a random
-            init (fine-tuning); its architecture is ``config``'s but for ``fine_tuning_config``'s leeway (a shorter
-            RoPE ``block_size``, more embedding rows than token ids), and its tokenizer is the data's.
+            init (fine-tuning): ``config``'s architecture as ``fine_tuning_config`` allows, and the data's tokenizer.
         lora: train LoRA adapters on the frozen ``init_weights`` instead of every weight (``lit_gpt.lora.LoRA``:
             ``r``, ``alpha``, ``dropout``, ``target_modules``); needs ``pip install -e ".[lora]"``.
-        compile: run training forward passes through ``torch.compile`` (Inductor; on CPU it needs a C++ compiler).
-            None: ``lit-gpt fit`` chooses from the machine (``lit_gpt.train.hardware``); in Python, None means off.
+        compile: run the blocks' training forward and backward through ``torch.compile`` (Inductor; on CPU it needs
+            a C++ compiler; ``lit_gpt.train.compile.compile_blocks``). None or ``auto``: ``lit-gpt fit`` chooses from
+            the machine and the run's length (``lit_gpt.train.hardware``); in Python, None means off and ``auto`` is
+            a ConfigError (only ``lit-gpt fit`` knows the run to weigh).
         compile_mode: ``torch.compile``'s ``mode``: None, "reduce-overhead", "max-autotune" or
             "max-autotune-no-cudagraphs" (on CPU: Inductor's own C++ matmuls where they beat oneDNN, for small models).
         float32_matmul_precision: ``torch.set_float32_matmul_precision``, set at setup: "high" lets float32 matmuls
@@ -205,13 +215,13 @@ class LitGPT(LightningModule):
         eps: float = 1e-8,
         optimizer: Literal["adamw", "muon"] = "adamw",
         init_weights: str | None = None,
-        compile: bool | None = None,
+        compile: bool | Literal["auto"] | None = None,
         compile_mode: str | None = None,
         float32_matmul_precision: Literal["highest", "high", "medium"] = "high",
         lora: LoRA | None = None,
     ) -> None:
         super().__init__()
-        check_settings(learning_rate, min_lr, warmup_steps, optimizer, lora, init_weights)
+        check_settings(learning_rate, min_lr, warmup_steps, optimizer, lora, init_weights, compile)
         self.save_hyperparameters()
         self.tokenizer, self.lora = tokenizer, lora
         # self.base: the identity of LoRA's base (path, weight hash), recorded in checkpoints; None without LoRA
@@ -220,10 +230,8 @@ class LitGPT(LightningModule):
         else:
             self.model, self.base = load_pretrained(init_weights, config, tokenizer, lora)
         self.config = self.model.config  # with init_weights: its vocabulary rows, this run's block_size
-        # Training runs ``self._compiled`` when set; ``self.model`` stays the plain module for evaluation, samples and
-        # checkpoints (compiling the bound method registers no second module: no ``_orig_mod.`` keys, no copy).
-        # Evaluation stays eager: its shapes and eval mode would compile twice more (bench/validation_cost.py).
-        self._compiled = torch.compile(self.model.forward, dynamic=False, mode=compile_mode) if compile else None
+        # The blocks' training forwards run compiled; evaluation, samples and checkpoints see the plain model
+        self._compiled = compile_blocks(self.model, compile_mode) if compile else None
         self.val_loss = MeanMetric()
         self.corpus_losses = nn.ModuleList()  # one MeanMetric per corpus of a mixture (setup)
         self.val_corpora: list[tuple[str, float]] | None = None
@@ -249,6 +257,7 @@ class LitGPT(LightningModule):
                     "model.compile is not applied under ModelParallelStrategy (not verified with FSDP2 and tensor "
                     "parallelism here); training runs eagerly"
                 )
+                eager_blocks(self.model)
                 self._compiled = None
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -279,7 +288,7 @@ class LitGPT(LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         x, y = batch
-        loss = self._loss((self._compiled or self.model)(x), y)
+        loss = self._loss(self.model(x), y)
         if self._logging_step():  # several devices: the mean over all of them (one all-reduce per logged step)
             self.log("train/loss", loss, prog_bar=True, sync_dist=self.trainer.world_size > 1)
         return loss
