@@ -1,8 +1,8 @@
 """Model configuration: one validated dataclass, a few named presets, and the parameter-count formula.
 
 Standard library only, so that building or inspecting a config never imports torch, tiktoken or Lightning
-(``tests/test_layout.py`` checks it in a fresh interpreter). ``ConfigError`` lives in ``lit_gpt.errors`` and is
-re-exported here.
+(``tests/test_layout.py`` checks it in a fresh interpreter). ``ConfigError`` lives in ``lit_gpt.errors`` and
+``RopeScaling`` in ``lit_gpt.rope_scaling``; both are re-exported here.
 """
 
 from __future__ import annotations
@@ -13,110 +13,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from lit_gpt.errors import ConfigError
+from lit_gpt.rope_scaling import RopeScaling
 
 __all__ = ["PRESETS", "Config", "ConfigError", "RopeScaling"]
-
-ROPE_SCALING_TYPES = ("linear", "dynamic", "yarn", "llama3")
-_EXTRAS = {  # the optional fields of each scaling type, with their defaults (transformers' defaults)
-    "linear": {},
-    "dynamic": {},
-    "yarn": {
-        "attention_factor": None,
-        "beta_fast": 32.0,
-        "beta_slow": 1.0,
-        "mscale": None,
-        "mscale_all_dim": None,
-        "truncate": True,
-    },
-    "llama3": {"low_freq_factor": 1.0, "high_freq_factor": 4.0},
-}
-
-
-@dataclass
-class RopeScaling:
-    """How RoPE's frequencies are rescaled so that a model runs past the length it was trained at: ``linear``
-    (Position Interpolation, Chen et al. 2023), ``dynamic`` (NTK-aware, bloc97 2023), ``yarn`` (Peng et al. 2023)
-    or ``llama3`` (Llama 3.1). ``lit_gpt.rope`` computes them by the formulas of transformers'
-    ``modeling_rope_utils.py`` and describes each.
-
-    Lengths (checked by ``Config``): linear and yarn stretch ``original_block_size`` by ``factor`` (PI's L' = sL,
-    YaRN's s = L'/L), so ``block_size <= factor * original_block_size``. dynamic adapts to each pass's length and
-    llama3's ``factor`` divides frequencies rather than stretching a length (Llama 3.1 runs 131072 tokens with
-    factor 8 over 8192), so neither bounds ``block_size``.
-
-    The extras belong to one type each (yarn: ``attention_factor``, ``beta_fast``, ``beta_slow``, ``mscale``,
-    ``mscale_all_dim``, ``truncate``; llama3: ``low_freq_factor``, ``high_freq_factor``); None takes the type's
-    default (transformers': beta_fast 32, beta_slow 1, truncate true, low_freq_factor 1, high_freq_factor 4).
-
-    Raises:
-        ConfigError: for an unknown type, a factor below 1, a non-positive ``original_block_size``, an extra of
-            another type, beta_fast < beta_slow, high_freq_factor <= low_freq_factor or attention_factor <= 0.
-    """
-
-    type: str | None = None
-    """``linear``, ``dynamic``, ``yarn`` or ``llama3`` (required, as are factor and original_block_size)."""
-    factor: float | None = None
-    """Scaling factor, >= 1 (1 leaves plain RoPE for linear, dynamic and llama3)."""
-    original_block_size: int | None = None
-    """The context length the model was trained at before scaling (transformers' original_max_position_embeddings;
-    for dynamic, its max_position_embeddings)."""
-    attention_factor: float | None = None
-    """yarn: multiplier of cos and sin; None: from factor (and mscale / mscale_all_dim)."""
-    beta_fast: float | None = None
-    """yarn: dimensions turning more than this many times over original_block_size are kept (default 32)."""
-    beta_slow: float | None = None
-    """yarn: dimensions turning fewer than this many times are divided by factor (default 1)."""
-    mscale: float | None = None
-    """yarn, with mscale_all_dim: attention_factor = (0.1 mscale ln(factor) + 1) / (0.1 mscale_all_dim ln(factor) + 1)
-    (DeepSeek's configs)."""
-    mscale_all_dim: float | None = None
-    """yarn: see mscale."""
-    truncate: bool | None = None
-    """yarn: round the ramp's ends to whole dimensions (default true)."""
-    low_freq_factor: float | None = None
-    """llama3: wavelengths above original_block_size / low_freq_factor are divided by factor (default 1)."""
-    high_freq_factor: float | None = None
-    """llama3: wavelengths below original_block_size / high_freq_factor are kept (default 4)."""
-
-    def __post_init__(self) -> None:
-        if self.type not in ROPE_SCALING_TYPES:
-            raise ConfigError(
-                f"Config.rope_scaling.type must be one of {', '.join(ROPE_SCALING_TYPES)}, got {self.type!r}"
-            )
-        if isinstance(self.factor, bool) or not isinstance(self.factor, (int, float)) or not self.factor >= 1:
-            raise ConfigError(f"Config.rope_scaling.factor must be a number >= 1 (1: no scaling), got {self.factor!r}")
-        size = self.original_block_size
-        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-            raise ConfigError(f"Config.rope_scaling.original_block_size must be a positive integer, got {size!r}")
-        extras = _EXTRAS[self.type]
-        for field in dataclasses.fields(self)[3:]:
-            value = getattr(self, field.name)
-            if field.name not in extras and value is not None:
-                owner = "yarn" if field.name in _EXTRAS["yarn"] else "llama3"
-                raise ConfigError(f"Config.rope_scaling.{field.name} applies to {owner} scaling, not {self.type}")
-            if field.name in extras and value is None:
-                setattr(self, field.name, extras[field.name])
-        self._check_extras()
-
-    def _check_extras(self) -> None:
-        if self.type == "yarn" and (self.beta_fast < self.beta_slow or self.beta_slow <= 0):
-            raise ConfigError(
-                f"Config.rope_scaling needs beta_fast >= beta_slow > 0, got {self.beta_fast} and {self.beta_slow}"
-            )
-        if self.type == "yarn" and self.attention_factor is not None and not self.attention_factor > 0:
-            raise ConfigError(f"Config.rope_scaling.attention_factor must be positive, got {self.attention_factor}")
-        if self.type == "llama3" and not self.high_freq_factor > self.low_freq_factor > 0:
-            raise ConfigError(
-                "Config.rope_scaling needs high_freq_factor > low_freq_factor > 0, got "
-                f"{self.high_freq_factor} and {self.low_freq_factor}"
-            )
-
-    def max_block_size(self) -> int | None:
-        """The longest ``block_size`` this scaling supports: ``factor * original_block_size`` (rounded down) for
-        linear and yarn, None (no bound) for dynamic and llama3 (see the class docstring)."""
-        if self.type in ("linear", "yarn"):
-            return int(self.factor * self.original_block_size)
-        return None
 
 
 @dataclass
@@ -148,6 +47,10 @@ class Config:
     """Number of attention (query) heads."""
     n_embd: int = 128
     """Width of the residual stream (hidden size)."""
+    head_dim: int | None = None
+    """Width of each attention head. None: ``n_embd // n_head`` (which must divide evenly); set apart from them when
+    the heads are wider or narrower than the residual stream split evenly (Qwen3-0.6B: n_embd 1024, 16 heads of 128).
+    The query projection is (n_embd -> n_head * head_size), the output projection its transpose."""
     n_kv_head: int | None = None
     """Number of key/value heads for grouped-query attention (Ainslie et al. 2023); must divide ``n_head``.
     None means ``n_head`` (multi-head attention); 1 is multi-query attention."""
@@ -172,6 +75,9 @@ class Config:
     bias: bool = False
     """Biases in the attention and MLP linear layers and in LayerNorms (GPT-2 has them, LLaMA does not). The output
     head never has one."""
+    qkv_bias: bool = False
+    """Biases on the query, key and value projections even when ``bias`` is False, as Qwen2 has them (its output
+    projection and MLP have none)."""
     tie_embeddings: bool = True
     """Share the token embedding matrix with the output head (Press & Wolf 2017)."""
     dropout: float = 0.0
@@ -210,9 +116,7 @@ class Config:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"Config.{name} must be a positive integer, got {value!r}")
-        if self.n_embd % self.n_head:
-            raise ConfigError(f"Config.n_embd ({self.n_embd}) must be divisible by Config.n_head ({self.n_head})")
-        self.head_size = self.n_embd // self.n_head
+        self.head_size = _head_size(self)
         if self.n_kv_head is None:
             self.n_kv_head = self.n_head
         if self.n_kv_head < 1 or self.n_head % self.n_kv_head:
@@ -222,7 +126,7 @@ class Config:
         if self.position_embedding not in ("rope", "learned"):
             raise ConfigError(f"Config.position_embedding must be 'rope' or 'learned', got {self.position_embedding!r}")
         if self.position_embedding == "rope" and self.head_size % 2:
-            raise ConfigError(f"RoPE needs an even head size, got n_embd / n_head = {self.head_size}")
+            raise ConfigError(f"RoPE needs an even head size, got {self.head_size}")
         if self.rope_theta <= 0:
             raise ConfigError(f"Config.rope_theta must be positive, got {self.rope_theta}")
         self.rope_scaling = _rope_scaling(self)
@@ -283,17 +187,7 @@ class Config:
     def block_params(self) -> int:
         """Parameters of one transformer block (attention, MLP, its two norms; see ``num_params``), without the
         value-residual lambda that all blocks but the first hold."""
-        C, F, hs = self.n_embd, self.intermediate_size, self.head_size
-        q_out, kv_out = self.n_head * hs, self.n_kv_head * hs
-        norm = C * (2 if self.norm == "layernorm" and self.bias else 1)
-        attn = C * q_out + 2 * C * kv_out + q_out * C
-        mlp = (3 if self.mlp == "swiglu" else 2) * C * F
-        if self.bias:
-            attn += q_out + 2 * kv_out + C
-            mlp += (2 * F if self.mlp == "swiglu" else F) + C
-        if self.qk_norm:
-            attn += 2 * hs
-        return attn + mlp + 2 * norm
+        return _block_params(self)
 
     def num_params(self) -> int:
         """Number of trainable parameters of ``GPT(self)``, from the formula (each tied tensor counted once).
@@ -302,7 +196,8 @@ class Config:
         embeddings V*C (+ block_size*C learned positions), per block the attention
         C*(n_head*hs) + 2*C*(n_kv_head*hs) + (n_head*hs)*C (+ 2*hs for the q/k norms, + 1 value-residual lambda
         after the first layer) and the MLP 2*C*F (GELU, ReLU²) or 3*C*F (SwiGLU), two norms per block plus the final
-        one, and the head V*C unless tied; biases where enabled (never in the head, as in GPT-2 and LLaMA).
+        one, and the head V*C unless tied; biases where enabled (``bias``; ``qkv_bias``: on q, k and v only), never in
+        the head, as in GPT-2 and LLaMA.
         """
         C = self.n_embd
         norm = C * (2 if self.norm == "layernorm" and self.bias else 1)
@@ -318,7 +213,7 @@ class Config:
 
 
 def _check_switches(config: Config) -> None:
-    for name in ("qk_norm", "zero_init_proj", "value_residual"):
+    for name in ("qkv_bias", "qk_norm", "zero_init_proj", "value_residual"):
         if not isinstance(getattr(config, name), bool):
             raise ConfigError(f"Config.{name} must be true or false, got {getattr(config, name)!r}")
     cap = config.logit_softcap
@@ -355,6 +250,39 @@ def _rope_scaling(config: Config) -> RopeScaling | None:
 
 def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
+
+
+def _head_size(config: Config) -> int:
+    """``config.head_dim``, or ``n_embd // n_head`` when it is None.
+
+    Raises:
+        ConfigError: for a head_dim that is not a positive integer, or None with n_embd not divisible by n_head.
+    """
+    head_dim = config.head_dim
+    if head_dim is not None and (not isinstance(head_dim, int) or isinstance(head_dim, bool) or head_dim < 1):
+        raise ConfigError(f"Config.head_dim must be a positive integer or None, got {head_dim!r}")
+    if head_dim is None and config.n_embd % config.n_head:
+        raise ConfigError(
+            f"Config.n_embd ({config.n_embd}) must be divisible by Config.n_head ({config.n_head}), or set "
+            "Config.head_dim"
+        )
+    return head_dim or config.n_embd // config.n_head
+
+
+def _block_params(config: Config) -> int:
+    """``Config.block_params``: one block's parameters from the formula of ``Config.num_params``."""
+    C, F, hs = config.n_embd, config.intermediate_size, config.head_size
+    q_out, kv_out = config.n_head * hs, config.n_kv_head * hs
+    norm = C * (2 if config.norm == "layernorm" and config.bias else 1)
+    attn = C * q_out + 2 * C * kv_out + q_out * C
+    mlp = (3 if config.mlp == "swiglu" else 2) * C * F
+    if config.bias or config.qkv_bias:
+        attn += q_out + 2 * kv_out + (C if config.bias else 0)
+    if config.bias:
+        mlp += (2 * F if config.mlp == "swiglu" else F) + C
+    if config.qk_norm:
+        attn += 2 * hs
+    return attn + mlp + 2 * norm
 
 
 _GPT2_STYLE = dict(position_embedding="learned", norm="layernorm", mlp="gelu", bias=True, tie_embeddings=True)

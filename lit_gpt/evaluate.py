@@ -196,14 +196,18 @@ def loss_by_position(
 def document_tokens(tokenizer: Tokenizer, documents: Iterable[str]) -> tuple[torch.Tensor, int, int]:
     """``[eot] doc1 [eot] doc2 ...`` as a (N,) int64 tensor, the documents' total UTF-8 bytes, and their number.
 
+    With a tokenizer that starts every text with a ``document_prefix`` (the BOS of Llama's and other Hugging Face
+    tokenizers, which their models always saw first), each document starts with it instead of a lone end-of-text:
+    ``[bos] doc1 [eot] [bos] doc2 ...``, as ``lit-gpt prepare`` lays out documents for training.
+
     Raises:
         ConfigError: for a character-level tokenizer meeting a character outside its vocabulary.
     """
-    ids, n_bytes, n_documents = [tokenizer.eot_id], 0, 0
+    ids, n_bytes, n_documents = ([] if tokenizer.document_prefix else [tokenizer.eot_id]), 0, 0
     for document in documents:
         if n_documents:
             ids.append(tokenizer.eot_id)
-        ids.extend(tokenizer.encode(document))
+        ids.extend(tokenizer.document_prefix + tokenizer.encode(document))
         n_bytes += len(document.encode("utf-8", "surrogatepass"))
         n_documents += 1
     return torch.tensor(ids, dtype=torch.long), n_bytes, n_documents

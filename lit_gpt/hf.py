@@ -1,201 +1,64 @@
-"""Hugging Face interop as pure maps: our ``Config`` <-> the ``config.json`` of ``LlamaForCausalLM`` /
-``Qwen3ForCausalLM`` / ``GPT2LMHeadModel``; the state-dict maps are ``lit_gpt.hf_weights``'s and the tokenizer files
-``lit_gpt.hf_tokenizer``'s.
-
-A LLaMA-style config maps to ``LlamaForCausalLM`` (with ``qk_norm``: ``Qwen3ForCausalLM``, Llama plus a per-head
-RMSNorm on queries and keys, ``self_attn.q_norm`` / ``k_norm`` as ours) and a GPT-2-style one to
-``GPT2LMHeadModel``. RoPE, and its scaling, are carried by ``rope_to_hf`` / ``rope_from_hf`` as transformers 5
-(``rope_parameters``) and 4 (``rope_scaling``, ``rope_theta``) read them. Settings a class cannot express are
-refused by name, on export and on import.
-
-Dicts in, dicts out: no file is read or written here (``lit_gpt.checkpoint`` does that), and neither transformers
-nor Lightning is imported (the tests compare against transformers).
+"""Hugging Face interop as pure maps: our ``Config`` and state dict <-> the ``config.json`` and weights of transformers'
+Llama, Qwen2, Qwen3 and GPT-2 families. A family is one table (``Family``), read from ``config.json`` and not from a
+list of model names: its ``model_type`` and class, the ``config.json`` keys that are ``Config`` fields (with
+transformers' default for a missing key), what every model of the family shares, and what lit_gpt cannot express in
+either direction, each with the reason. ``LLAMA`` is every ``LlamaForCausalLM`` (Llama 2 and 3, SmolLM2, TinyLlama:
+GQA, tied or untied embeddings, any ``head_dim``); ``QWEN2`` is Llama with biases on q, k and v only (``qkv_bias``);
+``QWEN3`` is Llama with a per-head RMSNorm on queries and keys (``qk_norm``) and no biases; ``GPT2`` is
+``GPT2LMHeadModel``. RoPE and its scaling are one call each way, ``rope_to_hf`` / ``rope_from_hf``, as transformers 5
+(``rope_parameters``) and 4 (``rope_scaling``, ``rope_theta``) read them. Export picks the family from the config
+(``family_for``). The weight maps (``state_to_hf``, ``state_from_hf``) are ``lit_gpt.hf_weights``', re-exported here:
+export -> import gives bit-identical tensors. No file is read or written here, and neither transformers nor Lightning
+is imported.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from lit_gpt.config import Config
 from lit_gpt.errors import ConfigError
+from lit_gpt.hf_weights import state_from_hf, state_to_hf
 from lit_gpt.tokenizer import Tokenizer
 
-# ---------------------------------------------------------------------------------------------------------------
-# Hugging Face configs
+__all__ = ["FAMILIES", "Family", "config_from_hf", "config_to_hf", "family_for", "state_from_hf", "state_to_hf"]
+
+REQUIRED = object()
+"""The default of a ``Family.fields`` key that ``config.json`` must hold (a shape)."""
 
 
-def config_to_hf(config: Config, tokenizer: Tokenizer) -> dict:
-    """The Hugging Face ``config.json`` for ``config``: ``LlamaForCausalLM`` for RoPE (``Qwen3ForCausalLM`` with
-    ``qk_norm``), ``GPT2LMHeadModel`` otherwise.
+@dataclass(frozen=True)
+class Family:
+    """One Hugging Face architecture family: how its ``config.json`` maps to ``Config`` and back.
 
-    ``vocab_size`` is ``padded_vocab_size``; bos and eos are the tokenizer's end-of-text id. RoPE's base is written
-    as ``rope_parameters`` (read by transformers 5) and as ``rope_theta`` (transformers 4). Llama has no embedding
-    or residual dropout, so ``dropout`` goes to ``attention_dropout`` only (dropout matters in training only).
-    The dict also carries a ``lit_gpt`` record (our config and tokenizer spec) from which ``config_from_hf``
-    restores the exact ``Config`` (e.g. the unpadded ``vocab_size``) and ``lit_gpt.checkpoint`` the tokenizer.
-
-    Raises:
-        ConfigError: naming every setting the chosen class cannot express (e.g. RoPE with LayerNorm, or learned
-            positions without biases).
+    Attributes:
+        name: the family in messages (``Llama``, ``Qwen2``, ``Qwen3``, ``GPT-2``).
+        model_type, architecture: ``config.json``'s ``model_type`` and the class written to ``architectures``.
+        chosen_for: the ``Config`` setting that makes ``family_for`` choose this family, for export messages.
+        fields: (``config.json`` key, ``Config`` field, default) read on import and written on export; the default is
+            that of transformers' config class for a missing key, ``REQUIRED`` where the key must be there. On export
+            ``vocab_size`` is the padded vocabulary and ``head_dim`` the head size.
+        fixed: the ``Config`` fields every model of the family has.
+        read: more ``Config`` fields computed from ``config.json`` (RoPE's); raises ``ConfigError`` for what lit_gpt
+            lacks there.
+        written: more ``config.json`` keys for a ``Config`` on export (constants, RoPE's).
+        refused: ``config.json`` -> {what lit_gpt lacks, with why: whether this model has it}, checked on import.
+        inexpressible: ``Config`` -> {a setting, with why the family lacks it: whether this config has it}, checked
+            on export.
     """
-    return {
-        **_hf_architecture(config),
-        "bos_token_id": tokenizer.eot_id,
-        "eos_token_id": tokenizer.eot_id,
-        "lit_gpt": {"config": config.to_dict(), "tokenizer": tokenizer.spec},
-    }
 
-
-def _hf_architecture(config: Config) -> dict:
-    """The model fields of ``config_to_hf`` (no token ids, no ``lit_gpt`` record)."""
-    common = {"vocab_size": config.padded_vocab_size, "tie_word_embeddings": config.tie_embeddings}
-    return _llama_to_hf(config, common) if config.position_embedding == "rope" else _gpt2_to_hf(config, common)
-
-
-def _llama_to_hf(config: Config, common: dict) -> dict:
-    """``LlamaForCausalLM`` fields, or ``Qwen3ForCausalLM``'s for a QK-norm model."""
-    # QK-norm: Qwen3 is Llama with a per-head RMSNorm on queries and keys before RoPE (our q_norm / k_norm)
-    qwen3 = config.qk_norm
-    arch, name = ("Qwen3ForCausalLM", "Qwen3") if qwen3 else ("LlamaForCausalLM", "Llama")
-    _check_expressible(
-        arch,
-        "qk_norm=True" if qwen3 else "position_embedding='rope'",
-        {
-            f"norm='layernorm' ({name} uses RMSNorm)": config.norm != "rmsnorm",
-            f"mlp='gelu' ({name}'s MLP is gated: SwiGLU)": config.mlp == "gelu",
-            f"sliding_window={config.sliding_window} ({name} attends to the whole prefix here)": config.sliding_window
-            is not None,
-            "bias=True (Qwen3's MLP has no biases)": qwen3 and config.bias,
-            **_switch_problems(config, name),
-        },
-    )
-    fields = {
-        "architectures": [arch],
-        "model_type": "qwen3" if qwen3 else "llama",
-        **common,
-        "hidden_size": config.n_embd,
-        "intermediate_size": config.intermediate_size,
-        "num_hidden_layers": config.n_layer,
-        "num_attention_heads": config.n_head,
-        "num_key_value_heads": config.n_kv_head,
-        "head_dim": config.head_size,
-        **rope_to_hf(config),
-        "rms_norm_eps": config.norm_eps,
-        "hidden_act": "silu",
-        "attention_bias": config.bias,
-        "attention_dropout": config.dropout,
-    }
-    return {**fields, "use_sliding_window": False} if qwen3 else {**fields, "mlp_bias": config.bias}
-
-
-def _gpt2_to_hf(config: Config, common: dict) -> dict:
-    """``GPT2LMHeadModel`` fields."""
-    _check_expressible(
-        "GPT2LMHeadModel",
-        "position_embedding='learned'",
-        {
-            "norm='rmsnorm' (GPT-2 uses LayerNorm)": config.norm != "layernorm",
-            "mlp='swiglu' (GPT-2's MLP is GELU)": config.mlp == "swiglu",
-            "bias=False (GPT-2 always has biases)": not config.bias,
-            f"grouped-query attention (n_kv_head={config.n_kv_head} < n_head={config.n_head})": config.n_kv_head
-            != config.n_head,
-            f"sliding_window={config.sliding_window} (GPT-2 attends to the whole prefix)": config.sliding_window
-            is not None,
-            **_switch_problems(config, "GPT-2"),
-        },
-    )
-    return {
-        "architectures": ["GPT2LMHeadModel"],
-        "model_type": "gpt2",
-        **common,
-        "n_embd": config.n_embd,
-        "n_layer": config.n_layer,
-        "n_head": config.n_head,
-        "n_positions": config.block_size,
-        "n_inner": config.intermediate_size,
-        "activation_function": "gelu_new",  # the tanh approximation of GELU, as our MLP uses
-        "layer_norm_epsilon": config.norm_eps,
-        "resid_pdrop": config.dropout,
-        "embd_pdrop": config.dropout,
-        "attn_pdrop": config.dropout,
-    }
-
-
-def _switch_problems(config: Config, name: str) -> dict[str, bool]:
-    """The optional architecture switches (squared-ReLU MLP, QK-norm, logit soft cap, value residuals) that the
-    Hugging Face class ``name`` (Llama, Qwen3, GPT-2) lacks, each with why (Qwen3 has QK-norm)."""
-    return {
-        f"mlp='relu2' ({name}'s MLP is {'GELU' if name == 'GPT-2' else 'gated: SwiGLU'}, not squared ReLU)": config.mlp
-        == "relu2",
-        f"qk_norm=True ({name} has no norm on queries and keys)": config.qk_norm and name != "Qwen3",
-        f"logit_softcap={config.logit_softcap} ({name} has no tanh cap on the logits)": config.logit_softcap
-        is not None,
-        f"value_residual=True ({name}'s layers have no value residuals)": config.value_residual,
-    }
-
-
-def config_from_hf(hf: dict) -> Config:
-    """Our ``Config`` for a Hugging Face ``config.json`` of a Llama, Qwen3 or GPT-2 model (``model_type`` llama,
-    qwen3 or gpt2; Qwen3 is Llama with ``qk_norm``).
-
-    The padded vocabulary is taken as it is (``padding_multiple=1``), unless the file carries the ``lit_gpt``
-    record that ``config_to_hf`` writes and that record still describes the same model.
-
-    Raises:
-        ConfigError: for another ``model_type``, a missing field, or a feature our model lacks (RoPE scaling, a
-            head_dim other than hidden_size / heads, separate attention and MLP bias flags, an exact-erf GELU, ...).
-    """
-    model_type = hf.get("model_type")
-    if model_type not in ("llama", "qwen3", "gpt2"):
-        raise ConfigError(
-            f"cannot import Hugging Face model_type {model_type!r}: lit_gpt reads 'llama', 'qwen3' and 'gpt2'"
-        )
-    try:
-        config = _gpt2_config_from_hf(hf) if model_type == "gpt2" else _llama_config_from_hf(hf, model_type)
-    except KeyError as err:
-        raise ConfigError(f"the Hugging Face {model_type} config.json lacks {err.args[0]!r}") from None
-    record = hf.get("lit_gpt")
-    if isinstance(record, dict) and isinstance(record.get("config"), dict):
-        try:
-            saved = Config(**record["config"])
-            same = all(hf.get(key) == value for key, value in _hf_architecture(saved).items())
-        except (ConfigError, TypeError):
-            same = False
-        if same:
-            return saved
-    return config
-
-
-def _llama_config_from_hf(hf: dict, model_type: str) -> Config:
-    hidden, heads = hf["hidden_size"], hf["num_attention_heads"]
-    _check_importable(
-        model_type,
-        {
-            "use_sliding_window=True (lit_gpt's window covers every layer)": hf.get("use_sliding_window", False),
-            f"hidden_act {hf.get('hidden_act')!r} (lit_gpt's SwiGLU uses silu)": hf.get("hidden_act", "silu") != "silu",
-            f"head_dim {hf.get('head_dim')} != hidden_size / num_attention_heads": hf.get("head_dim")
-            not in (None, hidden // heads),
-            "attention_bias != mlp_bias (lit_gpt has one bias flag)": hf.get("attention_bias", False)
-            != hf.get("mlp_bias", False),
-        },
-    )
-    return Config(
-        vocab_size=hf["vocab_size"],
-        **rope_from_hf(hf, model_type),
-        n_layer=hf["num_hidden_layers"],
-        n_head=heads,
-        n_embd=hidden,
-        n_kv_head=hf.get("num_key_value_heads") or heads,
-        intermediate_size=hf["intermediate_size"],
-        position_embedding="rope",
-        norm="rmsnorm",
-        norm_eps=hf.get("rms_norm_eps", 1e-6),
-        mlp="swiglu",
-        bias=hf.get("attention_bias", False),
-        tie_embeddings=hf.get("tie_word_embeddings", False),
-        dropout=hf.get("attention_dropout", 0.0),
-        qk_norm=model_type == "qwen3",
-    )
+    name: str
+    model_type: str
+    architecture: str
+    chosen_for: str
+    fields: tuple[tuple[str, str, object], ...]
+    fixed: dict
+    read: Callable[[dict], dict]
+    written: Callable[[Config], dict]
+    refused: Callable[[dict], dict[str, bool]]
+    inexpressible: Callable[[Config], dict[str, bool]]
 
 
 _HF_ROPE_EXTRAS = {  # the optional keys of each scaling, named as in RopeScaling and in transformers' rope_parameters
@@ -226,9 +89,9 @@ def rope_to_hf(config: Config) -> dict:
     return {"max_position_embeddings": length, "rope_parameters": params, "rope_theta": theta, "rope_scaling": keys}
 
 
-def rope_from_hf(hf: dict, model_type: str = "llama") -> dict:
+def rope_from_hf(hf: dict) -> dict:
     """``Config`` arguments ``block_size``, ``rope_theta`` and ``rope_scaling`` (a dict or None) for the RoPE of a
-    Hugging Face ``config.json`` of the Llama family, read as transformers 5 reads it: ``rope_scaling`` (transformers
+    Hugging Face ``config.json`` of a Llama-like family, read as transformers 5 reads it: ``rope_scaling`` (transformers
     4's name, with ``type`` for ``rope_type`` in older files) wins over ``rope_parameters``, and the base comes from
     that dict or the top-level ``rope_theta``. ``block_size`` is ``max_position_embeddings``, but for dynamic
     scaling, which transformers computes from that length: it becomes ``original_block_size``, and ``block_size``
@@ -244,7 +107,7 @@ def rope_from_hf(hf: dict, model_type: str = "llama") -> dict:
     partial = rope.get("partial_rotary_factor", hf.get("partial_rotary_factor", 1.0))
     supported = kind in ("default", "linear", "dynamic", "yarn", "llama3")
     _check_importable(
-        model_type,
+        hf.get("model_type", "llama"),
         {
             f"rope_type {kind!r} (it reads default, linear, dynamic, yarn, llama3)": not supported,
             f"partial rotary factor {partial}": partial != 1.0,
@@ -266,43 +129,269 @@ def rope_from_hf(hf: dict, model_type: str = "llama") -> dict:
     return {"block_size": length, "rope_theta": theta, "rope_scaling": scaling}
 
 
-def _gpt2_config_from_hf(hf: dict) -> Config:
-    activation = hf.get("activation_function", "gelu_new")
-    _check_importable(
-        "gpt2",
-        {
-            f"activation_function {activation!r} (lit_gpt's GELU is the tanh approximation)": activation
-            not in ("gelu_new", "gelu_pytorch_tanh"),
-            "scale_attn_weights=False": not hf.get("scale_attn_weights", True),
-            "scale_attn_by_inverse_layer_idx=True": hf.get("scale_attn_by_inverse_layer_idx", False),
-            "add_cross_attention=True": hf.get("add_cross_attention", False),
-        },
-    )
-    n_embd = hf.get("n_embd", 768)
-    return Config(
-        vocab_size=hf.get("vocab_size", 50257),
-        block_size=hf.get("n_positions", 1024),
-        n_layer=hf.get("n_layer", 12),
-        n_head=hf.get("n_head", 12),
-        n_embd=n_embd,
-        intermediate_size=hf.get("n_inner") or 4 * n_embd,
-        position_embedding="learned",
-        norm="layernorm",
-        norm_eps=hf.get("layer_norm_epsilon", 1e-5),
-        mlp="gelu",
-        bias=True,
-        tie_embeddings=hf.get("tie_word_embeddings", True),
-        dropout=hf.get("resid_pdrop", 0.1),
-    )
+def _switch_problems(config: Config, name: str) -> dict[str, bool]:
+    """The optional architecture switches (squared-ReLU MLP, QK-norm, logit soft cap, value residuals) that the
+    Hugging Face family ``name`` lacks, each with why (Qwen3 has QK-norm)."""
+    return {
+        f"mlp='relu2' ({name}'s MLP is {'GELU' if name == 'GPT-2' else 'gated: SwiGLU'}, not squared ReLU)": config.mlp
+        == "relu2",
+        f"qk_norm=True ({name} has no norm on queries and keys)": config.qk_norm and name != "Qwen3",
+        f"logit_softcap={config.logit_softcap} ({name} has no tanh cap on the logits)": config.logit_softcap
+        is not None,
+        f"value_residual=True ({name}'s layers have no value residuals)": config.value_residual,
+    }
 
 
-def _check_expressible(arch: str, reason: str, problems: dict[str, bool]) -> None:
-    found = [name for name, bad in problems.items() if bad]
+def _llama_like_problems(config: Config, name: str) -> dict[str, bool]:
+    """What a Llama-like family ``name`` (Llama, Qwen2, Qwen3) cannot express, each with why."""
+    return {
+        f"norm='layernorm' ({name} uses RMSNorm)": config.norm != "rmsnorm",
+        f"mlp='gelu' ({name}'s MLP is gated: SwiGLU)": config.mlp == "gelu",
+        f"sliding_window={config.sliding_window} ({name} attends to the whole prefix here)": config.sliding_window
+        is not None,
+        **_switch_problems(config, name),
+    }
+
+
+def _silu(hf: dict) -> dict[str, bool]:
+    act = hf.get("hidden_act", "silu")
+    return {f"hidden_act {act!r} (lit_gpt's SwiGLU uses silu)": act != "silu"}
+
+
+def _no_sliding_window(hf: dict) -> dict[str, bool]:
+    return {"use_sliding_window=True (lit_gpt's window covers every layer)": bool(hf.get("use_sliding_window", False))}
+
+
+_SHAPE = (
+    ("vocab_size", "vocab_size", REQUIRED),
+    ("hidden_size", "n_embd", REQUIRED),
+    ("intermediate_size", "intermediate_size", REQUIRED),
+    ("num_hidden_layers", "n_layer", REQUIRED),
+    ("num_attention_heads", "n_head", REQUIRED),
+)
+_LLAMA_LIKE = dict(position_embedding="rope", norm="rmsnorm", mlp="swiglu")
+
+LLAMA = Family(
+    name="Llama",
+    model_type="llama",
+    architecture="LlamaForCausalLM",
+    chosen_for="position_embedding='rope'",
+    fields=(
+        *_SHAPE,
+        ("num_key_value_heads", "n_kv_head", None),
+        ("head_dim", "head_dim", None),
+        ("max_position_embeddings", "block_size", 2048),
+        ("rms_norm_eps", "norm_eps", 1e-6),
+        ("tie_word_embeddings", "tie_embeddings", False),
+        ("attention_bias", "bias", False),
+        ("attention_dropout", "dropout", 0.0),
+    ),
+    fixed=_LLAMA_LIKE,
+    read=rope_from_hf,
+    written=lambda config: {"hidden_act": "silu", "mlp_bias": config.bias, **rope_to_hf(config)},
+    refused=lambda hf: {
+        **_silu(hf),
+        "attention_bias != mlp_bias (lit_gpt has one bias flag)": hf.get("attention_bias", False)
+        != hf.get("mlp_bias", False),
+    },
+    inexpressible=lambda config: _llama_like_problems(config, "Llama"),
+)
+"""``LlamaForCausalLM`` (``models/llama/configuration_llama.py``): Llama 2 and 3, SmolLM2, TinyLlama."""
+
+QWEN2 = Family(
+    name="Qwen2",
+    model_type="qwen2",
+    architecture="Qwen2ForCausalLM",
+    chosen_for="qkv_bias=True",
+    fields=(
+        *_SHAPE,
+        ("num_key_value_heads", "n_kv_head", 32),
+        ("head_dim", "head_dim", None),
+        ("max_position_embeddings", "block_size", 32768),
+        ("rms_norm_eps", "norm_eps", 1e-6),
+        ("tie_word_embeddings", "tie_embeddings", False),
+        ("attention_dropout", "dropout", 0.0),
+    ),
+    fixed=dict(**_LLAMA_LIKE, bias=False, qkv_bias=True),
+    read=rope_from_hf,
+    written=lambda config: {"hidden_act": "silu", "use_sliding_window": False, **rope_to_hf(config)},
+    refused=lambda hf: {**_silu(hf), **_no_sliding_window(hf)},
+    inexpressible=lambda config: {
+        **_llama_like_problems(config, "Qwen2"),
+        "bias=True (Qwen2's output projection and MLP have no biases)": config.bias,
+    },
+)
+"""``Qwen2ForCausalLM`` (``models/qwen2/configuration_qwen2.py``): Qwen2 and Qwen2.5, biases on q, k and v."""
+
+QWEN3 = Family(
+    name="Qwen3",
+    model_type="qwen3",
+    architecture="Qwen3ForCausalLM",
+    chosen_for="qk_norm=True",
+    fields=(
+        *_SHAPE,
+        ("num_key_value_heads", "n_kv_head", 32),
+        ("head_dim", "head_dim", 128),
+        ("max_position_embeddings", "block_size", 32768),
+        ("rms_norm_eps", "norm_eps", 1e-6),
+        ("tie_word_embeddings", "tie_embeddings", False),
+        ("attention_dropout", "dropout", 0.0),
+    ),
+    fixed=dict(**_LLAMA_LIKE, qk_norm=True),
+    read=rope_from_hf,
+    written=lambda config: {
+        "hidden_act": "silu",
+        "attention_bias": False,
+        "use_sliding_window": False,
+        **rope_to_hf(config),
+    },
+    refused=lambda hf: {
+        **_silu(hf),
+        **_no_sliding_window(hf),
+        "attention_bias=True (lit_gpt's bias flag also puts biases in the MLP)": bool(hf.get("attention_bias")),
+    },
+    inexpressible=lambda config: {
+        **_llama_like_problems(config, "Qwen3"),
+        "bias=True (Qwen3's MLP has no biases)": config.bias,
+        "qkv_bias=True (Qwen3's attention biases cover the output projection too)": config.qkv_bias,
+    },
+)
+"""``Qwen3ForCausalLM`` (``models/qwen3/configuration_qwen3.py``): Llama with QK-norm, ``head_dim`` of its own."""
+
+GPT2 = Family(
+    name="GPT-2",
+    model_type="gpt2",
+    architecture="GPT2LMHeadModel",
+    chosen_for="position_embedding='learned'",
+    fields=(
+        ("vocab_size", "vocab_size", 50257),
+        ("n_embd", "n_embd", 768),
+        ("n_layer", "n_layer", 12),
+        ("n_head", "n_head", 12),
+        ("n_positions", "block_size", 1024),
+        ("n_inner", "intermediate_size", None),
+        ("layer_norm_epsilon", "norm_eps", 1e-5),
+        ("tie_word_embeddings", "tie_embeddings", True),
+        ("resid_pdrop", "dropout", 0.1),
+    ),
+    fixed=dict(position_embedding="learned", norm="layernorm", mlp="gelu", bias=True),
+    read=lambda hf: {},
+    # the tanh approximation of GELU, as our MLP uses; one dropout probability everywhere
+    written=lambda config: {
+        "activation_function": "gelu_new",
+        "embd_pdrop": config.dropout,
+        "attn_pdrop": config.dropout,
+    },
+    refused=lambda hf: {
+        f"activation_function {hf.get('activation_function')!r} (lit_gpt's GELU is the tanh approximation)": hf.get(
+            "activation_function", "gelu_new"
+        )
+        not in ("gelu_new", "gelu_pytorch_tanh"),
+        "scale_attn_weights=False": not hf.get("scale_attn_weights", True),
+        "scale_attn_by_inverse_layer_idx=True": hf.get("scale_attn_by_inverse_layer_idx", False),
+        "add_cross_attention=True": hf.get("add_cross_attention", False),
+    },
+    inexpressible=lambda config: {
+        "norm='rmsnorm' (GPT-2 uses LayerNorm)": config.norm != "layernorm",
+        "mlp='swiglu' (GPT-2's MLP is GELU)": config.mlp == "swiglu",
+        "bias=False (GPT-2 always has biases)": not config.bias,
+        f"grouped-query attention (n_kv_head={config.n_kv_head} < n_head={config.n_head})": config.n_kv_head
+        != config.n_head,
+        f"head_dim={config.head_dim} (GPT-2's heads split n_embd evenly)": config.head_size * config.n_head
+        != config.n_embd,
+        f"sliding_window={config.sliding_window} (GPT-2 attends to the whole prefix)": config.sliding_window
+        is not None,
+        **_switch_problems(config, "GPT-2"),
+    },
+)
+"""``GPT2LMHeadModel`` (``models/gpt2/configuration_gpt2.py``)."""
+
+FAMILIES = {family.model_type: family for family in (LLAMA, QWEN2, QWEN3, GPT2)}
+"""The families lit_gpt reads, by ``config.json``'s ``model_type``."""
+_EXPORTED_AS = {"vocab_size": "padded_vocab_size", "head_dim": "head_size"}  # Config fields written as derived ones
+
+
+def family_for(config: Config) -> Family:
+    """The family that exports ``config``: ``GPT2`` for learned positions; with RoPE, ``QWEN3`` for ``qk_norm``,
+    ``QWEN2`` for ``qkv_bias``, else ``LLAMA``."""
+    if config.position_embedding != "rope":
+        return GPT2
+    return QWEN3 if config.qk_norm else QWEN2 if config.qkv_bias else LLAMA
+
+
+def config_to_hf(config: Config, tokenizer: Tokenizer) -> dict:
+    """The Hugging Face ``config.json`` for ``config``, in the class of ``family_for(config)``.
+
+    ``vocab_size`` is ``padded_vocab_size``; bos and eos are the tokenizer's end-of-text id. RoPE's base is written
+    as ``rope_parameters`` (read by transformers 5) and as ``rope_theta`` (transformers 4). Llama has no embedding
+    or residual dropout, so ``dropout`` goes to ``attention_dropout`` only (dropout matters in training only).
+    The dict also carries a ``lit_gpt`` record (our config and tokenizer spec) from which ``config_from_hf``
+    restores the exact ``Config`` (e.g. the unpadded ``vocab_size``) and ``lit_gpt.checkpoint`` the tokenizer.
+
+    Raises:
+        ConfigError: naming every setting the chosen class cannot express (e.g. RoPE with LayerNorm, or learned
+            positions without biases).
+    """
+    return {
+        **_hf_architecture(config),
+        "bos_token_id": tokenizer.eot_id,
+        "eos_token_id": tokenizer.eot_id,
+        "lit_gpt": {"config": config.to_dict(), "tokenizer": tokenizer.spec},
+    }
+
+
+def _hf_architecture(config: Config) -> dict:
+    """The model fields of ``config_to_hf`` (no token ids, no ``lit_gpt`` record)."""
+    family = family_for(config)
+    found = [name for name, bad in family.inexpressible(config).items() if bad]
     if found:
         raise ConfigError(
-            f"cannot export to Hugging Face: {arch} (chosen for {reason}) cannot express {'; '.join(found)}; "
-            "save it in lit_gpt's own folder format instead"
+            f"cannot export to Hugging Face: {family.architecture} (chosen for {family.chosen_for}) cannot express "
+            f"{'; '.join(found)}; save it in lit_gpt's own folder format instead"
         )
+    fields = {key: getattr(config, _EXPORTED_AS.get(field, field)) for key, field, _ in family.fields}
+    return {"architectures": [family.architecture], "model_type": family.model_type, **fields, **family.written(config)}
+
+
+def config_from_hf(hf: dict) -> Config:
+    """Our ``Config`` for a Hugging Face ``config.json`` of a family in ``FAMILIES`` (``model_type`` llama, qwen2,
+    qwen3 or gpt2), read from its fields with transformers' defaults for those it leaves out.
+
+    The padded vocabulary is taken as it is (``padding_multiple=1``), unless the file carries the ``lit_gpt``
+    record that ``config_to_hf`` writes and that record still describes the same model. A ``head_dim`` equal to
+    hidden_size / heads is left implicit (``Config.head_dim`` None), as in a config written by hand.
+
+    Raises:
+        ConfigError: for another ``model_type``, a missing shape field, or a feature our model lacks, all named with
+            the reason (a RoPE variant, a sliding window on some layers, an exact-erf GELU, separate attention and
+            MLP bias flags, ...).
+    """
+    family = FAMILIES.get(hf.get("model_type"))
+    if family is None:
+        raise ConfigError(
+            f"cannot import Hugging Face model_type {hf.get('model_type')!r}: lit_gpt reads {', '.join(FAMILIES)}"
+        )
+    _check_importable(family.model_type, family.refused(hf))
+    try:
+        fields = {
+            field: hf[key] if default is REQUIRED else hf.get(key, default) for key, field, default in family.fields
+        }
+    except KeyError as err:
+        raise ConfigError(f"the Hugging Face {family.model_type} config.json lacks {err.args[0]!r}") from None
+    fields = {**fields, **family.fixed, **family.read(hf)}
+    if fields.get("head_dim") is not None and fields["head_dim"] * fields["n_head"] == fields["n_embd"]:
+        fields["head_dim"] = None
+    config = Config(**fields)
+    record = hf.get("lit_gpt")
+    if isinstance(record, dict) and isinstance(record.get("config"), dict):
+        try:
+            saved = Config(**record["config"])
+            same = all(hf.get(key) == value for key, value in _hf_architecture(saved).items())
+        except (ConfigError, TypeError):
+            same = False
+        if same:
+            return saved
+    return config
 
 
 def _check_importable(model_type: str, problems: dict[str, bool]) -> None:

@@ -1,12 +1,9 @@
-"""Hugging Face weights as pure maps: our state dict <-> ``LlamaForCausalLM`` / ``Qwen3ForCausalLM`` /
-``GPT2LMHeadModel`` names and layouts (their configs are ``lit_gpt.hf``'s).
-
-Our module names follow transformers' ``models/llama/modeling_llama.py``, so the Llama map adds a ``model.`` prefix;
-GPT-2 (``models/gpt2/modeling_gpt2.py``) stores ``Conv1D`` weights transposed, as (in, out), and fuses q, k and v into
-``attn.c_attn``. RoPE is already in HF's half-split (``rotate_half``) layout, so no weight is permuted; every map is
-exact, so export -> import gives bit-identical tensors.
-
-Tensors in, tensors out: no file is read or written here (``lit_gpt.checkpoint`` does that).
+"""Hugging Face weights as pure maps: our state dict <-> the tensor names and layouts of ``LlamaForCausalLM``,
+``Qwen2ForCausalLM`` and ``Qwen3ForCausalLM`` (our names with a ``model.`` prefix: ours follow
+``models/llama/modeling_llama.py``) and ``GPT2LMHeadModel`` (``models/gpt2/modeling_gpt2.py``: ``Conv1D`` weights
+stored transposed, as (in, out), and q, k and v fused into ``attn.c_attn``). RoPE is already in HF's half-split
+(``rotate_half``) layout, so no weight is permuted; every map is exact. The config maps are ``lit_gpt.hf``'s, which
+re-exports these. Tensors in, tensors out: no file is read or written here.
 """
 
 from __future__ import annotations

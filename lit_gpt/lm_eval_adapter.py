@@ -45,7 +45,8 @@ class LitGPTLM(_template_lm()):
 
     Args:
         model: the model (eval mode; any device, float or quantized).
-        tokenizer: its tokenizer; end-of-text is the harness's prefix and stop token.
+        tokenizer: its tokenizer; end-of-text is the harness's stop token, and its prefix unless the tokenizer starts
+            every text with a BOS (``prefix_token_id``).
         batch_size: sequences per forward pass.
         max_gen_toks: default length limit of ``generate_until`` when a task sets none.
     Raises:
@@ -72,6 +73,13 @@ class LitGPTLM(_template_lm()):
     @property
     def eot_token_id(self) -> int:
         return self.lit_tokenizer.eot_id
+
+    @property
+    def prefix_token_id(self) -> int:
+        """The id before a context-free text (``loglikelihood_rolling``, an empty context): the tokenizer's BOS where
+        it starts every text with one (``Tokenizer.document_prefix``), as lm-eval's Hugging Face model does, else
+        end-of-text."""
+        return (self.lit_tokenizer.document_prefix or [self.eot_token_id])[-1]
 
     @property
     def max_length(self) -> int:
@@ -141,7 +149,7 @@ class LitGPTLM(_template_lm()):
         until = gen_kwargs.get("until") or []
         until = [until] if isinstance(until, str) else list(until)
         temperature = float(gen_kwargs.get("temperature", 1.0)) if gen_kwargs.get("do_sample") else 0.0
-        idx = torch.tensor([self.tok_encode(context) or [self.eot_token_id]], device=self._device)
+        idx = torch.tensor([self.tok_encode(context) or [self.prefix_token_id]], device=self._device)
         limit = int(gen_kwargs.get("max_gen_toks", self.max_gen_toks))
         new: list[int] = []
         text = ""

@@ -118,9 +118,10 @@ class CausalSelfAttention(nn.Module):
         if config.value_residual and layer_idx > 0:
             self.value_residual = ValueResidual()
         self.n_head, self.n_kv_head, self.head_size = config.n_head, config.n_kv_head, config.head_size
-        self.q_proj = nn.Linear(config.n_embd, config.n_head * config.head_size, bias=config.bias)
-        self.k_proj = nn.Linear(config.n_embd, config.n_kv_head * config.head_size, bias=config.bias)
-        self.v_proj = nn.Linear(config.n_embd, config.n_kv_head * config.head_size, bias=config.bias)
+        qkv_bias = config.bias or config.qkv_bias  # Qwen2: biases on q, k and v only
+        self.q_proj = nn.Linear(config.n_embd, config.n_head * config.head_size, bias=qkv_bias)
+        self.k_proj = nn.Linear(config.n_embd, config.n_kv_head * config.head_size, bias=qkv_bias)
+        self.v_proj = nn.Linear(config.n_embd, config.n_kv_head * config.head_size, bias=qkv_bias)
         self.o_proj = nn.Linear(config.n_head * config.head_size, config.n_embd, bias=config.bias)
         self.dropout = config.dropout
         self.kv_cache: KVCache | None = None

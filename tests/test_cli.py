@@ -46,7 +46,11 @@ def test_every_config_parses(config, capsys):
     assert "model:" in printed and "data:" in printed and "checkpoint:" in printed
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=[str(c.relative_to(REPO / "configs")) for c in CONFIGS])
+TEXT_CONFIGS = [c for c in CONFIGS if "class_path" not in yaml.safe_load(c.read_text())["data"]]
+"""The configs that train on text (``lit-gpt prepare`` tokenizes their data; not those of another data module)."""
+
+
+@pytest.mark.parametrize("config", TEXT_CONFIGS, ids=[str(c.relative_to(REPO / "configs")) for c in TEXT_CONFIGS])
 def test_every_config_parses_for_prepare(config):
     from lit_gpt.cli.prepare import parse
 
@@ -112,6 +116,14 @@ def test_generate_is_deterministic_under_a_seed(sample, run_main):
 def test_generate_stops_before_a_stop_string(sample, run_main):
     args, text = sample
     stop = text[20:22]  # two characters from the middle of the sample
+    code, out, err = run_main(*args, "--seed", "7", "--stop", stop)
+    assert code == 0, err
+    assert out == text[: text.index(stop, len("ROMEO:"))] + "\n"
+
+
+def test_generate_streams_once_with_a_stop_string_longer_than_the_text_so_far(sample, run_main):
+    args, text = sample
+    stop = text[30:42]  # longer than the first tokens' text: nothing may be printed twice while it is held back
     code, out, err = run_main(*args, "--seed", "7", "--stop", stop)
     assert code == 0, err
     assert out == text[: text.index(stop, len("ROMEO:"))] + "\n"
@@ -237,7 +249,7 @@ def test_unknown_command_is_one_error_line(capsys, errors):
         main(["fitt", "--config", "x.yaml"])
     assert exit_info.value.code == 2
     assert errors(capsys.readouterr().err) == [
-        "error: unknown command 'fitt'; choose one of fit, validate, test, prepare, lr-find, generate, export, "
+        "error: unknown command 'fitt'; choose one of fit, validate, test, prepare, lr-find, generate, chat, export, "
         "quantize, evaluate, presets, train-tokenizer (see `lit-gpt --help`)"
     ]
 

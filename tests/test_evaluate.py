@@ -99,6 +99,25 @@ def test_bits_per_byte_counts_utf8_bytes_and_end_of_text(model):
     assert result.perplexity == pytest.approx(math.exp(result.loss))
 
 
+def test_documents_start_with_the_bos_of_a_hugging_face_tokenizer_as_prepared(hf_folder, tmp_path):
+    """Llama 3's tokenizer adds <|begin_of_text|>: each document starts with it, laid out as ``lit-gpt prepare`` lays
+    out training documents."""
+    from lit_gpt.data.prepare import load_split, prepare_corpus
+    from lit_gpt.data.settings import Corpus
+
+    tokenizer = Tokenizer.from_name(str(hf_folder("llama3")))
+    bos, eot = tokenizer.document_prefix, tokenizer.eot_id
+    assert len(bos) == 1 and bos != [eot]
+    documents = ["First story.", "Second one, ünïcödé."]
+    tokens, _, _ = document_tokens(tokenizer, documents)
+    first, second = (tokenizer.encode(d) for d in documents)
+    assert tokens.tolist() == [*bos, *first, eot, *bos, *second]
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in documents))
+    corpus = Corpus(str(tmp_path / "docs.jsonl"), val_path=str(tmp_path / "docs.jsonl"), cache_dir=str(tmp_path / "c"))
+    folder, meta = prepare_corpus(corpus, str(hf_folder("llama3")), seed=0, num_threads=1)
+    assert load_split(folder, "val", meta)[0].tolist() == tokens.tolist()
+
+
 def test_bad_settings(model):
     tokens = torch.randint(0, 99, (40,))
     with pytest.raises(ConfigError, match="block_size <= 16"):

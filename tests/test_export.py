@@ -221,7 +221,9 @@ def test_configs_transformers_cannot_express(char_tokenizer, fields, match, tmp_
         (dict(rope_scaling={"type": "linear", "factor": 2.0, "partial_rotary_factor": 0.5}), "partial rotary factor"),
         (dict(hidden_act="gelu"), "hidden_act 'gelu'"),
         (dict(mlp_bias=True), "attention_bias != mlp_bias"),
-        (dict(head_dim=16), "head_dim 16"),
+        (dict(model_type="qwen2", use_sliding_window=True), "qwen2 model: .*use_sliding_window=True"),
+        (dict(model_type="qwen3", attention_bias=True), "qwen3 model: .*attention_bias=True"),
+        (dict(model_type="qwen3", hidden_act="gelu", use_sliding_window=True), "hidden_act 'gelu'.*use_sliding_window"),
     ],
 )
 def test_hf_features_we_lack(char_tokenizer, change, match, tmp_path):

@@ -223,7 +223,7 @@ def test_own_bpe_and_char_tokenizer_metadata(shakespeare, tmp_path):
 
 @dataclasses.dataclass
 class _FutureConfig(Config):
-    rope_scaling: dict | None = None  # a setting the GGUF writer has not been taught
+    future_setting: int | None = None  # a setting the GGUF writer has not been taught
 
 
 @pytest.mark.parametrize(
@@ -237,7 +237,7 @@ class _FutureConfig(Config):
         (Config(**BASE, qk_norm=True, bias=True), r"qwen3 architecture \(chosen for QK-norm\).*bias=True"),
         (Config(**BASE, **GPT2_STYLE, qk_norm=True), r"gpt2 architecture \(chosen for learned positions\).*qk_norm"),
         (Config(**BASE, position_embedding="learned"), "norm='rmsnorm'.*; mlp='swiglu'"),
-        (_FutureConfig(**BASE, rope_scaling={"factor": 4}), "rope_scaling=.*a setting this GGUF writer does not know"),
+        (_FutureConfig(**BASE, future_setting=4), "future_setting=4 .a setting this GGUF writer does not know"),
     ],
 )
 def test_what_llama_cpp_cannot_express(config, match, char_tokenizer, tmp_path):

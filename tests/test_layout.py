@@ -103,7 +103,8 @@ def test_only_the_train_layer_imports_lightning():
 @pytest.mark.parametrize(
     "layer, may_import",
     [
-        ("lit_gpt.data", ("lit_gpt.errors", "lit_gpt.config", "lit_gpt.tokenizer", "lit_gpt.data")),
+        # the chat module is pure (templates -> ids): lit_gpt.data.sft renders records with it
+        ("lit_gpt.data", ("lit_gpt.errors", "lit_gpt.config", "lit_gpt.tokenizer", "lit_gpt.chat", "lit_gpt.data")),
         (
             "lit_gpt.train",
             (
@@ -111,6 +112,7 @@ def test_only_the_train_layer_imports_lightning():
                 "lit_gpt.config",
                 "lit_gpt.flops",
                 "lit_gpt.tokenizer",
+                "lit_gpt.chat",
                 "lit_gpt.model",
                 "lit_gpt.hf",
                 "lit_gpt.lora",
@@ -143,6 +145,7 @@ def test_the_core_follows_one_direction():
         "lit_gpt.errors",
         "lit_gpt.extras",
         "lit_gpt.hub",
+        "lit_gpt.rope_scaling",
         "lit_gpt.config",
         "lit_gpt.memory",
         "lit_gpt.flops",
@@ -155,8 +158,8 @@ def test_the_core_follows_one_direction():
         "lit_gpt.kv_cache",
         "lit_gpt.model",
         "lit_gpt.meta",
-        "lit_gpt.hf",
         "lit_gpt.hf_weights",
+        "lit_gpt.hf",
         "lit_gpt.hf_tokenizer",
         "lit_gpt.lora",
         "lit_gpt.quantize",
@@ -230,6 +233,7 @@ LIGHT_COMMANDS = [
     ["--help"],
     ["presets"],
     ["generate", "--help"],
+    ["chat", "--help"],
     ["export", "--help"],
     ["prepare", "--help"],
     ["train-tokenizer", "--help"],

@@ -104,6 +104,30 @@ def test_init_weights_from_a_hugging_face_folder(tiny_config, byte_encoding, tmp
         LitGPT(config.replace(n_layer=3), init_weights=str(tmp_path / "hf"))
 
 
+def test_fine_tuning_takes_another_rope_context_and_keeps_the_models_vocabulary_rows(tiny_config, tmp_path):
+    """A Hugging Face model with more embedding rows than its tokenizer has ids (Qwen2.5: 151,936 for 151,665) and a
+    long context trains at a shorter block_size with the data's (smaller) vocabulary linked into the config."""
+    from lit_gpt.checkpoint import save_hf
+    from lit_gpt.tokenizer import Tokenizer
+
+    source = LitGPT(tiny_config.replace(vocab_size=320, block_size=64)).model.eval()
+    save_hf(source, Tokenizer(chars=[chr(33 + i) for i in range(95)]), tmp_path / "hf")
+    module = LitGPT(tiny_config.replace(vocab_size=96, block_size=32), init_weights=str(tmp_path / "hf"))
+    assert module.config is module.model.config
+    assert (module.config.vocab_size, module.config.padded_vocab_size, module.config.block_size) == (320, 320, 32)
+    idx = torch.randint(0, 96, (2, 32))
+    with torch.no_grad():
+        assert torch.equal(module.model.eval()(idx), source(idx))  # the same model on a 32-token context
+    longer = LitGPT(tiny_config.replace(vocab_size=96, block_size=128), init_weights=str(tmp_path / "hf"))
+    assert longer.config.block_size == 128  # RoPE: a longer context is a context extension
+    with pytest.raises(ConfigError, match="the tokenizer has 400 token ids but .* has 320 embedding rows"):
+        LitGPT(tiny_config.replace(vocab_size=400, block_size=32), init_weights=str(tmp_path / "hf"))
+    learned = dict(position_embedding="learned", norm="layernorm", mlp="gelu", bias=True)
+    save_hf(LitGPT(tiny_config.replace(**learned)).model, Tokenizer(chars=["a", "b"]), tmp_path / "gpt2")
+    with pytest.raises(ConfigError, match="block_size 32: .* a learned position table of 16 rows"):
+        LitGPT(tiny_config.replace(**learned, block_size=32), init_weights=str(tmp_path / "gpt2"))
+
+
 def test_init_weights_build_no_random_model_and_keep_this_runs_training_settings(tiny_config, tmp_path):
     from lit_gpt.checkpoint import save_folder
     from lit_gpt.tokenizer import Tokenizer

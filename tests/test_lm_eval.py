@@ -125,3 +125,13 @@ def test_evaluate_command_runs_local_tasks(model_and_tokenizer, run_main, tmp_pa
         "evaluate", "--checkpoint", tmp_path / "model", "--tasks", "no_such_task", "--include_path", TASKS
     )
     assert code == 2 and "unknown lm-eval task(s) ['no_such_task']" in err
+
+
+def test_the_prefix_is_the_bos_of_a_tokenizer_that_adds_one(model_and_tokenizer, hf_folder):
+    from lit_gpt.lm_eval_adapter import LitGPTLM
+
+    model, char = model_and_tokenizer
+    assert LitGPTLM(model, char).prefix_token_id == char.eot_id
+    llama3 = Tokenizer.from_name(str(hf_folder("llama3")))
+    lm = LitGPTLM(GPT(model.config.replace(vocab_size=llama3.vocab_size)).eval(), llama3)
+    assert [lm.prefix_token_id] == llama3.document_prefix and lm.prefix_token_id != lm.eot_token_id

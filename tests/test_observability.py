@@ -11,7 +11,6 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from lit_gpt.cli import main
-from lit_gpt.config import Config
 from lit_gpt.errors import ConfigError
 from lit_gpt.flops import flops_per_token
 from lit_gpt.tokenizer import Tokenizer
@@ -130,6 +129,18 @@ def test_samples_are_reproducible_and_leave_the_model_and_rng_alone(tiny_config)
     assert first == second and first.startswith("ab") and len(first) > 2
     assert module.model.training and torch.equal(torch.get_rng_state(), rng)
     assert set(first) <= set("abcdefgh \n")
+
+
+def test_samples_start_with_the_bos_of_a_hugging_face_tokenizer(tiny_config, hf_folder):
+    tokenizer = Tokenizer.from_name(str(hf_folder("llama3")))
+    module = LitGPT(tiny_config.replace(vocab_size=tokenizer.vocab_size, block_size=32), tokenizer=tokenizer.spec)
+    for prompt, expected in (
+        ("Once", tokenizer.document_prefix + tokenizer.encode("Once")),
+        ("", tokenizer.document_prefix),
+    ):
+        samples = TextSamples(prompt=prompt, max_new_tokens=4)
+        samples.setup(Trainer(accelerator="cpu", logger=False), module, "fit")
+        assert samples._prompt_ids == expected and samples.sample(module.model).startswith(prompt)
 
 
 def test_samples_are_skipped_without_tensorboard_or_tokenizer(tiny_config, tmp_path, monkeypatch):

@@ -22,6 +22,7 @@ COMMANDS = {
     "prepare": "lit_gpt.cli.prepare",
     "lr-find": "lit_gpt.cli.lr_find",
     "generate": "lit_gpt.cli.generate",
+    "chat": "lit_gpt.cli.chat",
     "export": "lit_gpt.cli.export",
     "quantize": "lit_gpt.cli.quantize",
     "evaluate": "lit_gpt.cli.evaluate",

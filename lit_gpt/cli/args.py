@@ -14,6 +14,7 @@ usage: lit-gpt {fit,validate,test} --config CONFIG.yaml [--section.key VALUE ...
        lit-gpt lr-find --config CONFIG.yaml [--section.key VALUE ...] [--lr_find.num_training N --lr_find.plot PNG ...]
        lit-gpt generate --checkpoint PATH --prompt TEXT [--max_new_tokens N --temperature T --top_k K --top_p P ...]
                         [--quantize int8|int4]
+       lit-gpt chat --checkpoint PATH [--system TEXT --max_new_tokens N --temperature T --top_k K --top_p P ...]
        lit-gpt export --checkpoint PATH --out DIR [--format hf|lit_gpt|peft] [--merge]
        lit-gpt quantize --checkpoint PATH --out DIR --mode int8|int4 [--group_size G]
        lit-gpt evaluate --checkpoint PATH --data.path FILE_OR_GLOB [--block_size N --stride S --by_position --out JSON]
@@ -22,7 +23,8 @@ usage: lit-gpt {fit,validate,test} --config CONFIG.yaml [--section.key VALUE ...
        lit-gpt presets [--vocab_size N]
        lit-gpt train-tokenizer --data.path PATH --vocab_size N --out DIR [--val_path PATH] [--val_fraction F]
 
-Train (fit, also LoRA: model.lora), validate, sample, quantize and evaluate LLaMA- or GPT-2-style language models.
+Train (fit, also LoRA: model.lora; instruction tuning: lit_gpt.train.sft.SFTDataModule), validate, sample, chat,
+quantize and evaluate LLaMA- or GPT-2-style language models.
 `lit-gpt COMMAND --help` lists a command's options (`lit-gpt fit --help`: every training option)."""
 """``lit-gpt --help``, also the description of ``lit-gpt fit --help``."""
 

@@ -106,23 +106,34 @@ def _cut(text: str, stops: list[str]) -> tuple[str, bool]:
 
 
 def _print_streaming(prompt: str, tokens: Iterator[torch.Tensor], tokenizer: Tokenizer, stops: list[str]) -> None:
-    """Print the prompt, then text as tokens arrive, holding back what could start a stop string or finish a
-    multi-byte character."""
-    hold = max((len(s) for s in stops), default=1) - 1
+    """Print the prompt, then text as tokens arrive, up to end-of-text or a stop string."""
     print(prompt, end="", flush=True)
+    stream_text(tokens, tokenizer, stops, {tokenizer.eot_id})
+
+
+def stream_text(tokens: Iterator[torch.Tensor], tokenizer: Tokenizer, stops: list[str], stop_ids: set[int]) -> str:
+    """Print the text of ``tokens`` (each a (1,) tensor) as they arrive, up to a token of ``stop_ids`` or the first
+    of the ``stops`` strings (neither printed), then a newline; returns the text printed.
+
+    What could be the start of a stop string, or an unfinished multi-byte character, is held back until the next
+    tokens decide it.
+    """
+    hold = max((len(s) for s in stops), default=1) - 1
     new: list[int] = []
     text, shown = "", 0
     for token in tokens:
-        if token.item() == tokenizer.eot_id:
+        if token.item() in stop_ids:
             break
         new.append(token.item())
         text, stopped = _cut(tokenizer.decode(new), stops)
         if stopped:
             break
         if not text.endswith("\ufffd"):  # not in the middle of a multi-byte character
-            print(text[shown : len(text) - hold], end="", flush=True)
-            shown = max(shown, len(text) - hold)
+            end = max(shown, len(text) - hold)  # never a negative index while the text is shorter than ``hold``
+            print(text[shown:end], end="", flush=True)
+            shown = end
     print(text[shown:], flush=True)
+    return text
 
 
 def _print_batch(prompts: list[str], rows: list[list[int]], tokenizer: Tokenizer, stops: list[str]) -> None:

@@ -193,7 +193,8 @@ class TextSamples(Callback):
     sharded strategies (FSDP, DeepSpeed: rank zero holds part of the weights), and with ``max_new_tokens`` 0.
 
     Args:
-        prompt: text to continue ("" starts from end-of-text); a longer one than block_size keeps its end.
+        prompt: text to continue, after a Hugging Face tokenizer's BOS where it adds one ("" alone starts from
+            end-of-text); a longer one than block_size keeps its end.
         max_new_tokens: tokens per sample; 0 turns samples off.
         temperature, top_k, top_p: as for ``lit-gpt generate``.
         seed: of the sampling generator.
@@ -232,7 +233,8 @@ class TextSamples(Callback):
             return
         tokenizer = Tokenizer.from_spec(spec)
         try:
-            ids = tokenizer.encode(self.prompt) if self.prompt else [tokenizer.eot_id]
+            ids = tokenizer.document_prefix + tokenizer.encode(self.prompt)  # a Hugging Face tokenizer's BOS first
+            ids = ids or [tokenizer.eot_id]
         except ConfigError as err:
             raise ConfigError(f"samples.prompt: {err}") from None
         self.tokenizer, self._prompt_ids = tokenizer, ids[-model.config.block_size :]

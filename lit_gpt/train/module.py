@@ -91,23 +91,17 @@ def load_pretrained(path: str, config: Config, tokenizer: dict | None, lora: LoR
     """The model to train from the weights at ``path`` (any form ``lit_gpt.checkpoint.load_checkpoint`` reads, read
     once), and with ``lora`` the base's identity (``lit_gpt.lora.base_identity``), else None.
 
-    The tensors are assigned to ``GPT(config)`` built without a random initialisation, so the model has this run's
-    training-time settings (``TRAINING_FIELDS``, e.g. dropout). With ``lora`` the weights are frozen and adapters
-    added (their A matrices drawn from torch's global generator).
+    The tensors are assigned to ``GPT(fine_tuning_config(...))`` built without a random initialisation: the
+    checkpoint's architecture with this run's training-time settings (``TRAINING_FIELDS``, e.g. dropout) and, for a
+    RoPE model, context (``CONTEXT_FIELDS``). With ``lora`` the weights are frozen and adapters added (their A matrices drawn from torch's global
+    generator).
 
     Raises:
-        ConfigError: if the checkpoint's architecture differs from ``config`` (outside ``TRAINING_FIELDS``, and for
-            RoPE models ``CONTEXT_FIELDS``), or it names a tokenizer other than ``tokenizer`` (a spec; a checkpoint
-            without one is not compared).
+        ConfigError: as ``fine_tuning_config`` does, or if the checkpoint names a tokenizer other than ``tokenizer``
+            (a spec; a checkpoint without one is not compared).
     """
     pretrained, theirs = load_checkpoint(path, require_tokenizer=False)
-    ignore = TRAINING_FIELDS + (CONTEXT_FIELDS if config.position_embedding == "rope" else ())
-    if different := pretrained.config.differences(config, ignore=ignore):
-        there = pretrained.config
-        details = "; ".join(f"{k}: {getattr(there, k)!r} there, {getattr(config, k)!r} here" for k in different)
-        raise ConfigError(
-            f"model.init_weights {path} has another architecture ({details}); set model.config to match it"
-        )
+    config = fine_tuning_config(pretrained.config, config, path)
     if theirs is not None and tokenizer is not None and theirs.spec != tokenizer:
         raise ConfigError(
             f"model.init_weights {path} was trained with another tokenizer ({theirs.spec.get('name', 'char')!r}) than "
@@ -118,6 +112,43 @@ def load_pretrained(path: str, config: Config, tokenizer: dict | None, lora: LoR
         return model, None
     base = base_identity(path, model)
     return add_adapters(model, lora), base
+
+
+def fine_tuning_config(pretrained: Config, config: Config, path: str) -> Config:
+    """The architecture that trains on weights of architecture ``pretrained``, given this run's ``config``: the
+    pretrained one, with ``config``'s ``TRAINING_FIELDS`` and, for a RoPE model, its ``CONTEXT_FIELDS``.
+
+    ``config`` must describe the same model, except that a RoPE model may train at another context (``block_size``,
+    ``rope_theta``, ``rope_scaling``: its weights do not depend on the context length, so this is how a context is
+    extended, e.g. with YaRN; a learned position table has one row per position), and that the tokenizer's
+    ``vocab_size`` (which the command line links into ``config``) may be smaller than the model's embedding rows
+    (``padded_vocab_size``; Hugging Face models often pad, e.g. Qwen2.5's 151,936 rows for 151,665 token ids): the
+    model keeps its rows.
+
+    Raises:
+        ConfigError: naming each other difference, another ``block_size`` for learned positions, or a tokenizer
+            with more ids than the model has rows.
+    """
+    rope = pretrained.position_embedding == "rope"
+    if config.vocab_size > pretrained.padded_vocab_size:
+        raise ConfigError(
+            f"the tokenizer has {config.vocab_size} token ids but model.init_weights {path} has "
+            f"{pretrained.padded_vocab_size} embedding rows: set data.tokenizer to the tokenizer the weights were "
+            "trained with"
+        )
+    if config.block_size != pretrained.block_size and not rope:
+        raise ConfigError(
+            f"model.config.block_size {config.block_size}: model.init_weights {path} has a learned position table "
+            f"of {pretrained.block_size} rows, so it trains at block_size {pretrained.block_size}"
+        )
+    context = CONTEXT_FIELDS if rope else ()
+    ignore = (*TRAINING_FIELDS, *context, "vocab_size", "padding_multiple")
+    if different := pretrained.differences(config, ignore=ignore):
+        details = "; ".join(f"{k}: {getattr(pretrained, k)!r} there, {getattr(config, k)!r} here" for k in different)
+        raise ConfigError(
+            f"model.init_weights {path} has another architecture ({details}); set model.config to match it"
+        )
+    return pretrained.replace(**{k: getattr(config, k) for k in (*TRAINING_FIELDS, *context)})
 
 
 def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -161,8 +192,8 @@ class LitGPT(LightningModule):
         optimizer: ``adamw`` for every parameter, or ``muon``: Muon (``lit_gpt.train.optim``: the same learning rate
             and weight decay carry over) for the 2-D projections inside the blocks and AdamW for the rest. Muon needs
             whole matrices: one device or DDP only (ConfigError under FSDP, ModelParallelStrategy or DeepSpeed).
-        init_weights: start from the weights of any checkpoint form (``lit_gpt.checkpoint``), not a random init
-            (fine-tuning); its architecture must be ``config``'s (``CONTEXT_FIELDS`` aside), its tokenizer the data's.
+        init_weights: start from the weights of any checkpoint form (``lit_gpt.checkpoint``) instead of a random
+            init (fine-tuning): ``config``'s architecture as ``fine_tuning_config`` allows, and the data's tokenizer.
         lora: train LoRA adapters on the frozen ``init_weights`` instead of every weight (``lit_gpt.lora.LoRA``:
             ``r``, ``alpha``, ``dropout``, ``target_modules``); needs ``pip install -e ".[lora]"``.
         compile: run the blocks' training forward and backward through ``torch.compile`` (Inductor; on CPU it needs
@@ -196,12 +227,13 @@ class LitGPT(LightningModule):
         super().__init__()
         check_settings(learning_rate, min_lr, warmup_steps, optimizer, lora, init_weights, compile)
         self.save_hyperparameters()
-        self.config, self.tokenizer, self.lora = config, tokenizer, lora
+        self.tokenizer, self.lora = tokenizer, lora
         # self.base: the identity of LoRA's base (path, weight hash), recorded in checkpoints; None without LoRA
         if init_weights is None:
             self.model, self.base = GPT(config), None
         else:
             self.model, self.base = load_pretrained(init_weights, config, tokenizer, lora)
+        self.config = self.model.config  # with init_weights: its vocabulary rows, this run's block_size
         # The blocks' training forwards run compiled; evaluation, samples and checkpoints see the plain model
         self._compiled = compile_blocks(self.model, compile_mode) if compile else None
         self.val_loss = MeanMetric()
