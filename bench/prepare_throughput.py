@@ -22,6 +22,16 @@ Each measurement runs ``--repeat`` times, each in its own fresh subprocess; the 
 largest ``ru_maxrss`` of the subprocess (peak resident memory, imports included; ``baseline`` is the RSS after the
 imports and loading the encoding, before any text is read). MB are 10^6 bytes of the UTF-8 file.
 
+``--hf FOLDER`` adds the same two measurements for a Hugging Face tokenizer beside tiktoken's, on the same text:
+``tokenizers encode_batch`` of prepare's pieces (``RAYON_NUM_THREADS=--threads``; a SentencePiece-style tokenizer,
+which prepare encodes whole, gets the whole text) and the whole ``prepare`` call with ``--data.tokenizer FOLDER``.
+FOLDER is a Hugging Face model folder, ``llama2`` (the real Llama 2 ``tokenizer.model`` of shared/data, needs the
+``sentencepiece`` extra), or ``llama3`` / ``qwen2`` / ``smollm2``: a byte-level BPE in that model's format trained on
+the benchmark text with ``--hf_vocab`` tokens (``tests/hf_formats.py``)::
+
+    TIKTOKEN_CACHE_DIR=../shared/data/tiktoken_cache python bench/prepare_throughput.py --hf llama2
+    TIKTOKEN_CACHE_DIR=../shared/data/tiktoken_cache python bench/prepare_throughput.py --hf llama3 --hf_vocab 32000
+
 ``--large_mb N`` instead builds a corpus of about N MB in a temporary folder from copies of the WikiText text,
 every document given a per-copy prefix so that dedup keeps all copies, and runs ``prepare`` on it in a
 subprocess: ``--layout separator`` (default) writes one big file whose documents (WikiText articles, split at
@@ -86,15 +96,18 @@ def worker(kind: str, path: str, threads: int, tokenizer: str, separator: str | 
     from lit_gpt.data.prepare import prepare
     from lit_gpt.data.settings import Corpus
 
-    encoding = tiktoken.get_encoding(tokenizer)
-    encoding.encode_ordinary("warm up")  # load the ranks before the clock starts (prepare loads them itself too)
+    if tokenizer in tiktoken.list_encoding_names():
+        encoding = tiktoken.get_encoding(tokenizer)
+        encoding.encode_ordinary("warm up")  # load the ranks before the clock starts (prepare loads them itself too)
+    else:
+        encoding = _HFEncoding(tokenizer)
     baseline = _current_rss_mb()
     nbytes = sum(p.stat().st_size for p in resolve_sources(path))
     if kind in ("raw", "chunks", "lines"):
         with open(path, encoding="utf-8", newline="") as f:
             text = f.read()
         if kind == "raw":
-            pieces = list(_pieces(text))
+            pieces = list(_pieces(text, getattr(encoding, "splits_at_newlines", True)))
         elif kind == "chunks":
             pieces = _chunks(text)
         else:
@@ -123,6 +136,40 @@ def worker(kind: str, path: str, threads: int, tokenizer: str, separator: str | 
     }
 
 
+class _HFEncoding:
+    """A Hugging Face tokenizer with tiktoken's ``encode_ordinary_batch`` (``RAYON_NUM_THREADS`` sets its threads)."""
+
+    def __init__(self, folder: str) -> None:
+        from lit_gpt.tokenizer import Tokenizer
+
+        self.tok = Tokenizer.from_name(folder)
+        self.splits_at_newlines = self.tok.splits_at_newlines
+        self.tok.encode("warm up")
+
+    def encode_ordinary_batch(self, pieces: list[str], num_threads: int) -> list[list[int]]:
+        return self.tok.hf.encode_batch(pieces)
+
+
+def hf_folder(name: str, text_path: str, vocab: int, tmp: Path) -> str:
+    """The folder of ``--hf``: as given, Llama 2's real tokenizer.model, or a BPE trained in a model's format."""
+    repo = Path(__file__).resolve().parents[1]
+    if name not in ("llama2", "llama3", "qwen2", "smollm2"):
+        return name
+    sys.path.insert(0, str(repo / "tests"))
+    if name == "llama2":
+        import shutil
+
+        from conftest import LLAMA2_GENERATION_CONFIG, LLAMA2_TOKENIZER_CONFIG, SHARED_DATA
+
+        shutil.copy(SHARED_DATA / "tokenizers" / "llama2" / "tokenizer.model", tmp / "tokenizer.model")
+        (tmp / "tokenizer_config.json").write_text(json.dumps(LLAMA2_TOKENIZER_CONFIG))
+        (tmp / "generation_config.json").write_text(json.dumps(LLAMA2_GENERATION_CONFIG))
+        return str(tmp)
+    from hf_formats import build_folder
+
+    return str(build_folder(name, [Path(text_path).read_text(encoding="utf-8")], tmp, vocab))
+
+
 def run_worker(kind: str, path: str, threads: int, tokenizer: str, separator: str | None = None) -> dict:
     """Run ``worker`` in a fresh Python process (so ru_maxrss is this measurement's alone)."""
     cmd = [
@@ -139,7 +186,8 @@ def run_worker(kind: str, path: str, threads: int, tokenizer: str, separator: st
     ]
     if separator is not None:
         cmd += ["--_separator", separator]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    env = {**os.environ, "RAYON_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "true"}
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -189,6 +237,8 @@ def main() -> None:
     parser.add_argument("--large_mb", type=int, default=0, help="build a corpus of about this many MB and prepare it")
     parser.add_argument("--layout", choices=("separator", "files"), default="separator")
     parser.add_argument("--tmp", default=None, help="where to build the large corpus (default: the system's temp)")
+    parser.add_argument("--hf", default=None, help="also a Hugging Face tokenizer: a folder, llama2, llama3, ...")
+    parser.add_argument("--hf_vocab", type=int, default=32000, help="--hf llama3/qwen2/smollm2: tokens to train")
     parser.add_argument("--_worker", choices=("raw", "chunks", "lines", "prepare"), help=argparse.SUPPRESS)
     parser.add_argument("--_separator", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -223,6 +273,9 @@ def main() -> None:
         )
         return
 
+    if args.hf:
+        compare_hf(args, header)
+        return
     raw = best_of("raw", args)
     chunks = best_of("chunks", args)
     lines = best_of("lines", args)
@@ -242,6 +295,21 @@ def main() -> None:
         f"(end-of-text tokens between documents of each split); documents {prep['documents']}"
     )
     print(f"prepare / tiktoken (~256 Ki-char chunks): {chunks['seconds'] / prep['seconds']:.1%}")
+
+
+def compare_hf(args: argparse.Namespace, header: str) -> None:
+    """tiktoken's rows and a Hugging Face tokenizer's, on the same text and threads."""
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        folder = hf_folder(args.hf, args.path, args.hf_vocab, Path(tmp))
+        print(f"Hugging Face tokenizer {args.hf} ({folder}) ready in {time.perf_counter() - start:.1f} s")
+        rows = {"tiktoken": (best_of("raw", args), best_of("prepare", args))}
+        args.tokenizer = folder
+        rows[args.hf] = (best_of("raw", args), best_of("prepare", args))
+    print(header)
+    for name, (raw, prep) in rows.items():
+        print(row(f"{name}: encoder alone, prepare's pieces ({raw['pieces']})", raw))
+        print(row(f"{name}: `prepare` (whole call)", prep))
 
 
 if __name__ == "__main__":

@@ -10,11 +10,13 @@ re-exported here:
   path and checked, and the adapters are merged into it unless asked not to (``merge_lora``);
 - our folder (``config.json`` + ``model.safetensors``): ``lit_gpt.formats.folder`` (``save_folder`` /
   ``load_folder``);
-- a Hugging Face ``LlamaForCausalLM``, ``Qwen3ForCausalLM`` or ``GPT2LMHeadModel`` folder, ours or not:
-  ``lit_gpt.formats.hf_folder`` (``save_hf`` / ``load_hf``, ``tokenizer_spec_from_hf``);
+- a Hugging Face ``LlamaForCausalLM``, ``Qwen3ForCausalLM`` or ``GPT2LMHeadModel`` folder, ours or not, or its hub
+  id ``org/name`` (``lit_gpt.hub``: resolved in huggingface_hub's cache): ``lit_gpt.formats.hf_folder``
+  (``save_hf`` / ``load_hf``, ``tokenizer_spec_from_hf``);
 - a quantized folder (``config.json`` + ``model.pt``): ``lit_gpt.formats.quantized`` (``save_quantized`` /
   ``load_quantized``);
-- LoRA adapters for peft (written only): ``lit_gpt.formats.peft.save_peft_adapter``.
+- LoRA adapters for peft (written only): ``lit_gpt.formats.peft.save_peft_adapter``;
+- a GGUF file for llama.cpp and Ollama (written only): ``lit_gpt.formats.gguf.save_gguf``.
 
 A path to a folder's ``config.json``, ``model.safetensors`` or ``model.pt`` means the folder. ``build_model``
 (``lit_gpt.formats.weights``) makes a ``GPT`` from a state dict without a random initialisation.
@@ -27,9 +29,11 @@ from pathlib import Path
 
 import torch
 
+from lit_gpt import hub
 from lit_gpt.errors import ConfigError
 from lit_gpt.formats.files import WHAT_TO_PASS, read_json
 from lit_gpt.formats.folder import FORMAT, VERSION, load_folder, save_folder
+from lit_gpt.formats.gguf import save_gguf
 from lit_gpt.formats.hf_folder import load_hf, save_hf, tokenizer_spec_from_hf
 from lit_gpt.formats.peft import save_peft_adapter
 from lit_gpt.formats.quantized import load_quantized, save_quantized
@@ -63,6 +67,7 @@ __all__ = [
     "read_training_checkpoint",
     "restore_training_record",
     "save_folder",
+    "save_gguf",
     "save_hf",
     "save_peft_adapter",
     "save_quantized",
@@ -112,9 +117,12 @@ def lora_record(path: str | Path) -> dict | None:
 
 
 def _resolve(path: str | Path) -> Path:
-    """``path`` itself, or the folder of a ``config.json`` / ``.safetensors`` / ``.pt`` file; ConfigError if it is
-    missing."""
-    path = Path(path)
+    """``path`` itself, the folder of a ``config.json`` / ``.safetensors`` / ``.pt`` file, or the snapshot folder of a
+    Hugging Face hub id (``lit_gpt.hub``: an existing path wins); ConfigError if it is missing."""
+    try:
+        path = hub.resolve(path, hub.MODEL_FILES)
+    except hub.NotAvailable as err:
+        raise ConfigError(f"checkpoint not found: {path}; {WHAT_TO_PASS}, or a cached hub id ({err})") from None
     if path.is_file() and path.suffix in (".json", ".safetensors", ".pt"):
         path = path.parent
     if not path.exists():
@@ -148,7 +156,7 @@ def _load(
             raise ConfigError(f"{path}/config.json is not from lit_gpt or Hugging Face; {WHAT_TO_PASS}")
     if tokenizer and require_tokenizer and spec is None:
         raise ConfigError(
-            f"{path} has no tokenizer lit_gpt can use (it reads its own records and GPT-2's BPE files); "
+            f"{path} has no tokenizer lit_gpt can use (its own records, tokenizer.json or tokenizer.model); "
             "load the model alone with lit_gpt.load_model"
         )
     return (build() if model else None), (_tokenizer(spec, require_tokenizer) if tokenizer else None)

@@ -12,6 +12,9 @@ training's validation (``lit_gpt.data.windows.ValidationWindows``, whose last wi
 lm-eval's rolling log-likelihood; a smaller stride costs ``block_size / stride`` times the forward passes and gives
 lower, less context-starved losses (Hugging Face's "Perplexity of fixed-length models" guide describes the method).
 
+Loss per position (``loss_by_position``): disjoint windows, every position scored, averaged in powers-of-two buckets
+of window positions; a model that uses long contexts has lower losses at later positions.
+
 Numbers (``Evaluation``): ``loss`` is the mean negative log-likelihood in nats per token, ``perplexity`` its exp,
 ``bits_per_byte`` the total in bits over the text's UTF-8 bytes: tokenizer-independent, so a character model and a
 BPE model can be compared on the same text (bits per byte = loss x tokens / bytes / ln 2). The output head runs on the
@@ -105,8 +108,8 @@ def negative_log_likelihood(
         ConfigError: for fewer than 2 tokens, a block_size outside [1, model block_size], a stride outside
             [1, block_size], or batch_size < 1.
     """
-    block_size = block_size or model.config.block_size
-    stride = stride or block_size
+    block_size = model.config.block_size if block_size is None else block_size
+    stride = block_size if stride is None else stride
     if tokens.numel() < 2:
         raise ConfigError("the text has fewer than 2 tokens: nothing to score")
     if not 1 <= block_size <= model.config.block_size or not 1 <= stride <= block_size or batch_size < 1:
@@ -137,6 +140,57 @@ def _summed_cross_entropy(model: GPT, hidden: torch.Tensor, targets: torch.Tenso
     for h, t in zip(hidden.split(rows), targets.split(rows)):
         total += F.cross_entropy(model.head(h).float(), t, reduction="sum").double()
     return total
+
+
+def position_buckets(block_size: int) -> list[tuple[int, int]]:
+    """Powers-of-two buckets of window positions ``[start, end)``: [0, 1), [1, 2), [2, 4), ... up to ``block_size``
+    (the last bucket ends there)."""
+    edges = [0] + [1 << k for k in range(block_size.bit_length()) if 1 << k < block_size] + [block_size]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+@torch.no_grad()
+def loss_by_position(
+    model: GPT, tokens: torch.Tensor, block_size: int | None = None, batch_size: int = 8
+) -> list[dict]:
+    """Mean loss per position in the window, in ``position_buckets``: how well a model uses longer contexts.
+
+    The text is cut into disjoint windows of ``block_size`` tokens (a tail shorter than a window is left out); the
+    target after window position p has p + 1 tokens of context. Returns one record per bucket: ``{"positions":
+    [start, end - 1], "tokens", "loss", "perplexity"}`` (loss in nats per token).
+
+    Raises:
+        ConfigError: for a block_size outside [1, model block_size], batch_size < 1, or a text shorter than one
+            window plus its last target.
+    """
+    T = block_size or model.config.block_size
+    if not 1 <= T <= model.config.block_size or batch_size < 1:
+        raise ConfigError(
+            f"need 1 <= block_size <= {model.config.block_size} and batch_size >= 1, got {T}, {batch_size}"
+        )
+    n_windows = (tokens.numel() - 1) // T
+    if n_windows < 1:
+        raise ConfigError(f"the text has {tokens.numel()} tokens, fewer than one window of block_size + 1 = {T + 1}")
+    device = model.lm_head.weight.device
+    sums = torch.zeros(T, dtype=torch.float64, device=device)
+    rows_per_chunk = max(1, LOGITS_PER_CHUNK // model.config.padded_vocab_size)
+    for first in range(0, n_windows, batch_size):
+        starts = range(first * T, min(first + batch_size, n_windows) * T, T)
+        rows = torch.stack([tokens[start : start + T + 1] for start in starts]).to(device)  # (b, T + 1)
+        hidden, targets = model.hidden_states(rows[:, :-1]).flatten(0, 1), rows[:, 1:].flatten()  # (b*T, C), (b*T,)
+        nll = torch.cat(
+            [
+                F.cross_entropy(model.head(h).float(), t, reduction="none")
+                for h, t in zip(hidden.split(rows_per_chunk), targets.split(rows_per_chunk))
+            ]
+        )
+        sums += nll.view(len(starts), T).double().sum(0)
+    records = []
+    for start, end in position_buckets(T):
+        count = n_windows * (end - start)
+        loss = sums[start:end].sum().item() / count
+        records.append({"positions": [start, end - 1], "tokens": count, "loss": loss, "perplexity": math.exp(loss)})
+    return records
 
 
 def document_tokens(tokenizer: Tokenizer, documents: Iterable[str]) -> tuple[torch.Tensor, int, int]:

@@ -5,6 +5,8 @@
 | ``lora``  | peft     | ``lit_gpt.lora`` (LoRA adapters)                  |
 | ``quant`` | torchao  | ``lit_gpt.quantize`` (int8 / int4 weights)        |
 | ``eval``  | lm-eval  | ``lit_gpt.lm_eval_adapter`` (benchmark tasks)     |
+| ``sentencepiece`` | sentencepiece, protobuf | ``lit_gpt.spm`` (SentencePiece ``tokenizer.model``) |
+| ``gguf``  | gguf     | ``lit_gpt.formats.gguf`` (GGUF files for llama.cpp) |
 
 None of them changes the torch version (checked with ``pip install --dry-run``). Standard library only.
 """

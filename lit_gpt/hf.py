@@ -1,25 +1,23 @@
-"""Hugging Face interop as pure maps: our ``Config`` and state dict <-> ``LlamaForCausalLM`` / ``Qwen3ForCausalLM`` /
-``GPT2LMHeadModel``.
+"""Hugging Face interop as pure maps: our ``Config`` <-> the ``config.json`` of ``LlamaForCausalLM`` /
+``Qwen3ForCausalLM`` / ``GPT2LMHeadModel``; the state-dict maps are ``lit_gpt.hf_weights``'s and the tokenizer files
+``lit_gpt.hf_tokenizer``'s.
 
 A LLaMA-style config maps to ``LlamaForCausalLM`` (with ``qk_norm``: ``Qwen3ForCausalLM``, Llama plus a per-head
 RMSNorm on queries and keys, ``self_attn.q_norm`` / ``k_norm`` as ours) and a GPT-2-style one to
-``GPT2LMHeadModel``. Our module names follow transformers' ``models/llama/modeling_llama.py``, so the Llama map
-adds a ``model.`` prefix; GPT-2 (``models/gpt2/modeling_gpt2.py``) stores ``Conv1D`` weights transposed, as (in,
-out), and fuses q, k and v into ``attn.c_attn``. RoPE is already in HF's half-split (``rotate_half``) layout, so
-no weight is permuted; every map is exact, so export -> import gives bit-identical tensors. GPT-2's byte-level BPE
-files (``vocab.json``, ``merges.txt``) are rebuilt from tiktoken's ranks.
+``GPT2LMHeadModel``. RoPE, and its scaling, are carried by ``rope_to_hf`` / ``rope_from_hf`` as transformers 5
+(``rope_parameters``) and 4 (``rope_scaling``, ``rope_theta``) read them. Settings a class cannot express are
+refused by name, on export and on import.
 
-Dicts and tensors in, dicts and tensors out: no file is read or written here (``lit_gpt.checkpoint`` does that),
-and neither transformers nor Lightning is imported (the tests compare against transformers).
+Dicts in, dicts out: no file is read or written here (``lit_gpt.checkpoint`` does that), and neither transformers
+nor Lightning is imported (the tests compare against transformers).
 """
 
 from __future__ import annotations
 
-import torch
+import math
 
 from lit_gpt.config import Config
 from lit_gpt.errors import ConfigError
-from lit_gpt.meta import meta_model
 from lit_gpt.tokenizer import Tokenizer
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -81,10 +79,8 @@ def _llama_to_hf(config: Config, common: dict) -> dict:
         "num_attention_heads": config.n_head,
         "num_key_value_heads": config.n_kv_head,
         "head_dim": config.head_size,
-        "max_position_embeddings": config.block_size,
+        **rope_to_hf(config),
         "rms_norm_eps": config.norm_eps,
-        "rope_parameters": {"rope_type": "default", "rope_theta": config.rope_theta},
-        "rope_theta": config.rope_theta,
         "hidden_act": "silu",
         "attention_bias": config.bias,
         "attention_dropout": config.dropout,
@@ -171,15 +167,11 @@ def config_from_hf(hf: dict) -> Config:
 
 
 def _llama_config_from_hf(hf: dict, model_type: str) -> Config:
-    rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
-    rope_type = rope.get("rope_type", rope.get("type", "default"))
     hidden, heads = hf["hidden_size"], hf["num_attention_heads"]
     _check_importable(
         model_type,
         {
             "use_sliding_window=True (lit_gpt's window covers every layer)": hf.get("use_sliding_window", False),
-            f"rope_type {rope_type!r} (lit_gpt has plain RoPE only)": rope_type != "default",
-            f"partial rotary factor {rope.get('partial_rotary_factor')}": rope.get("partial_rotary_factor", 1.0) != 1.0,
             f"hidden_act {hf.get('hidden_act')!r} (lit_gpt's SwiGLU uses silu)": hf.get("hidden_act", "silu") != "silu",
             f"head_dim {hf.get('head_dim')} != hidden_size / num_attention_heads": hf.get("head_dim")
             not in (None, hidden // heads),
@@ -189,14 +181,13 @@ def _llama_config_from_hf(hf: dict, model_type: str) -> Config:
     )
     return Config(
         vocab_size=hf["vocab_size"],
-        block_size=hf.get("max_position_embeddings", 2048),
+        **rope_from_hf(hf, model_type),
         n_layer=hf["num_hidden_layers"],
         n_head=heads,
         n_embd=hidden,
         n_kv_head=hf.get("num_key_value_heads") or heads,
         intermediate_size=hf["intermediate_size"],
         position_embedding="rope",
-        rope_theta=float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))),
         norm="rmsnorm",
         norm_eps=hf.get("rms_norm_eps", 1e-6),
         mlp="swiglu",
@@ -205,6 +196,74 @@ def _llama_config_from_hf(hf: dict, model_type: str) -> Config:
         dropout=hf.get("attention_dropout", 0.0),
         qk_norm=model_type == "qwen3",
     )
+
+
+_HF_ROPE_EXTRAS = {  # the optional keys of each scaling, named as in RopeScaling and in transformers' rope_parameters
+    "yarn": ("attention_factor", "beta_fast", "beta_slow", "mscale", "mscale_all_dim", "truncate"),
+    "llama3": ("low_freq_factor", "high_freq_factor"),
+}
+
+
+def rope_to_hf(config: Config) -> dict:
+    """The Hugging Face fields of ``config``'s RoPE: ``max_position_embeddings``, ``rope_parameters`` (transformers 5:
+    ``rope_type``, ``rope_theta`` and the scaling's keys), ``rope_theta`` and, with a scaling, ``rope_scaling``
+    (transformers 4: the same keys but the base). ``original_block_size`` is ``original_max_position_embeddings``
+    for yarn and llama3; ``max_position_embeddings`` is ``block_size``, but for dynamic scaling, which transformers
+    computes from that length: there it is ``original_block_size`` (the ``lit_gpt`` record keeps ``block_size``).
+    """
+    scaling, theta = config.rope_scaling, config.rope_theta
+    if scaling is None:
+        params = {"rope_type": "default", "rope_theta": theta}
+        return {"max_position_embeddings": config.block_size, "rope_parameters": params, "rope_theta": theta}
+    keys = {"rope_type": scaling.type, "factor": float(scaling.factor)}
+    if scaling.type in _HF_ROPE_EXTRAS:
+        keys["original_max_position_embeddings"] = scaling.original_block_size
+    keys.update(
+        (k, getattr(scaling, k)) for k in _HF_ROPE_EXTRAS.get(scaling.type, ()) if getattr(scaling, k) is not None
+    )
+    length = scaling.original_block_size if scaling.type == "dynamic" else config.block_size
+    params = {**keys, "rope_theta": theta}
+    return {"max_position_embeddings": length, "rope_parameters": params, "rope_theta": theta, "rope_scaling": keys}
+
+
+def rope_from_hf(hf: dict, model_type: str = "llama") -> dict:
+    """``Config`` arguments ``block_size``, ``rope_theta`` and ``rope_scaling`` (a dict or None) for the RoPE of a
+    Hugging Face ``config.json`` of the Llama family, read as transformers 5 reads it: ``rope_scaling`` (transformers
+    4's name, with ``type`` for ``rope_type`` in older files) wins over ``rope_parameters``, and the base comes from
+    that dict or the top-level ``rope_theta``. ``block_size`` is ``max_position_embeddings``, but for dynamic
+    scaling, which transformers computes from that length: it becomes ``original_block_size``, and ``block_size``
+    ``factor`` times it (the length a factor is named for). A linear scaling's ``original_block_size``, only a bound
+    (``RopeScaling``), is ``max_position_embeddings / factor`` rounded up unless the file names it.
+
+    Raises:
+        ConfigError: for a rope_type other than default, linear, dynamic, yarn and llama3, or a partial rotary factor.
+        KeyError: for a missing ``factor`` (linear, dynamic, llama3).
+    """
+    rope = dict(hf.get("rope_scaling") or hf.get("rope_parameters") or {})
+    kind = rope.get("rope_type", rope.get("type", "default"))
+    partial = rope.get("partial_rotary_factor", hf.get("partial_rotary_factor", 1.0))
+    supported = kind in ("default", "linear", "dynamic", "yarn", "llama3")
+    _check_importable(
+        model_type,
+        {
+            f"rope_type {kind!r} (it reads default, linear, dynamic, yarn, llama3)": not supported,
+            f"partial rotary factor {partial}": partial != 1.0,
+        },
+    )
+    theta = float(rope.get("rope_theta", hf.get("rope_theta", 10000.0)))
+    length = hf.get("max_position_embeddings", 2048)
+    if kind == "default":
+        return {"block_size": length, "rope_theta": theta, "rope_scaling": None}
+    # a top-level original_max_position_embeddings (Phi-3 style) wins, as in transformers' standardize_rope_params
+    original = hf.get("original_max_position_embeddings", rope.get("original_max_position_embeddings", length))
+    factor = (rope.get("factor") or length / original) if kind == "yarn" else rope["factor"]
+    if kind == "linear":
+        original = rope.get("original_max_position_embeddings") or math.ceil(length / factor)
+    elif kind == "dynamic":
+        original, length = length, round(factor * length)
+    extras = {k: rope[k] for k in _HF_ROPE_EXTRAS.get(kind, ()) if rope.get(k) is not None}
+    scaling = {"type": kind, "factor": factor, "original_block_size": original, **extras}
+    return {"block_size": length, "rope_theta": theta, "rope_scaling": scaling}
 
 
 def _gpt2_config_from_hf(hf: dict) -> Config:
@@ -250,99 +309,3 @@ def _check_importable(model_type: str, problems: dict[str, bool]) -> None:
     found = [name for name, bad in problems.items() if bad]
     if found:
         raise ConfigError(f"cannot import this Hugging Face {model_type} model: lit_gpt lacks {'; '.join(found)}")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Hugging Face weights
-
-_GPT2_TOP = {"embed_tokens": "wte", "embed_positions": "wpe", "norm": "ln_f"}
-_GPT2_LAYER = {
-    "input_layernorm": "ln_1",
-    "post_attention_layernorm": "ln_2",
-    "self_attn.o_proj": "attn.c_proj",
-    "mlp.up_proj": "mlp.c_fc",
-    "mlp.down_proj": "mlp.c_proj",
-}
-_GPT2_CONV1D = ("self_attn.o_proj", "mlp.up_proj", "mlp.down_proj")  # HF Conv1D stores weight as (in, out)
-
-
-def _gpt2_key(key: str) -> tuple[str, bool]:
-    """The GPT2LMHeadModel name of one of our (non-q/k/v) parameters, and whether its weight is transposed."""
-    module, param = key.rsplit(".", 1)
-    if module == "lm_head":
-        return key, False
-    if module in _GPT2_TOP:
-        return f"transformer.{_GPT2_TOP[module]}.{param}", False
-    _, i, sub = module.split(".", 2)  # layers.{i}.{sub}
-    return f"transformer.h.{i}.{_GPT2_LAYER[sub]}.{param}", sub in _GPT2_CONV1D and param == "weight"
-
-
-def state_to_hf(state: dict[str, torch.Tensor], config: Config) -> dict[str, torch.Tensor]:
-    """Map our state dict to ``LlamaForCausalLM`` (and Qwen3) / ``GPT2LMHeadModel`` names and layouts (contiguous
-    tensors).
-
-    A tied head is left out, as transformers saves it. Llama: ``model.`` prefix on all but ``lm_head``. GPT-2:
-    ``c_attn`` is ``cat(q, k, v)`` along the output dimension, and Conv1D weights are transposed to (in, out).
-    """
-    state = {k: v for k, v in state.items() if not (config.tie_embeddings and k == "lm_head.weight")}
-    if config.position_embedding == "rope":
-        return {k if k.startswith("lm_head.") else f"model.{k}": v.contiguous() for k, v in state.items()}
-    out = {}
-    for i in range(config.n_layer):
-        for param in ("weight", "bias"):
-            qkv = torch.cat([state.pop(f"layers.{i}.self_attn.{x}_proj.{param}") for x in "qkv"])  # (3C, C) or (3C,)
-            out[f"transformer.h.{i}.attn.c_attn.{param}"] = qkv.t().contiguous() if param == "weight" else qkv
-    for key, value in state.items():
-        name, transpose = _gpt2_key(key)
-        out[name] = value.t().contiguous() if transpose else value.contiguous()
-    return out
-
-
-def state_from_hf(hf_state: dict[str, torch.Tensor], config: Config) -> dict[str, torch.Tensor]:
-    """The inverse of ``state_to_hf``: our state dict from Hugging Face tensors (a tied head is filled in).
-
-    GPT-2 files from the Hub without the ``transformer.`` prefix, and their attention-mask buffers
-    (``attn.bias``, ``attn.masked_bias``), are accepted, as are Llama's ``rotary_emb.inv_freq`` buffers.
-
-    Raises:
-        ConfigError: if a weight the config needs is missing, or a weight is left over.
-    """
-    hf_state = dict(hf_state)
-    if config.position_embedding == "learned" and "wte.weight" in hf_state:
-        hf_state = {k if k.startswith("lm_head.") else f"transformer.{k}": v for k, v in hf_state.items()}
-    ours = list(meta_model(config).state_dict())  # key names only: no memory, no initialisation
-    if config.tie_embeddings:
-        ours.remove("lm_head.weight")
-        hf_state.pop("lm_head.weight", None)  # some tied checkpoints store the head too
-    state = {}
-
-    def take(name: str) -> torch.Tensor:
-        if name not in hf_state:
-            raise ConfigError(f"the Hugging Face weights lack {name!r}, which config.json implies")
-        return hf_state.pop(name)
-
-    if config.position_embedding == "rope":
-        for key in ours:
-            state[key] = take(key if key.startswith("lm_head.") else f"model.{key}")
-    else:
-        C = config.n_embd
-        for i in range(config.n_layer):
-            for param in ("weight", "bias"):
-                qkv = take(f"transformer.h.{i}.attn.c_attn.{param}")
-                qkv = qkv.t() if param == "weight" else qkv  # (3C, C) or (3C,)
-                for x, part in zip("qkv", qkv.split(C)):
-                    state[f"layers.{i}.self_attn.{x}_proj.{param}"] = part
-        for key in ours:
-            if ".self_attn." in key and key.split(".")[-2] in ("q_proj", "k_proj", "v_proj"):
-                continue
-            name, transpose = _gpt2_key(key)
-            state[key] = take(name).t() if transpose else take(name)
-    buffers = (".attn.bias", ".attn.masked_bias", "rotary_emb.inv_freq")
-    left = [k for k in hf_state if not k.endswith(buffers)]
-    if left:
-        raise ConfigError(
-            f"unexpected Hugging Face weights {left[:3]} ({len(left)} in all): lit_gpt has no such tensors"
-        )
-    if config.tie_embeddings:
-        state["lm_head.weight"] = state["embed_tokens.weight"]
-    return state

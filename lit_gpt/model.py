@@ -2,7 +2,7 @@
 
 Architecture (each choice is a ``Config`` field):
 - positions: rotary embeddings, RoPE (Su et al. 2021, https://arxiv.org/abs/2104.09864) in the half-split
-  ("rotate_half") layout of Hugging Face Llama (``lit_gpt.rope``), or GPT-2's learned position table;
+  ("rotate_half") layout of Hugging Face Llama, with optional scaling (``lit_gpt.rope``), or GPT-2's learned table;
 - pre-norm blocks with RMSNorm (Zhang & Sennrich 2019) or LayerNorm (``lit_gpt.norm``);
 - causal self-attention through ``torch.nn.functional.scaled_dot_product_attention`` (flash / memory-efficient
   kernels where the device has them), with grouped-query attention (Ainslie et al. 2023) when n_kv_head < n_head;
@@ -45,7 +45,7 @@ from lit_gpt.attention import attend, document_mask
 from lit_gpt.config import Config
 from lit_gpt.kv_cache import KVCache, RollingKVCache, attention_layout
 from lit_gpt.norm import RMSNorm, build_norm
-from lit_gpt.rope import apply_rope, rope_cache
+from lit_gpt.rope import apply_rope, rope_at, rope_cache
 
 
 def _fused_linear(x: torch.Tensor, linears: tuple[nn.Module, ...]) -> tuple[torch.Tensor, ...]:
@@ -260,10 +260,10 @@ class GPT(nn.Module):
                 module.reset_parameters()
 
     def reset_rope_cache(self) -> None:
-        """(Re)compute the RoPE tables (block_size, head_size), on the device of the weights; a model built on the
-        meta device (to load weights without initialising them) needs this before use."""
-        device = self.embed_tokens.weight.device
-        cos, sin = rope_cache(self.config.block_size, self.config.head_size, self.config.rope_theta)
+        """(Re)compute the RoPE tables (block_size, head_size), with ``config.rope_scaling``, on the device of the
+        weights; a model built on the meta device (to load weights without initialising them) needs this before use."""
+        c, device = self.config, self.embed_tokens.weight.device
+        cos, sin = rope_cache(c.block_size, c.head_size, c.rope_theta, c.rope_scaling)
         self.rope_cos, self.rope_sin = cos.to(device), sin.to(device)
 
     def num_params(self) -> int:
@@ -376,7 +376,7 @@ class GPT(nn.Module):
         if self.config.position_embedding == "learned":
             x = x + self.embed_positions(positions)
         else:
-            cos, sin = self.rope_cos[positions], self.rope_sin[positions]  # (T, hs) or (B, T, hs)
+            cos, sin = rope_at(self.rope_cos, self.rope_sin, positions, self.config)  # (T, hs) or (B, T, hs)
             rope = (cos, sin) if positions.dim() == 1 else (cos.unsqueeze(1), sin.unsqueeze(1))
         x = self.embed_dropout(x)
         v_first = None  # the first layer's values (B, nkv, T, hs), with value residuals

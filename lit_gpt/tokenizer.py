@@ -1,67 +1,82 @@
-"""Tokenizers: tiktoken BPE encodings by name, byte-level BPEs trained by ``lit_gpt.data.bpe``, and a character
-vocabulary; and the folder format of a trained BPE.
+"""Tokenizers: tiktoken BPE encodings by name, byte-level BPEs trained by ``lit_gpt.data.bpe``, a character
+vocabulary, and the tokenizer of any Hugging Face folder or hub id (``lit_gpt.tokenizer_hf``), behind one class.
 
 A tokenizer is fully described by a JSON-able ``spec`` dict (``{"kind": "tiktoken", "name": "gpt2"}``,
-``{"kind": "bpe", "name", "pat_str", "special_tokens", "ranks"}`` or ``{"kind": "char", "chars": "..."}``), which
-is stored in checkpoints so a trained model can be sampled from with nothing else at hand.
+``{"kind": "bpe", "name", "pat_str", "special_tokens", "ranks"}``, ``{"kind": "char", "chars": "..."}`` or
+``{"kind": "hf", "name", "files", "binary", "eos_token_ids"}``), which is stored in checkpoints so a trained model can
+be sampled from with nothing else at hand: the BPE and Hugging Face kinds embed their vocabulary files.
 
-A trained BPE is saved as a folder (``save_bpe``, ``load_bpe``)::
-
-    tokenizer.tiktoken   tiktoken's own format: one ``base64(token bytes) rank`` per line, ranks 0..n-1
-    tokenizer.json       {"format": "lit_gpt-bpe", "version": 1, "name", "pat_str", "special_tokens"}
-
-Imports tiktoken and the standard library only (``tokenizers``, which trains BPEs, is imported by
-``lit_gpt.data.bpe`` alone).
+A trained BPE is saved as a folder by ``save_bpe`` and read by ``load_bpe`` (``lit_gpt.bpe_folder``, re-exported here).
+Imports tiktoken and the standard library; ``tokenizers`` (and ``huggingface_hub`` for hub ids) when a Hugging Face
+tokenizer is built.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import tiktoken
 
+from lit_gpt import hub
+from lit_gpt.bpe_folder import EOT_TEXT, build_encoding, is_bpe_folder, load_bpe, ranks_to_text, save_bpe
 from lit_gpt.errors import ConfigError
+from lit_gpt.tokenizer_hf import HFTokenizer, read_folder
 
-EOT_TEXT = "<|endoftext|>"
+__all__ = ["EOT_TEXT", "GPT2_PAT_STR", "Tokenizer", "gpt2_byte_to_char", "load_bpe", "save_bpe"]
+
 GPT2_PAT_STR = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 """GPT-2's pre-tokenization regex (``encoder.py`` of openai/gpt-2). tiktoken (fancy-regex) and ``tokenizers``
 (Oniguruma) split text identically with it; cl100k's pattern uses ``$``, which the two engines read differently."""
-RANKS_FILE, META_FILE = "tokenizer.tiktoken", "tokenizer.json"
-"""The two files of a trained-BPE folder (see ``save_bpe``)."""
-FORMAT, VERSION = "lit_gpt-bpe", 1
 
 
 class Tokenizer:
     """Text <-> token ids, with ``vocab_size`` and an end-of-text id (``eot_id``).
 
-    Three kinds (``kind``):
+    Four kinds (``kind``):
     - ``tiktoken``: a byte-level BPE from tiktoken (``gpt2``, ``r50k_base``, ``cl100k_base``, ...), or any
       ``tiktoken.Encoding`` passed in (tests build a byte-level one in-process). Its spec is the encoding's name.
     - ``bpe``: a byte-level BPE trained by ``lit_gpt.data.bpe`` (a ``tiktoken.Encoding`` passed with ``bpe=True``,
       or a folder given to ``from_name``). Its spec carries the whole vocabulary, so it rebuilds anywhere.
     - ``char``: one id per distinct character of the corpus, in sorted order, plus one end-of-text id after them.
+    - ``hf``: a Hugging Face tokenizer (``lit_gpt.tokenizer_hf.HFTokenizer``, as ``hf``), from a folder or hub id
+      given to ``from_name``; ``eot_id`` is its ``eos_token``. Its spec carries the folder's tokenizer files.
 
-    BPE kinds encode text as ordinary text: a literal "<|endoftext|>" in the input is not turned into the special
-    token. Build one with ``Tokenizer.from_name``, ``Tokenizer.char`` or ``Tokenizer.from_spec``.
+    ``encode`` reads text as ordinary text: a literal "<|endoftext|>" (or "<|im_end|>" ...) in the input is not
+    turned into the special token unless ``allow_special`` asks. Build one with ``Tokenizer.from_name``,
+    ``Tokenizer.char`` or ``Tokenizer.from_spec``.
+
+    Attributes beyond ``name``, ``vocab_size`` and ``eot_id`` (a Hugging Face tokenizer's, else the defaults):
+        document_prefix: ids that start every text encoded for a model: the BOS that a Hugging Face tokenizer's
+            post-processor adds (Llama 2, Llama 3), as transformers' ``tokenizer(text)`` does; else empty.
+        stop_ids: ids that end a generated turn: ``eot_id``, and ``generation_config.json``'s ``eos_token_id``.
+        chat_template: the Jinja chat template of a Hugging Face folder; else None (``lit_gpt.chat`` uses ChatML).
+        special_tokens: the named special tokens as text (``bos_token``, ``eos_token`` ...) that chat templates
+            read; else "<|endoftext|>" for both.
+        splits_at_newlines: whether ``lit_gpt.data.encode.pieces`` may cut a document for parallel encoding
+            (``lit_gpt.tokenizer_hf.splits_at_newlines``); always for the other kinds.
     """
 
     def __init__(
-        self, encoding: tiktoken.Encoding | None = None, chars: Sequence[str] | None = None, *, bpe: bool = False
+        self,
+        encoding: tiktoken.Encoding | None = None,
+        chars: Sequence[str] | None = None,
+        *,
+        bpe: bool = False,
+        hf: HFTokenizer | None = None,
     ) -> None:
-        if (encoding is None) == (chars is None):
-            raise ValueError("pass exactly one of `encoding` (tiktoken) or `chars` (character-level)")
+        if sum(x is not None for x in (encoding, chars, hf)) != 1:
+            raise ValueError("pass exactly one of `encoding` (tiktoken), `chars` (character-level) or `hf`")
         if bpe and encoding is None:
             raise ValueError("`bpe=True` describes an `encoding` trained by lit_gpt.data.bpe")
-        self.encoding = encoding
+        self.encoding, self.hf = encoding, hf
         self.chars = "".join(chars) if chars is not None else None
-        self.kind = "char" if encoding is None else "bpe" if bpe else "tiktoken"
+        self.kind = "hf" if hf is not None else "char" if encoding is None else "bpe" if bpe else "tiktoken"
         self._spec: dict | None = None
-        if encoding is not None:
+        if hf is not None:
+            self.name, self.vocab_size, self.eot_id = hf.name, hf.vocab_size, hf.eot_id
+        elif encoding is not None:
             self.name = encoding.name
             self.vocab_size = encoding.n_vocab
             self.eot_id = encoding.eot_token
@@ -70,31 +85,37 @@ class Tokenizer:
             self._stoi = {c: i for i, c in enumerate(self.chars)}
             self.vocab_size = len(self.chars) + 1
             self.eot_id = len(self.chars)
+        self.document_prefix = list(hf.prefix_ids) if hf is not None else []
+        self.stop_ids = list(hf.stop_ids) if hf is not None else [self.eot_id]
+        self.chat_template = hf.chat_template if hf is not None else None
+        self.special_tokens = dict(hf.named) if hf is not None else {"bos_token": EOT_TEXT, "eos_token": EOT_TEXT}
+        self.splits_at_newlines = hf.splits_at_newlines if hf is not None else True
 
     @classmethod
     def from_name(cls, name: str) -> "Tokenizer":
-        """A tiktoken encoding by name (``gpt2``, ``cl100k_base``), or a folder written by ``lit-gpt train-tokenizer``.
+        """A tiktoken encoding by name (``gpt2``, ``cl100k_base``), a folder written by ``lit-gpt train-tokenizer``,
+        or a Hugging Face tokenizer: a model folder (``tokenizer.json`` or ``tokenizer.model``, see
+        ``lit_gpt.tokenizer_hf``), its ``tokenizer.json`` / ``tokenizer.model`` file, or a hub id ``org/name``.
 
-        A known tiktoken name wins over a folder of the same name (write ``./gpt2`` for the folder); any other
-        existing directory, or a name with a path separator, is read as a BPE folder (``load_bpe``)
-        and gives a tokenizer of kind ``bpe``. tiktoken downloads an encoding's files on first use and caches
-        them in ``TIKTOKEN_CACHE_DIR``.
+        A known tiktoken name wins over a folder of the same name (write ``./gpt2`` for the folder); an existing path
+        wins over a hub id (``lit_gpt.hub``). tiktoken downloads an encoding's files on first use and caches them in
+        ``TIKTOKEN_CACHE_DIR``.
 
         Raises:
             ConfigError: for an unknown name, for ``char`` (built from a corpus by ``Tokenizer.char``), for a
-                missing or corrupt BPE folder, or when the encoding's files cannot be downloaded and are not in
-                the cache.
+                missing or corrupt folder, a folder with no tokenizer file, a hub id neither cached nor
+                downloadable, or when a tiktoken encoding's files cannot be downloaded and are not in the cache.
         """
         if name == "char":
             raise ConfigError("the 'char' tokenizer is built from a corpus: use Tokenizer.char(texts)")
         known = tiktoken.list_encoding_names()
         looks_like_path = os.sep in name or "/" in name or name.startswith((".", "~"))
         if looks_like_path or (name not in known and os.path.isdir(name)):
-            return cls(encoding=load_bpe(os.path.expanduser(name)), bpe=True)
+            return _from_folder(os.path.expanduser(name))
         if name not in known:
             raise ConfigError(
-                f"unknown tokenizer {name!r}; choose 'char', a tiktoken encoding ({', '.join(known)}) "
-                "or a folder written by `lit-gpt train-tokenizer`"
+                f"unknown tokenizer {name!r}; choose 'char', a tiktoken encoding ({', '.join(known)}), a folder "
+                "written by `lit-gpt train-tokenizer`, or a Hugging Face model folder or hub id (org/name)"
             )
         try:
             return cls(encoding=tiktoken.get_encoding(name))
@@ -117,8 +138,8 @@ class Tokenizer:
     def from_spec(cls, spec: dict) -> "Tokenizer":
         """Rebuild a tokenizer from its ``spec`` (as stored in a checkpoint).
 
-        A ``bpe`` spec holds its whole vocabulary (``ranks``: the ``tokenizer.tiktoken`` text), so it needs no
-        folder or download.
+        A ``bpe`` spec holds its whole vocabulary (``ranks``: the ``tokenizer.tiktoken`` text) and an ``hf`` spec its
+        folder's files, so neither needs a folder or download.
 
         Raises:
             ConfigError: if the spec is malformed or corrupt, or names an unknown encoding.
@@ -131,15 +152,20 @@ class Tokenizer:
         if kind == "bpe" and isinstance(spec.get("ranks"), str):
             parts = (spec.get("name"), spec.get("pat_str"), spec["ranks"], spec.get("special_tokens"))
             return cls(encoding=build_encoding(*parts, source="the tokenizer spec"), bpe=True)
-        raise ConfigError(f"not a lit_gpt tokenizer spec: {spec!r}")
+        if kind == "hf" and isinstance(spec.get("files"), dict):
+            return cls(hf=HFTokenizer(spec))
+        raise ConfigError(f"not a lit_gpt tokenizer spec: {str(spec)[:300]!r}")
 
     @property
     def spec(self) -> dict:
         """A JSON-able description from which ``from_spec`` rebuilds this tokenizer.
 
-        For kind ``bpe`` it holds the whole vocabulary as the ranks' text (the ``tokenizer.tiktoken`` format), so
-        its size grows with ``vocab_size`` (docs/benchmarks.md gives it for a trained BPE).
+        For kind ``bpe`` it holds the whole vocabulary as the ranks' text (the ``tokenizer.tiktoken`` format), and for
+        kind ``hf`` the folder's tokenizer files, so its size grows with ``vocab_size`` (docs/benchmarks.md gives it
+        for a trained BPE).
         """
+        if self.kind == "hf":
+            return dict(self.hf.spec)
         if self.kind == "bpe":
             if self._spec is None:  # built once: serializing the ranks costs O(vocab_size)
                 self._spec = {
@@ -154,14 +180,25 @@ class Tokenizer:
             return {"kind": "tiktoken", "name": self.name}
         return {"kind": "char", "chars": self.chars}
 
-    def encode(self, text: str) -> list[int]:
-        """Token ids of ``text`` (no end-of-text token is added).
+    def encode(self, text: str, *, allow_special: bool = False) -> list[int]:
+        """Token ids of ``text``; nothing is added around it (see ``document_prefix``).
+
+        With ``allow_special`` the tokenizer's special tokens written in ``text`` ("<|endoftext|>", "<|im_start|>"
+        ...) become their ids, as a rendered chat template needs (transformers' ``tokenizer(text,
+        add_special_tokens=False)``); without it they are ordinary text.
 
         Raises:
             ConfigError: for a character-level tokenizer, if ``text`` has a character outside its vocabulary.
         """
+        if self.hf is not None:
+            return self.hf.encode(text, allow_special)
         if self.encoding is not None:
+            if allow_special:
+                return self.encoding.encode(text, allowed_special="all")
             return self.encoding.encode_ordinary(text)
+        if allow_special and EOT_TEXT in text:
+            parts = [self.encode(part) for part in text.split(EOT_TEXT)]
+            return [i for n, part in enumerate(parts) for i in ([self.eot_id] if n else []) + part]
         try:
             return [self._stoi[c] for c in text]
         except KeyError as err:
@@ -169,12 +206,46 @@ class Tokenizer:
                 f"character {err.args[0]!r} is not in this character-level vocabulary of {len(self.chars)} characters"
             ) from None
 
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[int]]:
+        """``encode(text, allow_special=True)`` and the index of the character where each token starts (a token that
+        starts inside a multi-byte character gets that character's index)."""
+        if self.hf is not None:
+            return self.hf.encode_with_offsets(text)
+        ids = self.encode(text, allow_special=True)
+        if self.encoding is not None:
+            return ids, self.encoding.decode_with_offsets(ids)[1]
+        starts, position = [], 0
+        for i in ids:
+            starts.append(position)
+            position += len(EOT_TEXT) if i == self.eot_id else 1
+        return ids, starts
+
     def decode(self, ids: Iterable[int]) -> str:
-        """Text of token ids; the end-of-text id decodes to "<|endoftext|>"."""
+        """Text of token ids; the end-of-text id decodes to its text ("<|endoftext|>", "</s>" ...)."""
         ids = list(ids)
+        if self.hf is not None:
+            return self.hf.decode(ids)
         if self.encoding is not None:
             return self.encoding.decode(ids)
         return "".join(self.chars[i] if i != self.eot_id else EOT_TEXT for i in ids)
+
+
+def _from_folder(path: str) -> Tokenizer:
+    """The tokenizer of a folder or hub id: a trained BPE (``tokenizer.tiktoken``) or a Hugging Face one; a path to a
+    folder's ``tokenizer.json`` or ``tokenizer.model`` means the folder. Raises ConfigError as ``from_name`` does."""
+    missing = f"tokenizer folder {str(path)!r} not found; train one with `lit-gpt train-tokenizer`"
+    try:
+        folder = hub.resolve(path, hub.TOKENIZER_FILES)
+    except hub.NotAvailable as err:
+        raise ConfigError(f"{missing}, or pass a Hugging Face model folder; {err}") from None
+    if folder.is_file() and folder.name in ("tokenizer.json", "tokenizer.model"):
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ConfigError(f"{missing}, or pass a Hugging Face model folder or hub id (org/name)")
+    if is_bpe_folder(folder):
+        return Tokenizer(encoding=load_bpe(folder), bpe=True)
+    name = str(path) if hub.is_hub_id(path) else hub.display_name(folder)
+    return Tokenizer(hf=HFTokenizer(read_folder(Path(folder), name)))
 
 
 def gpt2_byte_to_char() -> dict[int, str]:
@@ -188,119 +259,3 @@ def gpt2_byte_to_char() -> dict[int, str]:
         if b not in chars:
             chars[b] = chr(256 + len(chars) - len(printable))
     return chars
-
-
-# -----------------------------------------------------------------------------------------------------------------
-# Trained-BPE folders: tokenizer.tiktoken (tiktoken's own format) + tokenizer.json
-
-
-def ranks_to_text(ranks: dict[bytes, int]) -> str:
-    """``mergeable_ranks`` in tiktoken's file format: ``base64(token) rank`` per line, by rank."""
-    by_rank = sorted(ranks.items(), key=lambda item: item[1])
-    return "".join(f"{base64.b64encode(token).decode('ascii')} {rank}\n" for token, rank in by_rank)
-
-
-def ranks_from_text(text: str, source: str) -> dict[bytes, int]:
-    """Parse tiktoken's ``base64(token) rank`` lines, checking what ``Encoding`` relies on.
-
-    Raises:
-        ConfigError: naming ``source``, for a malformed line, ranks that are not 0..n-1 each once, or a missing
-            single byte (which would leave some text unencodable).
-    """
-    fix = "retrain it with `lit-gpt train-tokenizer`"
-    ranks: dict[bytes, int] = {}
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line:
-            continue
-        try:
-            token, rank = line.split()
-            ranks[base64.b64decode(token, validate=True)] = int(rank)
-        except (ValueError, binascii.Error):
-            raise ConfigError(f"{source} is corrupt at line {number} ({line[:40]!r}); {fix}") from None
-    if sorted(ranks.values()) != list(range(len(ranks))):
-        raise ConfigError(f"{source} is corrupt: its ranks are not 0..{len(ranks) - 1}, each once; {fix}")
-    if any(bytes([b]) not in ranks for b in range(256)):
-        raise ConfigError(f"{source} is corrupt: some of the 256 single bytes are missing; {fix}")
-    return ranks
-
-
-def build_encoding(name: str, pat_str: str, ranks_text: str, special_tokens: dict, source: str) -> tiktoken.Encoding:
-    """A tiktoken ``Encoding`` from the parts a folder or a ``"bpe"`` spec stores.
-
-    Raises:
-        ConfigError: naming ``source``, if a part is malformed, ``<|endoftext|>`` is missing, the special ids do
-            not directly follow the ranks (as after a truncated ranks file), or tiktoken rejects the regex.
-    """
-    fix = "retrain it with `lit-gpt train-tokenizer`"
-    if not isinstance(name, str) or not isinstance(pat_str, str) or not isinstance(special_tokens, dict):
-        raise ConfigError(
-            f"{source} is corrupt: name, pat_str and special_tokens must be two strings and a dict; {fix}"
-        )
-    ranks = ranks_from_text(ranks_text, source)
-    if EOT_TEXT not in special_tokens:
-        raise ConfigError(f"{source} is corrupt: special_tokens has no {EOT_TEXT}; {fix}")
-    # Special ids follow the ranks directly, so a ranks file truncated at a line boundary is caught here.
-    if sorted(special_tokens.values()) != list(range(len(ranks), len(ranks) + len(special_tokens))):
-        raise ConfigError(
-            f"{source} is corrupt: {len(ranks)} ranks, so the special token ids must be {len(ranks)} onwards, "
-            f"got {special_tokens} (a truncated ranks file?); {fix}"
-        )
-    try:
-        return tiktoken.Encoding(name, pat_str=pat_str, mergeable_ranks=ranks, special_tokens=dict(special_tokens))
-    except ValueError as err:  # tiktoken raises ValueError for a regex it cannot compile
-        raise ConfigError(f"{source} is corrupt: tiktoken rejects it ({err}); {fix}") from None
-
-
-def save_bpe(encoding: tiktoken.Encoding, out_dir: str | os.PathLike) -> Path:
-    """Write ``tokenizer.tiktoken`` and ``tokenizer.json`` into ``out_dir`` (created if missing); returns it.
-
-    Raises:
-        ConfigError: if ``out_dir`` cannot be written.
-    """
-    out = Path(out_dir)
-    meta = {
-        "format": FORMAT,
-        "version": VERSION,
-        "name": encoding.name,
-        "pat_str": encoding._pat_str,  # tiktoken exposes these only as attributes (see its README on extending)
-        "special_tokens": encoding._special_tokens,
-    }
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / RANKS_FILE).write_text(ranks_to_text(encoding._mergeable_ranks), encoding="ascii")
-        (out / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    except OSError as err:
-        raise ConfigError(f"cannot write the tokenizer to {out} ({err.strerror}); choose another folder") from None
-    return out
-
-
-def load_bpe(folder: str | os.PathLike) -> tiktoken.Encoding:
-    """The ``Encoding`` saved by ``save_bpe`` in ``folder``.
-
-    The ranks file is read directly, not through ``tiktoken.load.load_tiktoken_bpe``, which caches files by path
-    in ``TIKTOKEN_CACHE_DIR`` and would keep serving an old copy after the folder is retrained.
-
-    Raises:
-        ConfigError: if the folder or either file is missing, unreadable or corrupt, saying what to do.
-    """
-    folder = Path(folder)
-    fix = "retrain it with `lit-gpt train-tokenizer`"
-    if not folder.is_dir():
-        raise ConfigError(f"tokenizer folder {str(folder)!r} not found; train one with `lit-gpt train-tokenizer`")
-    texts = {}
-    for file in (RANKS_FILE, META_FILE):
-        try:
-            texts[file] = (folder / file).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigError(f"{folder} has no {file}, so it is not a lit_gpt BPE folder; {fix}") from None
-        except (OSError, UnicodeDecodeError) as err:
-            raise ConfigError(f"cannot read {folder / file} ({err}); {fix}") from None
-    try:
-        meta = json.loads(texts[META_FILE])
-    except ValueError:
-        raise ConfigError(f"{folder / META_FILE} is not valid JSON; {fix}") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != VERSION:
-        raise ConfigError(f"{folder / META_FILE} is not a {FORMAT} version {VERSION} file; {fix}")
-    return build_encoding(
-        meta.get("name"), meta.get("pat_str"), texts[RANKS_FILE], meta.get("special_tokens"), str(folder)
-    )

@@ -164,3 +164,82 @@ def error_lines(stderr: str) -> list[str]:
 def errors() -> Callable[[str], list[str]]:
     """``errors(stderr)``: the ``error:`` lines of a command's standard error."""
     return error_lines
+
+
+def _added(content: str) -> dict:
+    """An ``AddedToken`` entry as Llama 2's ``tokenizer_config.json`` writes its special tokens."""
+    flags = dict.fromkeys(("lstrip", "normalized", "rstrip", "single_word"), False)
+    return {"__type": "AddedToken", "content": content, **flags}
+
+
+LLAMA2_TOKENIZER_CONFIG = {
+    "add_bos_token": True,
+    "add_eos_token": False,
+    "bos_token": _added("<s>"),
+    "clean_up_tokenization_spaces": False,
+    "eos_token": _added("</s>"),
+    "legacy": False,
+    "model_max_length": 1000000000000000019884624838656,
+    "pad_token": None,
+    "padding_side": "right",
+    "sp_model_kwargs": {},
+    "tokenizer_class": "LlamaTokenizer",
+    "unk_token": _added("<unk>"),
+}
+"""meta-llama/Llama-2-7b-hf's ``tokenizer_config.json`` (the Hugging Face hub), as written beside its tokenizer.model."""
+LLAMA2_GENERATION_CONFIG = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}
+"""The token ids of meta-llama/Llama-2-7b-hf's ``generation_config.json``."""
+TINYLLAMA_TOKENIZER_CONFIG = {
+    "add_bos_token": True,
+    "add_eos_token": False,
+    "bos_token": "<s>",
+    "clean_up_tokenization_spaces": False,
+    "eos_token": "</s>",
+    "legacy": False,
+    "model_max_length": 2048,
+    "pad_token": "</s>",
+    "padding_side": "right",
+    "sp_model_kwargs": {},
+    "tokenizer_class": "LlamaTokenizer",
+    "unk_token": "<unk>",
+    "use_default_system_prompt": False,
+}
+"""TinyLlama/TinyLlama-1.1B-Chat-v1.0's ``tokenizer_config.json`` without its ``added_tokens_decoder`` (the same three
+tokens as the model's own) and with its chat template read from tests/data/chat_templates; it uses Llama 2's
+tokenizer.model."""
+
+
+@pytest.fixture(scope="session")
+def hf_folder(tmp_path_factory, shakespeare) -> Callable[[str], Path]:
+    """``hf_folder(name)``: a Hugging Face tokenizer folder, built once per session. ``llama3``, ``qwen2`` and
+    ``smollm2`` are byte-level BPEs in those models' formats trained on Tiny Shakespeare (``tests/hf_formats.py``);
+    ``llama2`` and ``tinyllama`` hold the real Llama 2 SentencePiece model of the shared data with those models'
+    configs (skipped without the shared file or the ``sentencepiece`` extra)."""
+    import json
+    import shutil
+
+    from hf_formats import TEMPLATES, build_folder
+
+    built: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in built:
+            out = tmp_path_factory.mktemp(name)
+            if name in ("llama2", "tinyllama"):
+                pytest.importorskip("sentencepiece", reason="the sentencepiece extra is not installed")
+                model = SHARED_DATA / "tokenizers" / "llama2" / "tokenizer.model"
+                if not model.is_file():
+                    pytest.skip(f"{model} not found")
+                shutil.copy(model, out / "tokenizer.model")
+                config = dict(LLAMA2_TOKENIZER_CONFIG)
+                if name == "tinyllama":
+                    template = (TEMPLATES / "TinyLlama-TinyLlama-1.1B-Chat-v1.0.jinja").read_text(encoding="utf-8")
+                    config = {**TINYLLAMA_TOKENIZER_CONFIG, "chat_template": template}
+                (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+                (out / "generation_config.json").write_text(json.dumps(LLAMA2_GENERATION_CONFIG), encoding="utf-8")
+            else:
+                build_folder(name, [shakespeare.read_text(encoding="utf-8")[:300_000]], out)
+            built[name] = out
+        return built[name]
+
+    return get

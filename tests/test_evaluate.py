@@ -1,10 +1,12 @@
 """lit_gpt.evaluate and `lit-gpt evaluate`: sliding windows, the scores against plain per-token computations and
-training's validation, bits per byte, and every checkpoint form."""
+training's validation, bits per byte, every checkpoint form, the loss per position, passkey retrieval
+(lit_gpt.passkey) and the context overrides (--model.config.block_size, --model.config.rope_scaling)."""
 
 from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -14,8 +16,16 @@ import torch.nn.functional as F
 from lit_gpt.checkpoint import save_folder
 from lit_gpt.config import Config, ConfigError
 from lit_gpt.data.windows import IGNORE_INDEX, ValidationWindows
-from lit_gpt.evaluate import document_tokens, evaluate_documents, negative_log_likelihood, sliding_windows
+from lit_gpt.evaluate import (
+    document_tokens,
+    evaluate_documents,
+    loss_by_position,
+    negative_log_likelihood,
+    position_buckets,
+    sliding_windows,
+)
 from lit_gpt.model import GPT
+from lit_gpt.passkey import FILLER, QUESTION, TASK, passkey_prompt, passkey_retrieval
 from lit_gpt.tokenizer import Tokenizer
 
 UNICODE = ["naïve café — 日本語 🙂\n", "second document, plain ASCII", "ünïcödé again"]
@@ -123,6 +133,122 @@ def test_evaluate_command_prints_and_writes_json(run_main, tmp_path):
     assert result["documents"] == 3 and result["block_size"] == 16 and result["stride"] == 4
     code, _, err = run_main("evaluate", "--checkpoint", tmp_path / "model")
     assert code == 2 and "pass --data.path" in err
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Long context: loss per position, passkey retrieval, context overrides
+
+
+def test_position_buckets_are_powers_of_two():
+    assert position_buckets(16) == [(0, 1), (1, 2), (2, 4), (4, 8), (8, 16)]
+    assert position_buckets(12) == [(0, 1), (1, 2), (2, 4), (4, 8), (8, 12)]
+    assert position_buckets(1) == [(0, 1)]
+
+
+def test_loss_by_position_averages_per_token_losses(model):
+    tokens = torch.randint(0, 99, (16 * 4 + 1 + 5,))  # four windows; the 5-token tail is left out
+    per_position = torch.zeros(16, dtype=torch.float64)
+    with torch.no_grad():
+        for start in range(0, 64, 16):
+            x, y = tokens[start : start + 16], tokens[start + 1 : start + 17]
+            per_position += F.cross_entropy(model(x[None])[0], y, reduction="none").double()
+    records = loss_by_position(model, tokens, batch_size=3)
+    assert [r["positions"] for r in records] == [[0, 0], [1, 1], [2, 3], [4, 7], [8, 15]]
+    for record, (start, end) in zip(records, position_buckets(16)):
+        assert record["tokens"] == 4 * (end - start)
+        assert record["loss"] == pytest.approx(per_position[start:end].sum().item() / record["tokens"], rel=1e-5)
+        assert record["perplexity"] == pytest.approx(math.exp(record["loss"]))
+    assert loss_by_position(model, tokens, block_size=8)[-1]["positions"] == [4, 7]
+    with pytest.raises(ConfigError, match="fewer than one window"):
+        loss_by_position(model, tokens[:16])
+    with pytest.raises(ConfigError, match="block_size <= 16"):
+        loss_by_position(model, tokens, block_size=32)
+
+
+@pytest.fixture(scope="module")
+def gpt2() -> Tokenizer:
+    return Tokenizer.from_name("gpt2")
+
+
+@pytest.mark.parametrize("length", [100, 256, 1000])
+def test_passkey_prompts_hide_the_key_at_its_depth(gpt2, length):
+    filler = gpt2.encode(FILLER)
+    for depth in (0.0, 0.5, 1.0):
+        prompt, answer = passkey_prompt(gpt2, length, depth, key=31415)
+        assert answer == gpt2.encode(" 31415")
+        assert length - len(filler) < len(prompt) + len(answer) + 1 <= length  # as much filler as fits
+        text = gpt2.decode(prompt)
+        assert text.startswith(TASK) and text.endswith(QUESTION)
+        before, after = text[len(TASK) :].split("\nThe pass key is 31415. Remember it. 31415 is the pass key.")
+        fillers = before.count("The grass") + after.count("The grass")
+        assert before.count("The grass") == round(depth * fillers)
+    with pytest.raises(ConfigError, match="needs at least"):
+        passkey_prompt(gpt2, 40, 0.5, key=1)
+    with pytest.raises(ConfigError, match="depth must be in"):
+        passkey_prompt(gpt2, 256, 1.5, key=1)
+
+
+def test_passkey_retrieval_scores_greedy_answers(gpt2, monkeypatch):
+    model = GPT(Config(vocab_size=gpt2.vocab_size, block_size=256, n_layer=1, n_head=2, n_embd=32)).eval()
+
+    def answering(offset):  # stands in for greedy decoding: answers with the key in the prompt, plus offset
+        def fake_generate(model, idx, max_new_tokens, temperature):
+            assert temperature == 0.0 and idx.size(1) + max_new_tokens <= 256
+            key = int(re.search(r"The pass key is (\d+)", gpt2.decode(idx[0].tolist())).group(1))
+            new = gpt2.encode(f" {key + offset}. The")[:max_new_tokens]
+            return torch.cat([idx, torch.tensor([new])], dim=1)
+
+        return fake_generate
+
+    monkeypatch.setattr("lit_gpt.passkey.generate", answering(0))
+    records = passkey_retrieval(model, gpt2, [128, 256], [0.0, 1.0], trials=3, seed=1)
+    assert [(r["length"], r["depth"]) for r in records] == [(128, 0.0), (128, 1.0), (256, 0.0), (256, 1.0)]
+    assert all(r["trials"] == 3 and r["correct"] == 3 and r["accuracy"] == 1.0 for r in records)
+    monkeypatch.setattr("lit_gpt.passkey.generate", answering(1))
+    assert all(r["accuracy"] == 0.0 for r in passkey_retrieval(model, gpt2, [128], [0.5], trials=3))
+    with pytest.raises(ConfigError, match="exceeds the model's block_size 256"):
+        passkey_retrieval(model, gpt2, [512], [0.5], trials=1)
+
+
+def test_evaluate_command_long_context_modes(gpt2, run_main, errors, tmp_path):
+    config = Config(vocab_size=gpt2.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=32, padding_multiple=64)
+    model = GPT(config).eval()
+    save_folder(model, gpt2, tmp_path / "model")
+    text = "The grass is green. The sky is blue. " * 40
+    (tmp_path / "text.txt").write_text(text)
+    args = ["evaluate", "--checkpoint", tmp_path / "model", "--data.path", tmp_path / "text.txt"]
+    code, out, err = run_main(*args, "--by_position")
+    assert code == 0, err
+    tokens = document_tokens(gpt2, [text])[0]
+    assert json.loads(out)["by_position"] == pytest.approx(loss_by_position(model, tokens), rel=1e-6)
+
+    scaling = "{type: linear, factor: 2, original_block_size: 16}"
+    code, out, err = run_main(*args, "--model.config.block_size", "32", "--model.config.rope_scaling", scaling)
+    assert code == 0, err
+    extended = GPT(config.replace(block_size=32, rope_scaling=dict(type="linear", factor=2, original_block_size=16)))
+    extended.load_state_dict(model.state_dict())
+    expected = evaluate_documents(extended.eval(), gpt2, [text], stride=16)
+    assert json.loads(out)["block_size"] == 32 and json.loads(out)["loss"] == pytest.approx(expected.loss, rel=1e-6)
+
+    passkey = ["--passkey", "--passkey.lengths", "64", "--passkey.depths", "0,1", "--passkey.trials", "2"]
+    code, out, err = run_main(*args[:3], "--model.config.block_size", "64", *passkey)
+    assert code == 0, err
+    model.config = config.replace(block_size=64)
+    model.reset_rope_cache()
+    assert json.loads(out)["passkey"] == passkey_retrieval(model, gpt2, [64], [0.0, 1.0], trials=2)
+
+    yarn = "{type: yarn, factor: 2, original_block_size: 16}"
+    bad = [
+        (["--model.config.rope_scaling", "{type: linear, factor: 0.5, original_block_size: 16}"], "factor must be"),
+        (["--model.config.block_size", "64", "--model.config.rope_scaling", yarn], "exceeds what yarn scaling"),
+        (["--model.config.rope_scaling", "[yarn]"], "must be a mapping or None"),
+        (["--model.config.rope_scaling", "{type: [yarn"], "is not YAML"),
+    ]
+    for flags, message in bad:
+        code, _, err = run_main(*args, *flags)
+        assert code == 2 and len(errors(err)) == 1 and message in errors(err)[0], (flags, err)
+    code, _, err = run_main(*args[:3], "--by_position", "--passkey")
+    assert code == 2 and "--by_position scores a text" in err
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -217,7 +217,8 @@ def test_configs_transformers_cannot_express(char_tokenizer, fields, match, tmp_
     "change, match",
     [
         (dict(model_type="mistral"), "model_type 'mistral'"),
-        (dict(rope_parameters={"rope_type": "llama3", "rope_theta": 5e5, "factor": 8.0}), "rope_type 'llama3'"),
+        (dict(rope_parameters={"rope_type": "longrope", "rope_theta": 5e5, "factor": 8.0}), "rope_type 'longrope'"),
+        (dict(rope_scaling={"type": "linear", "factor": 2.0, "partial_rotary_factor": 0.5}), "partial rotary factor"),
         (dict(hidden_act="gelu"), "hidden_act 'gelu'"),
         (dict(mlp_bias=True), "attention_bias != mlp_bias"),
         (dict(head_dim=16), "head_dim 16"),

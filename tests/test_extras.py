@@ -1,9 +1,10 @@
-"""Optional extras (peft, torchao, lm-eval) that are not installed: each feature stops with one ConfigError naming
+"""Optional extras (peft, torchao, lm-eval, gguf) that are not installed: each feature stops with one ConfigError naming
 its install command. The packages are hidden from ``lit_gpt.extras.require``, so these run with or without them."""
 
 from __future__ import annotations
 
 import importlib
+import re
 
 import pytest
 
@@ -64,3 +65,32 @@ def test_lm_eval_adapter_without_lm_eval(without):
     without("lm_eval")
     with pytest.raises(ConfigError, match=r'needs the optional package lm_eval: pip install -e "\.\[eval\]"$'):
         LitGPTLM(GPT(CONFIG), Tokenizer(chars=["a"]))
+
+
+def test_sentencepiece_model_without_sentencepiece(without, tmp_path, shared_data, run_main, errors):
+    model = shared_data / "tokenizers" / "llama2" / "tokenizer.model"
+    if not model.is_file():
+        pytest.skip(f"{model} not found")
+    (tmp_path / "llama2").mkdir()
+    (tmp_path / "llama2" / "tokenizer.model").write_bytes(model.read_bytes())
+    without("sentencepiece")
+    message = (
+        'a SentencePiece tokenizer.model needs the optional package sentencepiece: pip install -e ".[sentencepiece]"'
+    )
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Tokenizer.from_name(str(tmp_path / "llama2"))
+    (tmp_path / "a.txt").write_text("some text\n" * 20)
+    flags = ["--data.path", tmp_path / "a.txt", "--data.tokenizer", tmp_path / "llama2", "--data.cache_dir", tmp_path]
+    code, _, err = run_main("prepare", *flags)
+    assert code == 2 and errors(err) == [f"error: {message}"]
+
+
+def test_gguf_export_without_gguf(without, run_main, errors, tmp_path):
+    without("gguf")
+    save_folder(GPT(CONFIG), Tokenizer(chars=[chr(33 + i) for i in range(98)]), tmp_path / "ours")
+    code, _, err = run_main(
+        "export", "--checkpoint", tmp_path / "ours", "--out", tmp_path / "m.gguf", "--format", "gguf"
+    )
+    assert code == 2
+    assert errors(err) == ['error: GGUF export needs the optional package gguf: pip install -e ".[gguf]"']
+    assert not (tmp_path / "m.gguf").exists()

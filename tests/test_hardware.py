@@ -145,3 +145,26 @@ def test_pinned_bf16_on_a_cpu_without_it_is_one_warning_line(cpu, fit_args):
 
 def test_cpu_class_labels_the_machine():
     assert hardware.cpu_class() in ("AVX512_BF16/AMX", "AVX512", "AVX2", "DEFAULT", "ZVECTOR", "VSX", "SVE256", "SVE")
+
+
+def test_compile_auto_stays_eager_for_a_run_too_short_to_repay_it(cpu, fit_args, tmp_path, caplog):
+    cpu(native=False, why="AVX2")  # a compiler is found: the run's length decides
+    with caplog.at_level(logging.INFO):
+        main(fit_args("--model.compile", "auto", "--trainer.max_steps", "2", "--trainer.limit_val_batches", "0"))
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("lit-gpt: ")]
+    assert "lit-gpt: compile off: 2 steps would save about 0 s and compiling 1 block graph costs about " in line
+    assert "set model.compile true to compile anyway" in line
+    saved = yaml.safe_load((tmp_path / "runs" / "tiny" / "version_0" / "config.yaml").read_text())
+    assert saved["model"]["compile"] is False
+
+
+def test_compile_auto_weighs_the_run_it_is_given(cpu):
+    from lit_gpt.config import Config
+    from lit_gpt.train.compile import TrainingRun
+
+    cpu(native=True, why="AVX512 with AVX512_BF16")
+    config = Config(vocab_size=66, block_size=64, n_layer=4, n_head=4, n_embd=128)
+    short = hardware.choose("cpu", compile="auto", run=TrainingRun(config, 12 * 64, 10))
+    long = hardware.choose("cpu", run=TrainingRun(config, 12 * 64, 100_000))
+    assert (short.compile, long.compile) == (False, True)
+    assert short.reasons[1].startswith("compile off: 10 steps") and long.reasons[1].startswith("compile on: 100000")

@@ -142,10 +142,15 @@ def test_the_core_follows_one_direction():
     order = [
         "lit_gpt.errors",
         "lit_gpt.extras",
+        "lit_gpt.hub",
         "lit_gpt.config",
         "lit_gpt.memory",
         "lit_gpt.flops",
+        "lit_gpt.bpe_folder",
+        "lit_gpt.spm",
+        "lit_gpt.tokenizer_hf",
         "lit_gpt.tokenizer",
+        "lit_gpt.chat",
         "lit_gpt.norm",
         "lit_gpt.rope",
         "lit_gpt.kv_cache",
@@ -153,6 +158,7 @@ def test_the_core_follows_one_direction():
         "lit_gpt.model",
         "lit_gpt.meta",
         "lit_gpt.hf",
+        "lit_gpt.hf_weights",
         "lit_gpt.hf_tokenizer",
         "lit_gpt.lora",
         "lit_gpt.quantize",
@@ -160,6 +166,7 @@ def test_the_core_follows_one_direction():
         "lit_gpt.checkpoint",
         "lit_gpt.generate",
         "lit_gpt.evaluate",
+        "lit_gpt.passkey",
         "lit_gpt.lm_eval_adapter",
     ]
 

@@ -148,8 +148,9 @@ def test_accumulated_micro_batches_give_the_full_batch_update(shakespeare, optim
     full, full_grads = train(list(windows), accumulate=1)
     accumulated, accumulated_grads = train(list(windows.reshape(steps * 4, 2, -1)), accumulate=4)
     assert len(full_grads) == len(accumulated_grads) == steps
-    # Muon orthogonalises in bfloat16: a float32 rounding difference between the two gradient sums can flip a
-    # bfloat16 rounding (relative 2**-8) of the update, so after its first step the two agree to that precision.
+    # Muon orthogonalises in bfloat16 where it is native: a float32 rounding difference between the two gradient sums
+    # can flip a bfloat16 rounding (relative 2**-8) of the update, so after its first step the two agree to that
+    # precision.
     loose = dict(rtol=1e-3, atol=1e-5) if optimizer == "muon" else dict(rtol=1e-5, atol=1e-6)
     for step, (ours, theirs) in enumerate(zip(accumulated_grads, full_grads)):
         assert ours.keys() == theirs.keys()

@@ -111,3 +111,19 @@ def test_bad_bpe_spec(byte_encoding):
         Tokenizer.from_spec({k: v for k, v in spec.items() if k != "ranks"})
     with pytest.raises(ConfigError, match="tokenizer spec is corrupt: special_tokens has no"):
         Tokenizer.from_spec({**spec, "special_tokens": {}})
+
+
+def test_special_tokens_only_when_allowed(byte_encoding, char_tokenizer):
+    gpt2 = Tokenizer.from_name("gpt2")
+    text = "a<|endoftext|>b"
+    assert gpt2.eot_id not in gpt2.encode(text)
+    assert gpt2.encode(text, allow_special=True) == gpt2.encode("a") + [gpt2.eot_id] + gpt2.encode("b")
+    ids, starts = gpt2.encode_with_offsets("héllo<|endoftext|> wörld")
+    assert ids == gpt2.encode("héllo<|endoftext|> wörld", allow_special=True) and starts[0] == 0
+    assert starts[ids.index(gpt2.eot_id)] == 5 and starts[ids.index(gpt2.eot_id) + 1] == 18
+    char = char_tokenizer()
+    assert char.encode(text, allow_special=True) == [char.encode("a")[0], char.eot_id, char.encode("b")[0]]
+    assert char.encode_with_offsets(text) == (char.encode(text, allow_special=True), [0, 1, 14])
+    for tok in (gpt2, char, Tokenizer(encoding=byte_encoding, bpe=True)):
+        assert tok.document_prefix == [] and tok.stop_ids == [tok.eot_id] and tok.chat_template is None
+        assert tok.splits_at_newlines and tok.special_tokens == {"bos_token": EOT_TEXT, "eos_token": EOT_TEXT}

@@ -2,7 +2,8 @@
 failures one way.
 
 Bad input (``lit_gpt.errors.ConfigError``) is one ``error:`` line and exit status 2; a run that had to stop
-(``lit_gpt.errors.RunFailed``) is one ``error:`` line and status 1. Only ``fit``, ``validate``, ``test`` and
+(``lit_gpt.errors.RunFailed``) is one ``error:`` line and status 1, printed by rank 0 alone when every rank of a
+multi-process run raised the same one (``on_every_rank``). Only ``fit``, ``validate``, ``test`` and
 ``lr-find`` import Lightning; the other commands start without it.
 """
 
@@ -46,10 +47,20 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         sys.exit(2)
     except RunFailed as err:
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        if not (getattr(err, "on_every_rank", False) and another_rank()):
+            print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         sys.exit(1)
     finally:
         destroy_process_group()
+
+
+def another_rank() -> bool:
+    """Whether this process is a rank other than 0 of a multi-process run (a torch.distributed process group)."""
+    if "torch.distributed" not in sys.modules:
+        return False
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_rank() != 0
 
 
 def destroy_process_group() -> None:

@@ -99,10 +99,12 @@ def main(args: list[str]) -> None:
 
 
 def _encode(prompts: list[str], tokenizer: Tokenizer, block_size: int) -> list[list[int]]:
-    """Token ids of each prompt (end-of-text for an empty one), keeping the last ``block_size`` with a warning."""
+    """Token ids of each prompt after the tokenizer's ``document_prefix`` (a Hugging Face tokenizer's BOS; without
+    one, end-of-text for an empty prompt), keeping the last ``block_size`` with a warning."""
     encoded = []
     for text in prompts:
-        ids = tokenizer.encode(text) if text else [tokenizer.eot_id]
+        ids = tokenizer.document_prefix + tokenizer.encode(text)
+        ids = ids or [tokenizer.eot_id]
         if len(ids) > block_size:
             print(
                 f"warning: the prompt has {len(ids)} tokens, more than block_size {block_size}; keeping the last "

@@ -2,8 +2,11 @@
 written to the shards in order, with bounded memory.
 
 A document longer than ``PIECE_CHARS`` is cut at newlines where every tiktoken pattern starts a new pre-token anyway,
-so the pieces' tokens equal those of the whole document; tiktoken's ``encode_to_numpy`` releases the GIL, so pieces
-are encoded while the next documents are read and cleaned.
+so the pieces' tokens equal those of the whole document (a Hugging Face tokenizer is cut only when its pre-tokenizer
+is one of those patterns: ``Tokenizer.splits_at_newlines``; a SentencePiece-style one, which prepends a space to each
+text, encodes each document whole). tiktoken's ``encode_to_numpy`` and ``tokenizers``' ``encode_batch`` release the
+GIL, so pieces are encoded in parallel while the next documents are read and cleaned. Each document starts with the
+tokenizer's ``document_prefix`` (a Hugging Face tokenizer's BOS) and documents are joined with its end-of-text id.
 """
 
 from __future__ import annotations
@@ -27,9 +30,13 @@ BATCH_CHARS = 1 << 23
 _PIECE_BOUNDARY = re.compile(r"(?<=\S\n)(?=\S)|(?<=\n)(?= \S)")
 
 
-def pieces(text: str) -> Iterator[str]:
-    """``text`` in consecutive pieces of about ``PIECE_CHARS`` characters, cut only at token-neutral newlines."""
+def pieces(text: str, split: bool = True) -> Iterator[str]:
+    """``text`` in consecutive pieces of about ``PIECE_CHARS`` characters, cut only at token-neutral newlines; whole
+    unless ``split``."""
     start = 0
+    if not split:
+        yield text
+        return
     while len(text) - start > PIECE_CHARS:
         match = _PIECE_BOUNDARY.search(text, start + PIECE_CHARS)
         if match is None:
@@ -47,11 +54,13 @@ class EncodeQueue:
         self.tok, self.pool, self.writers, self.bar = tok, pool, writers, bar
         self.in_flight: deque = deque()  # (split, starts a document, characters, future or token ids)
         self.chars = 0
-        self.eot = np.array([tok.eot_id])
+        self.eot, self.prefix = np.array([tok.eot_id]), np.array(tok.document_prefix, dtype=np.int64)
 
     def put(self, split: str, starts_document: bool, piece: str) -> None:
         if self.pool is None:
             ids = self.tok.encode(piece)
+        elif self.tok.hf is not None:
+            ids = self.pool.submit(lambda text: self.tok.hf.encode_batch([text])[0], piece)
         else:
             ids = self.pool.submit(
                 self.tok.encoding.encode_to_numpy, piece, allowed_special=set(), disallowed_special=()
@@ -72,6 +81,8 @@ class EncodeQueue:
             if writer.documents:
                 writer.write(self.eot)
             writer.documents += 1
+            if len(self.prefix):
+                writer.write(self.prefix)
         writer.write(np.asarray(ids.result() if self.pool is not None else ids, dtype=writer.dtype))
         self.chars -= n_chars
         self.bar.update(n_chars)

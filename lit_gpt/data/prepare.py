@@ -9,9 +9,10 @@ the shards at a training start reads none of them unless one changed.
 
 Pipeline: documents are streamed from the sources (``lit_gpt.data.corpus.iter_documents``: cleaning, filtering, exact
 dedup), cut into pieces at newlines where every tiktoken pattern starts a new pre-token anyway (so the tokens
-equal those of the whole document), encoded on ``num_threads`` threads (tiktoken's ``encode_to_numpy``, which
-releases the GIL, so encoding overlaps reading and cleaning), and appended to the shards in order. Documents
-are joined with the end-of-text token within each split.
+equal those of the whole document; see ``lit_gpt.data.encode``), encoded on ``num_threads`` threads (tiktoken's
+``encode_to_numpy`` or ``tokenizers``' ``encode_batch``, which release the GIL, so encoding overlaps reading and
+cleaning), and appended to the shards in order. Documents are joined with the end-of-text token within each split,
+each led by the tokenizer's ``document_prefix`` (a Hugging Face tokenizer's BOS, none for the others).
 
 What to prepare is a ``lit_gpt.data.settings.Corpus`` (its sources and options) plus the data section's tokenizer,
 seed and threads.
@@ -23,7 +24,8 @@ deterministic; ``"tail"`` takes the last ``val_fraction`` of the tokens (nanoGPT
 
 A folder is reused when ``meta.json`` names the same sources (same size and mtime, or else the same SHA-256), the
 same tokenizer and the same options; otherwise it is rebuilt. Files are written under temporary names and renamed
-into place, ``meta.json`` last, so an interrupted run never leaves a folder that a later run would trust.
+into place, ``meta.json`` last, so an interrupted run never leaves a folder that a later run would trust; a failed
+preparation removes the folder (and its lock file) when it created it, and leaves a folder that was there before.
 ``prepare_corpus`` adds the download of a missing corpus; the data module (``lit_gpt.train.datamodule``) calls it
 from ``prepare_data``, and ``lit-gpt prepare`` ahead of training. No Lightning here.
 """
@@ -34,9 +36,11 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 from tqdm import tqdm
@@ -144,11 +148,11 @@ def prepare(
         corpus: the sources and the options that shape the token files (``lit_gpt.data.settings.Corpus``: ``path``,
             ``val_path``, ``val_fraction``, ``separator``, ``text_field``, ``cleaning``, ``split_by``); its
             ``cache_dir``, ``download_url``, ``name`` and ``weight`` are not read here.
-        tokenizer: ``char`` (a character vocabulary built from the corpus), a tiktoken encoding name, or a folder
-            written by ``lit-gpt train-tokenizer``.
+        tokenizer: ``char`` (a character vocabulary built from the corpus), a tiktoken encoding name, a folder
+            written by ``lit-gpt train-tokenizer``, or a Hugging Face model folder or hub id (``Tokenizer.from_name``).
         out_dir: folder for the shards and ``meta.json``; created if missing.
         seed: seed of the document split.
-        num_threads: tiktoken encoding threads; None uses every CPU core.
+        num_threads: encoding threads (tiktoken or Hugging Face tokenizers); None uses every CPU core.
         shard_tokens: maximum tokens per training shard.
         progress: show a progress bar.
         build: False checks only: a missing or stale folder raises ConfigError instead of being (re)built (runs on
@@ -160,7 +164,7 @@ def prepare(
             left empty, an unknown tokenizer, a bad ``shard_tokens``, an ``out_dir`` that cannot be written, or
             (with ``build=False``) a folder that is missing or stale.
     """
-    with exclusive(Path(out_dir)):
+    with _removed_on_failure(Path(out_dir)), exclusive(Path(out_dir)):
         plan = _plan(corpus, tokenizer, seed, shard_tokens)
         tok = None if tokenizer == "char" else Tokenizer.from_name(tokenizer)
         meta = read_meta(out_dir)
@@ -174,6 +178,25 @@ def prepare(
             )
         tok = _char_tokenizer(plan) if tok is None else tok
         return _build(plan, tok, Path(out_dir), num_threads, progress, str(corpus.path))
+
+
+@contextmanager
+def _removed_on_failure(folder: Path) -> Iterator[None]:
+    """If the block raises, remove ``folder`` and those of its parents that did not exist on entry, so a failed
+    preparation leaves nothing behind that it created (not even the lock file); a folder that existed before is
+    never removed, nor one that holds a finished preparation (``meta.json``: another process's, that took turns)."""
+    created = [path for path in (folder, *folder.parents) if not path.exists()]  # deepest first
+    try:
+        yield
+    except BaseException:
+        if created and not (folder / "meta.json").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            for parent in created[1:]:
+                try:
+                    parent.rmdir()  # only while empty
+                except OSError:
+                    break
+        raise
 
 
 def _char_tokenizer(plan: _Plan) -> Tokenizer:
@@ -288,12 +311,13 @@ def _encode_into(
 ) -> None:
     """Stream every document into the writers, in order.
 
-    tiktoken encodings run on a thread pool (``encode_to_numpy`` releases the GIL and returns the ids as an array),
-    so pieces are encoded while the next documents are read and cleaned; at most about ``lit_gpt.data.encode.BATCH_CHARS`` characters
-    are in flight. The character tokenizer encodes in this thread.
+    tiktoken and Hugging Face tokenizers run on a thread pool (``encode_to_numpy`` and ``encode_batch`` release the
+    GIL), so pieces are encoded while the next documents are read and cleaned; at most about
+    ``lit_gpt.data.encode.BATCH_CHARS`` characters are in flight. The character tokenizer encodes in this thread.
     """
     bar = tqdm(desc="tokenizing", unit="char", unit_scale=True, disable=not progress)
-    pool = ThreadPoolExecutor(num_threads or os.cpu_count() or 1) if tok.encoding is not None else None
+    threads = tok.encoding is not None or tok.hf is not None
+    pool = ThreadPoolExecutor(num_threads or os.cpu_count() or 1) if threads else None
     queue = EncodeQueue(tok, pool, writers, bar)
     streams = [(None, plan.sources, stats["train"])]
     if plan.val_sources:
@@ -304,7 +328,7 @@ def _encode_into(
             for text in plan.documents(which, stat):
                 split = forced or _split_of(plan, index)
                 index += 1
-                for i, piece in enumerate(pieces(text)):
+                for i, piece in enumerate(pieces(text, tok.splits_at_newlines)):
                     queue.put(split, i == 0, piece)
         queue.drain()
     finally:

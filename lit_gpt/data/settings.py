@@ -128,7 +128,9 @@ class TextData(Batching, Corpus):
         path: as ``Corpus.path``, with a default: ``data/tinyshakespeare/input.txt``, where Tiny Shakespeare's configs
             download it (each corpus of ``mixture`` names its own).
         tokenizer: ``char`` (character vocabulary of the corpus), a tiktoken encoding (``gpt2``, ``cl100k_base``),
-            or a folder written by ``lit-gpt train-tokenizer``.
+            a folder written by ``lit-gpt train-tokenizer``, or a Hugging Face model folder (``tokenizer.json``, or
+            a SentencePiece ``tokenizer.model`` with the ``sentencepiece`` extra) or hub id ``org/name``, whose
+            documents then start with its BOS when it adds one (``lit_gpt.tokenizer.Tokenizer.from_name``).
         num_threads: tokenizer threads; None uses every core.
         mixture: several corpora (``Corpus``: each with its ``name``, ``path``, ``weight``, ``val_path``,
             ``cleaning``, ...) instead of the one that the top-level corpus fields describe; ``tokenizer``,

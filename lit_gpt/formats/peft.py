@@ -8,7 +8,7 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from lit_gpt import hf
+from lit_gpt import hf_weights
 from lit_gpt.errors import ConfigError
 from lit_gpt.extras import require
 from lit_gpt.formats.files import make_dir
@@ -41,7 +41,7 @@ def save_peft_adapter(model: GPT, lora: LoRA, out_dir: str | Path, base: str | N
             "with lit_gpt.lora.add_adapters"
         )
     state = peft.get_peft_model_state_dict(model, adapter_name=ADAPTER)
-    state = {f"base_model.model.{k}": v.detach().cpu() for k, v in hf.state_to_hf(state, model.config).items()}
+    state = {f"base_model.model.{k}": v.detach().cpu() for k, v in hf_weights.state_to_hf(state, model.config).items()}
     out = make_dir(out_dir)
     save_file(state, out / "adapter_model.safetensors", metadata={"format": "pt"})
     peft_config(lora, base).save_pretrained(str(out))

@@ -69,8 +69,15 @@ def restore_training_record(checkpoint: dict, model: GPT, base: dict | None = No
     which it does not hold, are filled into its state dict from ``model``.
 
     Raises:
-        ConfigError: with ``base``, if the checkpoint has no LoRA record or its adapters were trained on another base.
+        ConfigError: if the checkpoint's vocabulary size differs from ``model``'s (another tokenizer); with ``base``,
+            if the checkpoint has no LoRA record or its adapters were trained on another base.
     """
+    recorded = checkpoint.get("lit_gpt", {}).get("config", {}).get("vocab_size")
+    if recorded is not None and recorded != model.config.vocab_size:
+        raise ConfigError(
+            f"the checkpoint's model has a vocabulary of {recorded} tokens, but this run's tokenizer has "
+            f"{model.config.vocab_size}: resume with the data.tokenizer the checkpoint was trained with"
+        )
     if base is not None:
         record = checkpoint.get("lit_gpt", {}).get("lora")
         if record is None:

@@ -8,9 +8,10 @@ back into the run's configuration (so ``config.yaml`` and the checkpoint's hyper
   (``torch.cuda.is_bf16_supported``; Ampere and newer), and CPUs with AVX-512 BF16 or AMX that ATen and oneDNN are
   allowed to use; ``16-mixed`` on older CUDA GPUs; ``32-true`` elsewhere. Without native support a bfloat16 matmul
   is emulated, many times slower than float32 (docs/benchmarks.md has the figures), so ``32-true`` there.
-- compile: on CPUs with a C++ compiler (Inductor writes C++; compiled steps are faster in both float32 on an
-  AVX2-class CPU and bfloat16 on an AVX-512 BF16 one, docs/benchmarks.md), and on CUDA GPUs of compute capability
-  7.0 or newer (Triton's minimum). Off on Apple MPS and wherever no compiler is found.
+- compile (unset, or ``auto``): on CPUs with a C++ compiler (Inductor writes C++; compiled steps are faster in both
+  float32 on an AVX2-class CPU and bfloat16 on an AVX-512 BF16 one, docs/benchmarks.md) when the run is long enough
+  to repay the compilation (``lit_gpt.train.compile.choose_compile``, given the run's ``TrainingRun``), and on CUDA
+  GPUs of compute capability 7.0 or newer (Triton's minimum). Off on Apple MPS and wherever no compiler is found.
 - deterministic: on CPU, ``torch.use_deterministic_algorithms`` (Lightning's ``Trainer(deterministic=True)``), so
   that compiled training repeats bit for bit and a resumed run equals an uninterrupted one: otherwise Inductor sums
   the embedding gradient with atomic adds, whose order varies from run to run. On CPU it does not slow training.
@@ -30,6 +31,7 @@ import torch
 from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator
 
 from lit_gpt.errors import ConfigError
+from lit_gpt.train.compile import TrainingRun, choose_compile
 
 SLOW_BF16_WARNING = (
     "trainer.precision {precision}: this CPU has no native bfloat16 ({why}), so bfloat16 matrix multiplies are "
@@ -76,6 +78,14 @@ def cpu_has_native_bf16() -> tuple[bool, str]:
     if onednn is not None and not onednn():
         return False, f"{capability}; oneDNN may not use {' or '.join(hardware)}"
     return True, f"{capability} with {' and '.join(hardware)}"
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether bfloat16 matrix multiplies are native on ``device``: a CUDA GPU that reports bfloat16
+    (``torch.cuda.is_bf16_supported``), or a CPU as ``cpu_has_native_bf16`` says; False elsewhere (MPS)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and cpu_has_native_bf16()[0]
 
 
 def cxx_compiler() -> str | None:
@@ -129,21 +139,25 @@ def check_strategy(accelerator: str | None, strategy: object) -> None:
 def choose(
     accelerator: str | None,
     precision: str | None = None,
-    compile: bool | None = None,
+    compile: bool | str | None = None,
     deterministic: bool | None = None,
     strategy: object = "auto",
+    run: TrainingRun | None = None,
 ) -> Choice:
     """Fill the settings left as None for this machine; keep the others (see the module docstring).
 
     Args:
         accelerator: ``trainer.accelerator`` (``auto``, ``cpu``, ``gpu``, ``cuda``, ``mps``).
-        precision, compile, deterministic: the pinned values, or None to choose.
+        precision, compile, deterministic: the pinned values, or None to choose (``compile`` also ``auto``).
         strategy: ``trainer.strategy``; under sharded strategies (``ModelParallelStrategy``, FSDP, DeepSpeed)
             compile stays off unless pinned: lit_gpt has not verified compiled sharded training.
+        run: the training run, whose length and size decide whether compiling repays itself on a CPU; None
+            compiles wherever a compiler is found.
     Returns:
         The settings, with one reason per chosen one, and a warning for a pinned bfloat16 on a CPU without it.
     """
     device = device_type(accelerator)
+    compile = None if compile == "auto" else compile
     choice = Choice(precision or "", bool(compile), deterministic)
     if device == "cuda":
         _choose_cuda(choice, precision, compile)
@@ -155,7 +169,7 @@ def choose(
             choice.compile = False
             choice.reasons.append("compile off: Inductor's MPS backend is experimental")
     else:
-        _choose_cpu(choice, precision, compile, deterministic)
+        _choose_cpu(choice, precision, compile, deterministic, run)
     name = strategy_name(strategy)
     if compile is None and any(name.replace("_", "").startswith(s.replace("_", "")) for s in SHARDED_STRATEGIES):
         choice.compile = False
@@ -180,7 +194,9 @@ def _choose_cuda(choice: Choice, precision: str | None, compile: bool | None) ->
         )
 
 
-def _choose_cpu(choice: Choice, precision: str | None, compile: bool | None, deterministic: bool | None) -> None:
+def _choose_cpu(
+    choice: Choice, precision: str | None, compile: bool | None, deterministic: bool | None, run: TrainingRun | None
+) -> None:
     native, why = cpu_has_native_bf16()
     if precision is None:
         choice.precision = "bf16-mixed" if native else "32-true"
@@ -191,12 +207,15 @@ def _choose_cpu(choice: Choice, precision: str | None, compile: bool | None, det
         choice.warnings.append(SLOW_BF16_WARNING.format(precision=precision, why=why))
     if compile is None:
         compiler = cxx_compiler() if platform.system() in ("Linux", "Darwin") else None
-        choice.compile = compiler is not None
-        choice.reasons.append(
-            f"compile on: Inductor writes C++ kernels with {compiler}"
-            if compiler
-            else "compile off: no C++ compiler found for Inductor (install g++, or set CXX)"
-        )
+        if compiler is None:
+            choice.compile = False
+            choice.reasons.append("compile off: no C++ compiler found for Inductor (install g++, or set CXX)")
+        elif run is None:
+            choice.compile = True
+            choice.reasons.append(f"compile on: Inductor writes C++ kernels with {compiler}")
+        else:
+            choice.compile, reason = choose_compile(run, choice.precision)
+            choice.reasons.append(reason)
     if deterministic is None:
         choice.deterministic = True
         choice.reasons.append("deterministic on: compiled CPU training repeats bit for bit, so resuming is exact")

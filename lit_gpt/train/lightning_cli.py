@@ -9,9 +9,14 @@ Facts live in one place and the parser copies them: ``model.config.block_size`` 
 parsing, and the data module's ``vocab_size`` and tokenizer spec into the model when instantiating. The callbacks
 are configured sections: ``checkpoint`` (ModelCheckpoint), ``lr_monitor``, ``throughput``, ``samples``,
 ``hparams`` and ``stability``. Before a run resumes (``--ckpt_path``), the checkpoint is checked
-(``lit_gpt.train.resume.check_resumable``), so an unreadable or foreign file is one ``error:`` line. Settings left
-unset (``trainer.precision``, ``model.compile``, ``trainer.deterministic``) are chosen from the machine
-(``lit_gpt.train.hardware``) before anything is built, said in one log line, and saved in the run's config.yaml.
+(``lit_gpt.train.resume.check_resumable``, ``check_architecture``), so an unreadable or foreign file, or model
+settings other than the checkpoint's, is one ``error:`` line. Before anything is built or any process starts,
+``ModelParallelStrategy``'s sizes and Muon's strategy are checked (``check_launch``) and, for ``fit``, the checkpoint
+and log folders are probed (``check_run_folders``); checkpoints are written by
+``lit_gpt.train.checkpoint_io.AtomicCheckpointIO``, whose failed save stops the run (``CheckpointGuard`` stops every
+process of a multi-process run together). Settings left
+unset (``trainer.precision``, ``model.compile`` (or ``auto``), ``trainer.deterministic``) are chosen from the machine
+(``lit_gpt.train.hardware``), and for compile from the run's length too, before anything is built, said in one log line, and saved in the run's config.yaml.
 """
 
 from __future__ import annotations
@@ -19,17 +24,23 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_only, rank_zero_warn
 
+from lit_gpt.config import Config
+from lit_gpt.data.settings import Batching
 from lit_gpt.errors import ConfigError
 from lit_gpt.train.callbacks import HParams, TextSamples, ThroughputMonitor
+from lit_gpt.train.checkpoint_io import CheckpointGuard, check_writable, use_atomic_checkpoint_io
+from lit_gpt.train.compile import TrainingRun
 from lit_gpt.train.datamodule import TokenDataModule
-from lit_gpt.train.hardware import check_strategy, choose
-from lit_gpt.train.module import LitGPT
-from lit_gpt.train.resume import NotResumable, check_resumable, newest_last_checkpoint
+from lit_gpt.train.hardware import check_strategy, choose, strategy_name
+from lit_gpt.train.module import TRAINING_FIELDS, LitGPT
+from lit_gpt.train.parallel import check_parallel_sizes
+from lit_gpt.train.resume import NotResumable, check_architecture, check_resumable, newest_last_checkpoint
 from lit_gpt.train.stability import LossGuard
 
 TRAINER_DEFAULTS = {
@@ -94,11 +105,17 @@ class LitGPTCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         trainer, model = config.trainer, config.model
         check_strategy(trainer.accelerator, trainer.strategy)
-        choice = choose(trainer.accelerator, trainer.precision, model.compile, trainer.deterministic, trainer.strategy)
+        check_launch(trainer, model)
+        if self.subcommand == "fit" and rank_zero_only.rank == 0:  # the only rank that writes them
+            check_run_folders(config)
+        data = config.data.get("init_args", config.data) if config.get("data") is not None else {}
+        run = _training_run(model, data, trainer) if self.subcommand == "fit" else None
+        choice = choose(
+            trainer.accelerator, trainer.precision, model.compile, trainer.deterministic, trainer.strategy, run
+        )
         trainer.precision, model.compile, trainer.deterministic = choice.precision, choice.compile, choice.deterministic
         if choice.reasons:
             rank_zero_info("lit-gpt: " + "; ".join(choice.reasons))
-        data = config.data.get("init_args", config.data) if config.get("data") is not None else {}
         if (trainer.num_nodes or 1) > 1 and "build" in data:
             data.build = False  # each machine's lock sees only its own processes: prepare ahead
         for warning in choice.warnings:
@@ -110,19 +127,91 @@ class LitGPTCLI(LightningCLI):
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         if subcommand:
-            _check_ckpt_path(self.config[subcommand].get("ckpt_path"), self.config[subcommand].get("checkpoint"))
+            config = self.config[subcommand]
+            resumed = _check_ckpt_path(config.get("ckpt_path"), config.get("checkpoint"))
+            if resumed is not None:  # vocab_size is linked from the data later; loading the weights checks it
+                check_architecture(resumed, config.model.config.as_dict(), ignore=TRAINING_FIELDS)
+
+    def instantiate_trainer(self, **kwargs) -> Trainer:
+        """LightningCLI's Trainer, whose strategy writes checkpoints with
+        ``lit_gpt.train.checkpoint_io.AtomicCheckpointIO`` unless a ``CheckpointIO`` plugin is configured."""
+        trainer = super().instantiate_trainer(**kwargs)
+        use_atomic_checkpoint_io(trainer.strategy)
+        return trainer
 
 
-def _check_ckpt_path(ckpt_path: str | None, checkpoint: dict | None) -> None:
+def check_launch(trainer, model) -> None:
+    """Raise ConfigError, before any process starts, for a ``ModelParallelStrategy`` whose sizes do not fit the
+    devices or the model (``lit_gpt.train.parallel.check_parallel_sizes``), or for Muon under a sharded strategy.
+    ``trainer`` and ``model``: the parsed sections."""
+    name = strategy_name(trainer.strategy).replace("_", "")
+    if model.optimizer == "muon" and name.startswith(("modelparallel", "fsdp", "deepspeed")):
+        raise ConfigError(
+            f"model.optimizer muon needs whole weight matrices on every device (Newton-Schulz orthogonalises each "
+            f"matrix), but trainer.strategy {_shown(trainer.strategy)} shards them; train on one device or "
+            "with trainer.strategy ddp, or use model.optimizer adamw"
+        )
+    if not name.startswith("modelparallel"):
+        return
+    init_args = {} if isinstance(trainer.strategy, str) else trainer.strategy.get("init_args") or {}
+    sizes = [init_args.get(key, "auto") for key in ("data_parallel_size", "tensor_parallel_size")]
+    data_parallel, tensor_parallel = (None if size == "auto" else int(size) for size in sizes)
+    config = Config(**model.config.as_dict())
+    check_parallel_sizes(config, data_parallel, tensor_parallel, devices_per_node(trainer.devices), trainer.num_nodes)
+
+
+def _shown(strategy: object) -> str:
+    """A ``trainer.strategy`` value as the user wrote it: its name, or its class's name."""
+    return strategy if isinstance(strategy, str) else str(strategy.get("class_path", strategy)).rsplit(".", 1)[-1]
+
+
+def devices_per_node(devices: object) -> int | None:
+    """The number of processes per node that Lightning starts for ``trainer.devices``: an int, a list of device
+    ids, or a string of either; None for ``auto`` or -1 (every device of the machine, known once it is set up)."""
+    if isinstance(devices, (list, tuple)):
+        return len(devices)
+    text = str(devices).strip()
+    if text in ("auto", "-1"):
+        return None
+    if "," in text:
+        return len([part for part in text.split(",") if part.strip()])
+    return int(text)
+
+
+def check_run_folders(config) -> None:
+    """Raise ConfigError unless the checkpoint folder and every logger's folder of a ``fit`` configuration (the
+    parsed sections) can be written (``lit_gpt.train.checkpoint_io.check_writable``), before anything is built."""
+    dirpath = (config.get("checkpoint") or {}).get("dirpath")
+    if dirpath:
+        check_writable(dirpath, "the checkpoint folder (checkpoint.dirpath)")
+    loggers = config.trainer.logger
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        save_dir = (getattr(logger, "get", lambda key: None)("init_args") or {}).get("save_dir")
+        if isinstance(save_dir, (str, Path)):
+            check_writable(save_dir, "the log folder (trainer.logger's save_dir)")
+
+
+def _training_run(model, data, trainer) -> TrainingRun:
+    """The run that ``model.compile: auto`` weighs (``lit_gpt.train.compile.choose_compile``), from the parsed
+    ``model``, ``data`` and ``trainer`` sections: the forward and backward passes of ``trainer.max_steps`` optimizer
+    steps (None when it is -1: no step limit) of ``data.batch_size`` windows of ``model.config.block_size`` tokens."""
+    steps = trainer.max_steps if trainer.max_steps is not None and trainer.max_steps >= 0 else None
+    batches = None if steps is None else steps * (trainer.accumulate_grad_batches or 1)
+    tokens = (data.get("batch_size") or Batching.batch_size) * model.config.block_size
+    return TrainingRun(model.config, tokens, batches)
+
+
+def _check_ckpt_path(ckpt_path: str | None, checkpoint: dict | None) -> Path | None:
     """Raise ConfigError unless ``--ckpt_path`` (a path, or ``last``) names a checkpoint lit_gpt can resume from
     (``lit_gpt.train.resume``), saying which flag to pass instead; ``last`` is resolved as Lightning does (none:
-    Lightning warns and starts afresh, so "last" may be set before the first run)."""
+    Lightning warns and starts afresh, so "last" may be set before the first run). Returns the checkpoint to resume
+    from, or None when there is none (or Lightning resolves it: ``best``, ``hpc``, ``registry``)."""
     if ckpt_path in (None, "best", "hpc", "registry"):
-        return
+        return None
     if ckpt_path == "last":
         ckpt_path = newest_last_checkpoint((checkpoint or {}).get("dirpath"))
         if ckpt_path is None:
-            return
+            return None
     elif not Path(ckpt_path).exists():
         raise ConfigError(f"--ckpt_path {ckpt_path} does not exist; pass a .ckpt written by `lit-gpt fit` or last")
     try:
@@ -134,6 +223,7 @@ def _check_ckpt_path(ckpt_path: str | None, checkpoint: dict | None) -> None:
         if err.fallback is not None:
             raise ConfigError(f"{err}: resume with --ckpt_path {err.fallback}") from None
         raise
+    return Path(ckpt_path)
 
 
 def build_cli(args: list[str], run: bool = True, description: str = "") -> LitGPTCLI:
@@ -156,7 +246,7 @@ def build_cli(args: list[str], run: bool = True, description: str = "") -> LitGP
                 LitGPT,
                 TokenDataModule,
                 subclass_mode_data=True,
-                trainer_defaults=TRAINER_DEFAULTS,
+                trainer_defaults={**TRAINER_DEFAULTS, "callbacks": [CheckpointGuard()]},
                 save_config_kwargs={"overwrite": True},
                 args=args,
                 run=run,

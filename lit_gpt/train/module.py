@@ -17,8 +17,9 @@ weighted by the mixture's weights (``lit_gpt.data.mixture`` says why). The learn
 LearningRateMonitor (as ``train/lr/decay`` and ``train/lr/no_decay``, one per parameter group, and
 ``train/lr/muon`` with Muon), tokens/s, FLOP/s and MFU by ``lit_gpt.train.callbacks.ThroughputMonitor`` (from
 ``flops_per_batch``: ``batch_flops`` of the latest batch on this device, None before the first).
-Speed: ``compile`` runs the training forward and backward through ``torch.compile`` (evaluation stays eager); AdamW is
-fused on CPU and CUDA; the gradient norm is computed once per step, with no host synchronisation.
+Speed: ``compile`` runs the training forward and backward of each transformer block through ``torch.compile``, one
+graph per kind of block reused by every layer (``lit_gpt.train.compile``; evaluation stays eager); AdamW is fused on
+CPU and CUDA; the gradient norm is computed once per step, with no host synchronisation.
 
 Pretrained weights (``init_weights``) are read once, and the model is built from their tensors without a random
 initialisation; a random model (no ``init_weights``) is ``GPT(config)``, drawing from torch's global generator.
@@ -50,6 +51,7 @@ from lit_gpt.errors import ConfigError
 from lit_gpt.flops import flops_per_token
 from lit_gpt.lora import LoRA, add_adapters, base_identity
 from lit_gpt.model import GPT
+from lit_gpt.train.compile import compile_blocks, eager_blocks
 from lit_gpt.train.loss import batch_loss
 from lit_gpt.train.optim import build_optimizer, check_muon_strategy, check_resumed_optimizer, cosine_schedule
 from lit_gpt.train.parallel import clip_grad_norm_, gradient_norm, owns_gradient_norm, parallelize
@@ -59,12 +61,26 @@ Batch = tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, di
 document masking also a dict of ``GPT.forward`` keyword arguments (``lit_gpt.train.datamodule``)."""
 TRAINING_FIELDS = ("dropout", "init", "gradient_checkpointing")
 """``Config`` fields that are training-time settings: ``init_weights`` may have been trained with other values."""
+CONTEXT_FIELDS = ("block_size", "rope_theta", "rope_scaling")
+"""``Config`` fields of a RoPE model that set its context length and positions, not the shapes of its weights:
+``init_weights`` may differ in them, which is how a context is extended (a larger block_size and a rope_scaling)."""
 
 
 def check_settings(
-    learning_rate: float, min_lr: float, warmup_steps: int, optimizer: str, lora, init_weights, loss_chunk_size=None
+    learning_rate: float,
+    min_lr: float,
+    warmup_steps: int,
+    optimizer: str,
+    lora,
+    init_weights,
+    compile=None,
+    loss_chunk_size=None,
 ) -> None:
     """Raise ConfigError for ``LitGPT`` settings that do not go together (named by their ``model.*`` keys)."""
+    if compile == "auto":
+        raise ConfigError(
+            "model.compile auto is resolved by lit-gpt fit, which knows the run's length; in Python pass True or False"
+        )
     if loss_chunk_size is not None and loss_chunk_size < 1:
         raise ConfigError(f"model.loss_chunk_size must be >= 1 token (or null), got {loss_chunk_size}")
     if not 0 <= min_lr <= learning_rate:
@@ -91,11 +107,13 @@ def load_pretrained(path: str, config: Config, tokenizer: dict | None, lora: LoR
     added (their A matrices drawn from torch's global generator).
 
     Raises:
-        ConfigError: if the checkpoint's architecture differs from ``config`` (outside ``TRAINING_FIELDS``), or it
-            names a tokenizer other than ``tokenizer`` (a spec; a checkpoint without one is not compared).
+        ConfigError: if the checkpoint's architecture differs from ``config`` (outside ``TRAINING_FIELDS``, and for
+            RoPE models ``CONTEXT_FIELDS``), or it names a tokenizer other than ``tokenizer`` (a spec; a checkpoint
+            without one is not compared).
     """
     pretrained, theirs = load_checkpoint(path, require_tokenizer=False)
-    if different := pretrained.config.differences(config, ignore=TRAINING_FIELDS):
+    ignore = TRAINING_FIELDS + (CONTEXT_FIELDS if config.position_embedding == "rope" else ())
+    if different := pretrained.config.differences(config, ignore=ignore):
         there = pretrained.config
         details = "; ".join(f"{k}: {getattr(there, k)!r} there, {getattr(config, k)!r} here" for k in different)
         raise ConfigError(
@@ -149,12 +167,14 @@ class LitGPT(LightningModule):
         optimizer: ``adamw`` for every parameter, or ``muon``: Muon (``lit_gpt.train.optim``: the same learning rate
             and weight decay carry over) for the 2-D projections inside the blocks and AdamW for the rest. Muon needs
             whole matrices: one device or DDP only (ConfigError under FSDP, ModelParallelStrategy or DeepSpeed).
-        init_weights: start from the weights of any checkpoint form (``lit_gpt.checkpoint``) instead of a random
-            init (fine-tuning); its architecture must equal ``config``'s, and its tokenizer the data's.
+        init_weights: start from the weights of any checkpoint form (``lit_gpt.checkpoint``), not a random init
+            (fine-tuning); its architecture must be ``config``'s (``CONTEXT_FIELDS`` aside), its tokenizer the data's.
         lora: train LoRA adapters on the frozen ``init_weights`` instead of every weight (``lit_gpt.lora.LoRA``:
             ``r``, ``alpha``, ``dropout``, ``target_modules``); needs ``pip install -e ".[lora]"``.
-        compile: run training forward passes through ``torch.compile`` (Inductor; on CPU it needs a C++ compiler).
-            None: ``lit-gpt fit`` chooses from the machine (``lit_gpt.train.hardware``); in Python, None means off.
+        compile: run the blocks' training forward and backward through ``torch.compile`` (Inductor; on CPU it needs
+            a C++ compiler; ``lit_gpt.train.compile.compile_blocks``). None or ``auto``: ``lit-gpt fit`` chooses from
+            the machine and the run's length (``lit_gpt.train.hardware``); in Python, None means off and ``auto`` is
+            a ConfigError (only ``lit-gpt fit`` knows the run to weigh).
         compile_mode: ``torch.compile``'s ``mode``: None, "reduce-overhead", "max-autotune" or
             "max-autotune-no-cudagraphs" (on CPU: Inductor's own C++ matmuls where they beat oneDNN, for small models).
         float32_matmul_precision: ``torch.set_float32_matmul_precision``, set at setup: "high" lets float32 matmuls
@@ -176,14 +196,14 @@ class LitGPT(LightningModule):
         eps: float = 1e-8,
         optimizer: Literal["adamw", "muon"] = "adamw",
         init_weights: str | None = None,
-        compile: bool | None = None,
+        compile: bool | Literal["auto"] | None = None,
         compile_mode: str | None = None,
         float32_matmul_precision: Literal["highest", "high", "medium"] = "high",
         lora: LoRA | None = None,
         loss_chunk_size: int | None = None,
     ) -> None:
         super().__init__()
-        check_settings(learning_rate, min_lr, warmup_steps, optimizer, lora, init_weights, loss_chunk_size)
+        check_settings(learning_rate, min_lr, warmup_steps, optimizer, lora, init_weights, compile, loss_chunk_size)
         self.save_hyperparameters()
         self.config, self.tokenizer, self.lora = config, tokenizer, lora
         # self.base: the identity of LoRA's base (path, weight hash), recorded in checkpoints; None without LoRA
@@ -191,11 +211,8 @@ class LitGPT(LightningModule):
             self.model, self.base = GPT(config), None
         else:
             self.model, self.base = load_pretrained(init_weights, config, tokenizer, lora)
-        # Training runs ``self._compiled`` when set; ``self.model`` stays the plain module for evaluation, samples and
-        # checkpoints (compiling the bound method registers no second module: no ``_orig_mod.`` keys, no copy).
-        # Evaluation stays eager: its shapes and eval mode would compile twice more (bench/validation_cost.py).
-        run = self.model.hidden_states if loss_chunk_size else self.model.forward  # what batch_loss calls
-        self._compiled = torch.compile(run, dynamic=False, mode=compile_mode) if compile else None
+        # The blocks' training forwards run compiled; evaluation, samples and checkpoints see the plain model
+        self._compiled = compile_blocks(self.model, compile_mode) if compile else None
         self.val_loss = MeanMetric()
         self.corpus_losses = nn.ModuleList()  # one MeanMetric per corpus of a mixture (setup)
         self.val_corpora: list[tuple[str, float]] | None = None
@@ -221,6 +238,7 @@ class LitGPT(LightningModule):
                     "model.compile is not applied under ModelParallelStrategy (not verified with FSDP2 and tensor "
                     "parallelism here); training runs eagerly"
                 )
+                eager_blocks(self.model)
                 self._compiled = None
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -248,7 +266,7 @@ class LitGPT(LightningModule):
         return (self.global_step + 1) % self.trainer.log_every_n_steps == 0
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        loss = batch_loss(self.model, batch, self.hparams.loss_chunk_size, self._compiled)
+        loss = batch_loss(self.model, batch, self.hparams.loss_chunk_size)
         if self._logging_step():  # several devices: the mean over all of them (one all-reduce per logged step)
             self.log("train/loss", loss, prog_bar=True, sync_dist=self.trainer.world_size > 1)
         return loss

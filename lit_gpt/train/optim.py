@@ -8,8 +8,10 @@ Lightning's LearningRateMonitor logs ``train/lr/<name>``. Under tensor paralleli
 and plain parameters is split in two (``<name>`` and ``<name>_whole``): AdamW's fused and foreach kernels take one
 kind per call.
 
-Muon (Jordan et al. 2024, https://kellerjordan.github.io/posts/muon/; ``torch.optim.Muon``) replaces each update of a
-2-D weight matrix by its Newton-Schulz orthogonalisation (about U V^T of the momentum's SVD U S V^T). It suits the
+Muon (Jordan et al. 2024, https://kellerjordan.github.io/posts/muon/; ``lit_gpt.train.muon.Muon``, which is
+``torch.optim.Muon`` with its Newton-Schulz iterations batched over same-shaped matrices, in bfloat16 where it is
+native and float32 elsewhere) replaces each update of a 2-D weight matrix by its Newton-Schulz orthogonalisation
+(about U V^T of the momentum's SVD U S V^T). It suits the
 hidden matrices only: the projections inside the blocks (q/k/v/o, gate/up/down). Embeddings, the output head, norms,
 biases and value-residual weights keep AdamW, as in modded-nanogpt and Moonshot's "Muon is Scalable for LLM Training"
 (Liu et al. 2025, https://arxiv.org/abs/2502.16982). With ``adjust_lr_fn="match_rms_adamw"`` Muon scales each
@@ -35,10 +37,12 @@ import torch
 from torch import nn
 
 from lit_gpt.errors import ConfigError
+from lit_gpt.train.hardware import native_bf16
+from lit_gpt.train.muon import Muon
 
 
 class MuonWithAdamW(torch.optim.Optimizer):
-    """``torch.optim.Muon`` on ``muon_groups`` and ``torch.optim.AdamW`` on ``adamw_groups``, stepped together.
+    """``lit_gpt.train.muon.Muon`` on ``muon_groups`` and ``torch.optim.AdamW`` on ``adamw_groups``, stepped together.
 
     Args:
         muon_groups: parameter groups (dicts with ``params``, optionally ``weight_decay``, ``name``) of 2-D matrices.
@@ -46,10 +50,10 @@ class MuonWithAdamW(torch.optim.Optimizer):
         lr: the learning rate of both (Muon's is rescaled per matrix by ``adjust_lr_fn``).
         weight_decay: default decoupled weight decay of both (a group's own ``weight_decay`` wins).
         betas, eps, fused: AdamW's.
-        momentum, nesterov, adjust_lr_fn: Muon's (see ``torch.optim.Muon``).
+        momentum, nesterov, adjust_lr_fn, ns_dtype: Muon's (see ``lit_gpt.train.muon.Muon``).
 
     Raises:
-        ValueError: from ``torch.optim.Muon`` if a Muon parameter is not 2-D, or from ``torch.optim.Optimizer`` if a
+        ValueError: from ``Muon`` if a Muon parameter is not 2-D, or from ``torch.optim.Optimizer`` if a
             parameter appears in two groups.
     """
 
@@ -65,14 +69,16 @@ class MuonWithAdamW(torch.optim.Optimizer):
         momentum: float = 0.95,
         nesterov: bool = True,
         adjust_lr_fn: str = "match_rms_adamw",
+        ns_dtype: torch.dtype = torch.bfloat16,
     ) -> None:
-        self.muon = torch.optim.Muon(
+        self.muon = Muon(
             muon_groups,
             lr=lr,
             weight_decay=weight_decay,
             momentum=momentum,
             nesterov=nesterov,
             adjust_lr_fn=adjust_lr_fn,
+            ns_dtype=ns_dtype,
         )
         self.adamw = torch.optim.AdamW(
             adamw_groups, lr=lr, weight_decay=weight_decay, betas=betas, eps=eps, fused=fused
@@ -158,7 +164,8 @@ def build_optimizer(
 ) -> torch.optim.Optimizer:
     """The optimizer of ``model``'s trainable parameters (module docstring): ``torch.optim.AdamW`` for
     ``kind="adamw"``, ``MuonWithAdamW`` for ``kind="muon"``; ``weight_decay`` on the ``muon`` and ``decay`` groups,
-    none on ``no_decay``.
+    none on ``no_decay``. Muon orthogonalises in bfloat16 where the parameters' device has native bfloat16 matmuls
+    (``lit_gpt.train.hardware.native_bf16``), else in float32.
 
     Args:
         fused: AdamW's ``fused`` (True: one kernel for every parameter, CPU and CUDA; None: PyTorch chooses).
@@ -182,7 +189,9 @@ def build_optimizer(
         return torch.optim.AdamW(groups, **adamw)
     muon_groups = [group for group in groups if group["name"] == "muon"]
     adamw_groups = [group for group in groups if group["name"] != "muon"]
-    return MuonWithAdamW(muon_groups, adamw_groups, weight_decay=weight_decay, **adamw)
+    device = split["muon"][0].device if split["muon"] else torch.device("cpu")
+    ns_dtype = torch.bfloat16 if native_bf16(device) else torch.float32
+    return MuonWithAdamW(muon_groups, adamw_groups, weight_decay=weight_decay, ns_dtype=ns_dtype, **adamw)
 
 
 def _split_by_tensor_kind(groups: list[dict]) -> list[dict]:

@@ -22,6 +22,9 @@ an optimizer's gradients, plain tensors (one device, DDP: every rank holds the w
 shards (reduced over their meshes by ``total_norm``); ``owns_gradient_norm`` says for which strategies they apply
 (FSDP1 and DeepSpeed hold flat shards that only their own clipping knows).
 
+``check_parallel_sizes`` checks the strategy's sizes against the devices and the model from the configuration, before
+any process starts (``lit_gpt.train.lightning_cli``); ``parallelize`` checks the tensor-parallel size again.
+
 Module names and the state dict's keys are unchanged (only the tensors become ``DTensor``s), so checkpoints and
 ``lit-gpt export`` read the same names; a sharded checkpoint is a folder that ``lit_gpt.formats.training`` consolidates.
 """
@@ -31,6 +34,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lit_gpt.config import Config
 from lit_gpt.errors import ConfigError
 from lit_gpt.model import GPT
 
@@ -65,9 +69,10 @@ def replicate_per_head(module: nn.Module, mesh, head_dim: int) -> None:
     )
 
 
-def check_tensor_parallel(model: GPT, size: int) -> None:
-    """Raise ConfigError unless ``size`` divides the heads, the key/value heads and the MLP width."""
-    config = model.config
+def check_tensor_parallel(model: GPT | Config, size: int) -> None:
+    """Raise ConfigError unless ``size`` divides the heads, the key/value heads and the MLP width of ``model`` (a
+    ``GPT`` or its ``Config``)."""
+    config = model.config if isinstance(model, GPT) else model
     bad = [
         f"{name} ({value})"
         for name, value in (
@@ -82,6 +87,34 @@ def check_tensor_parallel(model: GPT, size: int) -> None:
             f"tensor_parallel_size {size} must divide model.config {', '.join(bad)}; choose a size "
             "that divides them, or change the model"
         )
+
+
+def check_parallel_sizes(
+    config: Config, data_parallel: int | None, tensor_parallel: int | None, devices: int | None, num_nodes: int
+) -> None:
+    """Check ``ModelParallelStrategy``'s sizes against the processes and the model before any process starts.
+
+    Args:
+        config: the model's architecture.
+        data_parallel, tensor_parallel: the strategy's ``data_parallel_size`` and ``tensor_parallel_size``; None for
+            ``"auto"``, which Lightning resolves to the number of nodes and to the devices per node.
+        devices: processes per node; None where Lightning finds the number on the machine (``devices: auto``).
+        num_nodes: the number of nodes.
+
+    Raises:
+        ConfigError: unless data_parallel x tensor_parallel = devices x num_nodes, or unless the tensor-parallel
+            size divides the heads, the key/value heads and the MLP width (``check_tensor_parallel``).
+    """
+    data_parallel = num_nodes if data_parallel is None else data_parallel
+    tensor_parallel = devices if tensor_parallel is None else tensor_parallel
+    if devices is not None and data_parallel * tensor_parallel != devices * num_nodes:
+        raise ConfigError(
+            f"data_parallel_size x tensor_parallel_size ({data_parallel} x {tensor_parallel}) must equal devices x "
+            f"num_nodes ({devices} x {num_nodes}), one process per device; choose sizes whose product is "
+            f"{devices * num_nodes}"
+        )
+    if tensor_parallel is not None and tensor_parallel > 1:
+        check_tensor_parallel(config, tensor_parallel)
 
 
 def parallelize(model: GPT, mesh) -> None:

@@ -4,17 +4,19 @@
 reads it without executing anything from it) or holds weights only, and for an unreadable one names the newest
 readable checkpoint beside it, so a run whose ``last.ckpt`` was cut short (a full disk, a kill during the write) can
 resume from the one before. ``newest_last_checkpoint`` resolves ``ckpt_path="last"`` as Lightning does. Both pick
-files by modification time with ``newest_checkpoint``. The command line (``lit_gpt.train.lightning_cli``) adds the
+files by modification time with ``newest_checkpoint``. ``check_architecture`` refuses to resume with model
+settings other than the checkpoint's. The command line (``lit_gpt.train.lightning_cli``) adds the
 flags to say what to pass.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from lit_gpt.checkpoint import is_sharded_checkpoint, read_training_checkpoint
+from lit_gpt.config import Config
 from lit_gpt.errors import ConfigError
 
 
@@ -50,6 +52,30 @@ def check_resumable(path: str | Path) -> None:
     if ("optimizer_states" not in checkpoint and not is_sharded_checkpoint(path)) or "loops" not in checkpoint:
         raise NotResumable(
             f"cannot resume from {path}: it holds weights only (no optimizer or loop state)", weights_only=True
+        )
+
+
+def check_architecture(path: str | Path, settings: dict, ignore: Iterable[str] = ()) -> None:
+    """Return if the architecture recorded in the training checkpoint at ``path`` equals the configured one in every
+    field outside ``ignore``. A run resumed with other architecture settings would otherwise build the checkpoint's
+    model without a word (LightningCLI takes an explicit path's hyperparameters over the configured ones) or fail to
+    load its weights.
+
+    Args:
+        settings: ``Config``'s constructor arguments as configured; a missing one (e.g. ``vocab_size``, which the
+            command line links from the data module later) is taken from the checkpoint.
+
+    Raises:
+        ConfigError: naming each differing field with both values; for settings that make no valid ``Config``; as
+            ``read_training_checkpoint``.
+    """
+    recorded = Config(**read_training_checkpoint(path)["lit_gpt"]["config"])
+    config = Config(**{**recorded.to_dict(), **settings})
+    if different := recorded.differences(config, ignore=ignore):
+        details = "; ".join(f"{k}: {getattr(recorded, k)!r} there, {getattr(config, k)!r} here" for k in different)
+        raise ConfigError(
+            f"cannot resume from {path}: it was trained with another architecture ({details}); set model.config to "
+            "match it (the run's config.yaml holds it)"
         )
 
 
