@@ -74,7 +74,8 @@ def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -
 
 def check_kv_cache(model: GPT, kv_cache: str, sinks: int) -> None:
     """Raise ConfigError unless ``kv_cache`` is one of ``KV_CACHE_POLICIES``, ``sinks`` is in [0, block_size) and a
-    rolling cache has RoPE positions to move (learned position embeddings are added to the cached values' inputs).
+    rolling cache has RoPE positions to move (learned position embeddings are added to the cached values' inputs)
+    at frequencies that do not change with the length (not ``dynamic`` scaling past its original block size).
 
     The message starts with the name of the offending argument (``kv_cache``, ``sinks``), as ``check_sampling``'s.
     """
@@ -84,6 +85,25 @@ def check_kv_cache(model: GPT, kv_cache: str, sinks: int) -> None:
         raise ConfigError(f"sinks must be in [0, block_size = {model.config.block_size}), got {sinks}")
     if kv_cache == "rolling" and model.config.position_embedding != "rope":
         raise ConfigError("kv_cache rolling needs RoPE positions; this model learns its positions: use reprefill")
+    if kv_cache == "rolling" and _length_dependent_rope(model):
+        raise ConfigError(
+            "kv_cache rolling rotates cached keys by fixed frequencies, which dynamic RoPE scaling changes with the "
+            "length past original_block_size: use reprefill"
+        )
+
+
+def _length_dependent_rope(model: GPT) -> bool:
+    """Whether the model's RoPE frequencies depend on the pass's length (``dynamic`` scaling past its original
+    block size, ``lit_gpt.rope.rope_at``)."""
+    scaling = model.config.rope_scaling
+    return scaling is not None and scaling.type == "dynamic" and model.config.block_size > scaling.original_block_size
+
+
+def default_kv_cache(model: GPT) -> str:
+    """The KV-cache policy past ``block_size`` that ``check_kv_cache`` accepts for ``model``: ``rolling`` for RoPE
+    models with length-independent frequencies, else ``reprefill``."""
+    rope = model.config.position_embedding == "rope"
+    return "rolling" if rope and not _length_dependent_rope(model) else "reprefill"
 
 
 def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

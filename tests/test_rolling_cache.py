@@ -7,7 +7,7 @@ import torch
 
 from lit_gpt.config import Config
 from lit_gpt.errors import ConfigError
-from lit_gpt.generate import forced_logits, generate, iter_tokens, left_pad
+from lit_gpt.generate import default_kv_cache, forced_logits, generate, iter_tokens, left_pad
 from lit_gpt.kv_cache import RollingKVCache
 from lit_gpt.model import GPT
 from lit_gpt.rope import rope_cache
@@ -104,6 +104,10 @@ def test_bad_rolling_caches_are_refused():
         generate(learned, torch.zeros(1, 2, dtype=torch.long), 2, kv_cache="rolling")
     with pytest.raises(ValueError, match="needs RoPE positions"):
         learned.setup_kv_cache(1, sinks=2)
+    dynamic = one_layer(rope_scaling=dict(type="dynamic", factor=2.0, original_block_size=BLOCK // 2))
+    with pytest.raises(ConfigError, match="dynamic RoPE scaling changes with the length"):
+        generate(dynamic, torch.zeros(1, 2, dtype=torch.long), 2, kv_cache="rolling")
+    assert [default_kv_cache(m) for m in (model, learned, dynamic)] == ["rolling", "reprefill", "reprefill"]
     model.setup_kv_cache(1, 4, sinks=1)
     with torch.no_grad():
         model(torch.zeros(1, 4, dtype=torch.long), input_pos=torch.arange(4))

@@ -18,7 +18,7 @@ import torch
 from lit_gpt.cli.args import ArgumentParser
 from lit_gpt.cli.loading import add_model_arguments, load_for_inference
 from lit_gpt.errors import ConfigError
-from lit_gpt.generate import KV_CACHE_POLICIES, check_kv_cache, check_sampling, iter_tokens, left_pad
+from lit_gpt.generate import KV_CACHE_POLICIES, check_kv_cache, check_sampling, default_kv_cache, iter_tokens, left_pad
 from lit_gpt.tokenizer import Tokenizer
 
 
@@ -41,7 +41,7 @@ def _parser() -> ArgumentParser:
         choices=KV_CACHE_POLICIES,
         default=None,
         help="past block_size: a rolling cache with attention sinks, or a prefill of the last block_size tokens "
-        "per step (default: rolling for RoPE models, reprefill for learned positions)",
+        "per step (default: rolling for RoPE models, reprefill for learned positions and dynamic RoPE scaling)",
     )
     parser.add_argument("--sinks", type=int, default=4, help="first tokens the rolling cache keeps (default 4)")
     return parser
@@ -61,7 +61,7 @@ def main(args: list[str]) -> None:
     if opts.max_new_tokens < 0 or opts.num_samples < 1:
         raise ConfigError("--max_new_tokens must be >= 0 and --num_samples >= 1")
     model, tokenizer, device = load_for_inference(opts)
-    kv_cache = opts.kv_cache or ("rolling" if model.config.position_embedding == "rope" else "reprefill")
+    kv_cache = opts.kv_cache or default_kv_cache(model)
     try:
         check_kv_cache(model, kv_cache, opts.sinks)
     except ConfigError as err:
