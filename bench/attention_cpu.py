@@ -1,5 +1,5 @@
 """Forward + backward time of causal ``scaled_dot_product_attention`` on CPU, by dtype: why lit_gpt attends in float32
-on CPU even under bf16 autocast (``CausalSelfAttention._attend``).
+on CPU even under bf16 autocast (``lit_gpt.attention.attend``).
 
     python bench/attention_cpu.py [--batch 12 --heads 4 --seq 64 --head_size 32 --iters 200]
 

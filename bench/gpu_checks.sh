@@ -13,6 +13,9 @@
 #                resumed from its sharded checkpoint for --steps more steps and exported to HF format
 #   mfu          1 GPU, precision and compile as `lit-gpt fit` chooses them (bf16-mixed + compile on Ampere and
 #                newer), --mfu-steps steps: tokens/s and MFU against the GPU's peak from Lightning's table
+#   docmask-off  1 GPU, --steps steps on a corpus of short documents separated by <|endoftext|> (the TinyStoriesV2
+#   docmask-on   head in ../shared/data/tinystories), without and with --data.document_mask (FlexAttention block
+#                masks, positions restarting per document): their val/loss and tokens/s side by side
 # Every check runs even when one fails; the script ends with a table (also written to OUT/summary.md): exit status,
 # seconds, last train/loss and val/loss, tokens/s and MFU per GPU, and the train/loss relative to ddp on as many GPUs
 # (the same seed and the same windows: sharding changes the arithmetic's order, not the data, so a gap over a few
@@ -128,6 +131,17 @@ convert_zero_checkpoint_to_fp32_state_dict as c; c(sys.argv[1], sys.argv[2])" \
         --out "$OUT/fsdp2-tp-$D/hf"
 done
 fit mfu 1 "$MFU_STEPS" --data.batch_size 32  # the config's batch: 32 x 1024 tokens
+
+DOCS=../shared/data/tinystories/TinyStoriesV2-GPT4-train.head.txt
+if [ -f "$DOCS" ] || [ "$DRY" -eq 1 ]; then
+    # whole documents in validation too (split by document); a 1024-token window holds several stories
+    DOCDATA=(--data.path "$DOCS" --data.val_path null --data.download_url null --data.separator '<|endoftext|>')
+    fit docmask-off 1 "$STEPS" "${DOCDATA[@]}"
+    fit docmask-on 1 "$STEPS" "${DOCDATA[@]}" --data.document_mask true --data.reset_positions true
+else
+    skip docmask-off "$DOCS is missing"
+    skip docmask-on "$DOCS is missing"
+fi
 
 if [ "$DRY" -eq 1 ]; then
     exit 0

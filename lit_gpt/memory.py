@@ -25,7 +25,9 @@ saved tensors, ``bench/memory_estimate.py``): about ``13 * n_embd + 5 * intermed
 outputs, q/k/v, attention output, the SwiGLU's gate, up, sigmoid and products), in float32 under ``32-true`` and
 mostly 2 bytes under mixed precision; the output layer adds the float32 logits, their log-softmax (saved by the loss)
 and, at the start of the backward pass, the two gradients of that size: ``4 * T * V * 4`` bytes per sequence (often
-the largest term for a small model with a large vocabulary). Gradient checkpointing keeps only each block's input
+the largest term for a small model with a large vocabulary). The chunked loss (``lit_gpt.train.loss``, a chunk of
+``loss_chunk_size`` tokens) keeps none of them: the four exist for one chunk at a time, while its backward pass
+recomputes its logits (``4 * chunk * V * 4`` bytes). Gradient checkpointing keeps only each block's input
 (``n_embd`` values per token) plus one block's activations while it is recomputed. Tensor parallelism divides the
 attention and MLP parts by N; data parallelism divides the batch, which ``batch_size`` (per device) already is.
 
@@ -66,8 +68,10 @@ def activation_bytes(
     precision: str = "32-true",
     gradient_checkpointing: bool = False,
     tensor_parallel: int = 1,
+    loss_chunk_size: int | None = None,
 ) -> int:
-    """Bytes of activations saved for the backward pass on one device (see the module docstring)."""
+    """Bytes of activations saved for the backward pass on one device (see the module docstring); with
+    ``loss_chunk_size``, the output layer's for one chunk of that many tokens (of the batch's B x T)."""
     C, F, L = config.n_embd, config.intermediate_size, config.n_layer
     tokens = batch_size * block_size
     itemsize = 4 if precision in ("32-true", "32", "64-true") else 2
@@ -76,8 +80,10 @@ def activation_bytes(
         blocks = L * tokens * C * itemsize + per_block  # the kept inputs, one block recomputed
     else:
         blocks = L * per_block
-    # the float32 logits, their log-softmax (saved by the loss), and in the backward two gradients of that size
-    logits = 4 * tokens * config.padded_vocab_size * 4
+    # the float32 logits, their log-softmax (saved by the loss), and in the backward two gradients of that size: for
+    # the whole batch, or for one chunk of the chunked loss
+    logit_rows = tokens if loss_chunk_size is None else min(loss_chunk_size, tokens)
+    logits = 4 * logit_rows * config.padded_vocab_size * 4
     return int(blocks + logits)
 
 
@@ -89,6 +95,7 @@ def estimate_memory(
     block_size: int | None = None,
     precision: str = "32-true",
     gradient_checkpointing: bool = False,
+    loss_chunk_size: int | None = None,
 ) -> MemoryEstimate:
     """Estimated training memory per device of ``GPT(config)`` with AdamW (see the module docstring).
 
@@ -98,6 +105,8 @@ def estimate_memory(
         batch_size: sequences per device per micro-batch.
         block_size: tokens per sequence; default ``config.block_size``.
         precision: Lightning's precision name (``32-true``, ``bf16-mixed``, ``bf16-true`` ...).
+        gradient_checkpointing: each block's activations recomputed in the backward pass (``Config``'s field).
+        loss_chunk_size: the chunked loss's tokens per chunk (``model.loss_chunk_size``), or None.
     Raises:
         ConfigError: for an unknown strategy or fewer than one device.
     """
@@ -127,5 +136,7 @@ def estimate_memory(
         optimizer = 2 * weights
     tensor_parallel = n if strategy == "tp" else 1
     block_size = block_size or config.block_size
-    activations = activation_bytes(config, batch_size, block_size, precision, gradient_checkpointing, tensor_parallel)
+    activations = activation_bytes(
+        config, batch_size, block_size, precision, gradient_checkpointing, tensor_parallel, loss_chunk_size
+    )
     return MemoryEstimate(weights, gradients, optimizer, activations)

@@ -3,19 +3,21 @@
 Architecture (each choice is a ``Config`` field):
 - positions: rotary embeddings, RoPE (Su et al. 2021, https://arxiv.org/abs/2104.09864) in the half-split
   ("rotate_half") layout of Hugging Face Llama, with optional scaling (``lit_gpt.rope``), or GPT-2's learned table;
-- pre-norm blocks with RMSNorm (Zhang & Sennrich 2019) or LayerNorm;
+- pre-norm blocks with RMSNorm (Zhang & Sennrich 2019) or LayerNorm (``lit_gpt.norm``);
 - causal self-attention through ``torch.nn.functional.scaled_dot_product_attention`` (flash / memory-efficient
   kernels where the device has them), with grouped-query attention (Ainslie et al. 2023) when n_kv_head < n_head;
 - a SwiGLU MLP (Shazeer 2020), GPT-2's GELU MLP or a squared-ReLU MLP (Primer, So et al. 2021);
 - optional weight tying between the token embedding and the output head;
 - switches from the fast small-GPT training work (modded-nanogpt): RMSNorm on queries and keys (QK-norm), output
   projections initialised to zero, value residuals (Zhou et al. 2024) and a tanh soft cap on the logits (Gemma 2);
-- optional sliding-window attention and per-block activation checkpointing;
-- a preallocated key/value cache for generation (``GPT.setup_kv_cache``), with left-padded batches; the cache, the
-  attention masks and the positions of cached tokens are ``lit_gpt.kv_cache``'s.
+- optional sliding-window attention, attention within documents (``documents``: ``lit_gpt.attention``, whose
+  kernel, SDPA or FlexAttention, computes every attention) and per-block activation checkpointing;
+- a key/value cache for generation (``GPT.setup_kv_cache``), with left-padded batches: preallocated, or rolling
+  with attention sinks past ``block_size``; the caches, the attention masks and the positions of cached tokens are
+  ``lit_gpt.kv_cache``'s.
 
 Speed: q/k/v and gate/up run as one matmul each over concatenated weights (``_fused_linear``); on CPU, attention
-runs in float32 even under bf16 autocast (``CausalSelfAttention._attend``). ``lit_gpt.flops`` counts the model
+runs in float32 even under bf16 autocast (``lit_gpt.attention.attend``). ``lit_gpt.flops`` counts the model
 FLOPs that MFU is measured against; ``lit_gpt.meta.meta_model`` builds the model without memory for loading.
 
 Module names follow Hugging Face ``LlamaForCausalLM`` (``q_proj``, ``gate_proj``, ``input_layernorm``, ``norm``,
@@ -24,7 +26,8 @@ Module names follow Hugging Face ``LlamaForCausalLM`` (``q_proj``, ``gate_proj``
 Notation in shape comments: B batch size, T sequence length, C n_embd, nh n_head, nkv n_kv_head, hs head_size,
 V padded_vocab_size, S key length (T without a cache, the cache length with one).
 
-This file imports torch, the config, ``lit_gpt.rope`` and ``lit_gpt.kv_cache`` (which import torch only): no
+This file imports torch, the config and its own parts (``lit_gpt.rope``, ``lit_gpt.kv_cache``, ``lit_gpt.attention``,
+``lit_gpt.norm``: torch only): no
 Lightning, no training policy (loss, optimizer), no parallelism (FSDP and tensor parallelism are applied from
 ``lit_gpt.train``) and no file I/O (``lit_gpt.checkpoint`` loads models: ``lit_gpt.load_model(path)``).
 """
@@ -38,37 +41,11 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
+from lit_gpt.attention import attend, document_mask
 from lit_gpt.config import Config
-from lit_gpt.kv_cache import KVCache, attention_layout
+from lit_gpt.kv_cache import KVCache, RollingKVCache, attention_layout
+from lit_gpt.norm import RMSNorm, build_norm
 from lit_gpt.rope import apply_rope, rope_at, rope_cache
-
-
-class RMSNorm(nn.Module):
-    """Root-mean-square layer norm (Zhang & Sennrich 2019, https://arxiv.org/abs/1910.07467).
-
-    ``y = x / sqrt(mean(x**2, dim=-1) + eps) * weight``, computed in float32 and cast back to the input dtype,
-    as in Hugging Face ``LlamaRMSNorm``. Input and output shape: (..., dim).
-    """
-
-    def __init__(self, dim: int, eps: float = 1e-5) -> None:
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def reset_parameters(self) -> None:
-        nn.init.ones_(self.weight)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(x.dtype)
-
-
-def build_norm(config: Config) -> nn.Module:
-    """The norm layer that ``config.norm`` names, over the last dimension of size n_embd."""
-    if config.norm == "rmsnorm":
-        return RMSNorm(config.n_embd, eps=config.norm_eps)
-    return nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=config.bias)
 
 
 def _fused_linear(x: torch.Tensor, linears: tuple[nn.Module, ...]) -> tuple[torch.Tensor, ...]:
@@ -138,8 +115,9 @@ class CausalSelfAttention(nn.Module):
         """Attention output (B, T, C) for x (B, T, C), and the values (B, nkv, T, hs) of these T positions.
 
         rope: (cos, sin) for these T positions (see ``apply_rope``), or None for learned positions.
-        mask: boolean (T, S), (1, T, S) or (B, 1, T, S), True where a query may attend to a key; None means causal
-            over these T keys, or every one of the ``kv_length`` cached keys (``lit_gpt.kv_cache.attention_layout``).
+        mask: boolean (T, S), (1, T, S) or (B, 1, T, S), True where a query may attend to a key, or a FlexAttention
+            block mask (``lit_gpt.attention``); None means causal over these T keys, or every one of the
+            ``kv_length`` cached keys (``lit_gpt.kv_cache.attention_layout``).
         input_pos: cache indices (T,) of these positions when decoding with the KV cache, else None.
         kv_length: with ``input_pos``, attend to the first ``kv_length`` cache entries (S = kv_length); None attends
             to these T keys only (a prefill from position 0), which are still written to the cache.
@@ -165,26 +143,10 @@ class CausalSelfAttention(nn.Module):
             cached_k, cached_v = self.kv_cache.update(input_pos, k, v)
             if kv_length is not None:
                 k, v = cached_k[:, :, :kv_length], cached_v[:, :, :kv_length]  # (B, nkv, S, hs)
-        y = self._attend(q, k, v, mask, is_causal=mask is None and kv_length is None)  # (B, nh, T, hs)
+        dropout_p = self.dropout if self.training else 0.0
+        y = attend(q, k, v, mask, mask is None and kv_length is None, dropout_p)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, -1)  # (B, T, nh*hs)
         return self.o_proj(y), values
-
-    def _attend(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, is_causal: bool
-    ) -> torch.Tensor:
-        """SDPA of q (B, nh, T, hs) over k, v (B, nkv, S, hs), in q's dtype; returns (B, nh, T, hs).
-
-        On CPU, attention in bfloat16/float16 (autocast included) runs in float32 instead: PyTorch's CPU
-        flash-attention backward is slower in bfloat16 than in float32 at these sizes (docs/benchmarks.md,
-        bench/attention_cpu.py), and float32 is the more accurate of the two.
-        """
-        dropout_p = self.dropout if self.training else 0.0
-        options = dict(attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal, enable_gqa=k.size(1) != q.size(1))
-        if q.device.type != "cpu" or (q.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")):
-            return F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), **options)
-        with torch.autocast("cpu", enabled=False):
-            y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), **options)
-        return y.to(q.dtype)
 
 
 class MLP(nn.Module):
@@ -316,24 +278,35 @@ class GPT(nn.Module):
         left_pad: torch.Tensor | None = None,
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
+        sinks: int | None = None,
     ) -> None:
-        """Allocate a key/value cache in every layer for ``batch_size`` rows of up to ``max_seq_length`` tokens.
+        """Allocate a key/value cache in every layer for ``batch_size`` rows of ``max_seq_length`` entries.
 
         Args:
             left_pad: (B,) number of padding tokens at the start of each row of a left-padded batch: those
                 keys are never attended to, and positions count from each row's first real token.
             device, dtype: of the cache; default those of the model's weights.
+            sinks: None for a cache of up to ``max_seq_length`` tokens (``KVCache``); else a rolling cache
+                (``lit_gpt.kv_cache.RollingKVCache``) for sequences of any length, which keeps each row's first
+                ``sinks`` tokens (attention sinks; a left-padded row's padding too) and its most recent ones. RoPE only.
         Raises:
-            ValueError: if ``max_seq_length`` exceeds ``block_size``.
+            ValueError: if ``max_seq_length`` exceeds ``block_size``, or for a rolling cache with learned positions.
         """
         max_seq_length = max_seq_length or self.config.block_size
         if max_seq_length > self.config.block_size:
             raise ValueError(f"max_seq_length {max_seq_length} exceeds block_size {self.config.block_size}")
+        if sinks is not None and self.config.position_embedding != "rope":
+            raise ValueError("a rolling KV cache moves cached keys by rotating them: it needs RoPE positions")
         weight = self.lm_head.weight
         device, dtype = device or weight.device, dtype or weight.dtype
         shape = (batch_size, self.config.n_kv_head, max_seq_length, self.config.head_size)
         for block in self.layers:
-            block.self_attn.kv_cache = KVCache(shape, device=device, dtype=dtype)
+            if sinks is None:
+                block.self_attn.kv_cache = KVCache(shape, device=device, dtype=dtype)
+            else:  # the rotation by one position: row 1 of the RoPE tables
+                kept = sinks + (0 if left_pad is None else int(left_pad.max()))
+                shift = (self.rope_cos[1], self.rope_sin[1])
+                block.self_attn.kv_cache = RollingKVCache(shape, kept, shift, device=device, dtype=dtype)
         self.left_pad = None if left_pad is None else left_pad.to(device)
 
     def clear_kv_cache(self) -> None:
@@ -342,20 +315,32 @@ class GPT(nn.Module):
             block.self_attn.kv_cache = None
         self.left_pad = None
 
-    def forward(self, idx: torch.Tensor, input_pos: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        idx: torch.Tensor,
+        input_pos: torch.Tensor | None = None,
+        documents: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Logits for the next token at every position.
 
         Args:
             idx: token ids, LongTensor (B, T) with T <= block_size.
             input_pos: None to process ``idx`` as a whole sequence from position 0 (training, evaluation); or
-                the KV-cache indices (T,) that ``idx`` occupies, after ``setup_kv_cache``.
+                the indices (T,) that ``idx`` occupies in the sequence the KV cache holds, after ``setup_kv_cache``
+                (cache indices; a rolling cache's continue past its size).
+            documents: None, or (B, T) integer document ids (whole sequences only): a token then attends only to
+                earlier tokens of its own document (``lit_gpt.attention.document_mask``).
+            positions: None, or integer positions (T,) or (B, T) for the position embeddings of a whole sequence
+                (e.g. restarting at each document; each < block_size); None: 0 .. T-1 (or the cache's).
         Returns:
             logits (B, T, padded_vocab_size) in the compute dtype; position t only depends on idx[:, :t+1]
-            (and on the cached tokens before it).
+            (and on the cached tokens before it; with ``documents``, on those of its document).
         Raises:
-            ValueError: if T exceeds ``config.block_size``, or ``input_pos`` is given without a cache.
+            ValueError: if T exceeds ``config.block_size``, ``input_pos`` is given without a cache, or ``documents``
+                or ``positions`` with ``input_pos``.
         """
-        return self.head(self.hidden_states(idx, input_pos))  # (B, T, V)
+        return self.head(self.hidden_states(idx, input_pos, documents, positions))  # (B, T, V)
 
     def head(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logits (..., V) for final hidden states (..., C): ``lm_head``, then ``config.logit_softcap``'s
@@ -364,19 +349,29 @@ class GPT(nn.Module):
         cap = self.config.logit_softcap
         return logits if cap is None else cap * torch.tanh(logits / cap)
 
-    def hidden_states(self, idx: torch.Tensor, input_pos: torch.Tensor | None = None) -> torch.Tensor:
+    def hidden_states(
+        self,
+        idx: torch.Tensor,
+        input_pos: torch.Tensor | None = None,
+        documents: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """The final-norm hidden states (B, T, C) that ``forward`` feeds to ``lm_head``; same arguments and errors.
 
         Generation applies ``head`` to the last position only, which saves a (T, V) matmul per prefill.
         """
-        T = idx.size(1)
+        T, cache = idx.size(1), self.layers[0].self_attn.kv_cache
         if T > self.config.block_size:
             raise ValueError(f"sequence length {T} exceeds block_size {self.config.block_size}; crop the input")
-        if input_pos is not None and self.layers[0].self_attn.kv_cache is None:
-            raise ValueError("input_pos needs a KV cache: call setup_kv_cache first")
+        if input_pos is not None and (cache is None or documents is not None or positions is not None):
+            raise ValueError("input_pos needs a KV cache (call setup_kv_cache first), and no documents or positions")
         # (T,) or (B, T) positions; the mask and the cache entries read (see lit_gpt.kv_cache.attention_layout)
         window = self.config.sliding_window
-        positions, mask, kv_length = attention_layout(T, input_pos, window, self.left_pad, idx.device)
+        layout = attention_layout if input_pos is None else cache.layout
+        cache_positions, mask, kv_length = layout(T, input_pos, window, self.left_pad, idx.device)
+        if documents is not None:  # FlexAttention's block mask on CUDA, which has no attention dropout
+            mask = document_mask(documents, window, idx.is_cuda and not (self.training and self.config.dropout))
+        positions = cache_positions if positions is None else positions
         x = self.embed_tokens(idx)  # (B, T, C)
         rope = None
         if self.config.position_embedding == "learned":

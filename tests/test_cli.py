@@ -150,6 +150,20 @@ def test_sampling_an_exported_folder_gives_the_same_text(trained, sample, run_ma
     assert out == text
 
 
+def test_generation_past_block_size_rolls_or_prefills_again(trained, run_main, errors):
+    """Past block_size (64) a RoPE model keeps a rolling cache by default; --kv_cache reprefill computes what the
+    model computes without a cache."""
+    args = ["generate", "--checkpoint", trained / "ckpt" / "last.ckpt", "--prompt", "ROMEO:", "--temperature", "0"]
+    args += ["--max_new_tokens", "150"]  # greedy: never end-of-text, which the training text does not hold
+    default, rolling = run_main(*args), run_main(*args, "--kv_cache", "rolling", "--sinks", "4")
+    reprefill, no_cache = run_main(*args, "--kv_cache", "reprefill"), run_main(*args, "--no_cache")
+    assert [r[0] for r in (default, rolling, reprefill, no_cache)] == [0, 0, 0, 0], default[2]
+    assert default[1] == rolling[1] and len(default[1].rstrip("\n")) == len("ROMEO:") + 150
+    assert reprefill[1] == no_cache[1]
+    code, _, err = run_main(*args, "--sinks", "64")
+    assert code == 2 and errors(err) == ["error: --sinks must be in [0, block_size = 64), got 64"]
+
+
 def test_generate_in_a_fresh_process_prints_the_same_sample(sample, run_cli):
     """The console path: the `python -m lit_gpt.cli` process prints what lit_gpt.cli.main printed in-process."""
     args, text = sample
@@ -220,6 +234,9 @@ def test_killed_run_resumes_from_the_step_it_reached(fit_args, scalars, tmp_path
         (["--data.val_fraction", "1.5"], "val_fraction must be between 0 and 1"),
         (["--data.split_by", "lines"], "split_by must be 'auto', 'document' or 'tail'"),
         (["--data.batch_size", "0"], "data.batch_size and data.val_batch_size must be positive integers"),
+        (["--data.document_mask", "true"], "data.document_mask needs documents separated by end-of-text tokens"),
+        (["--data.reset_positions", "true"], "data.reset_positions restarts positions at document boundaries"),
+        (["--model.loss_chunk_size", "0"], "model.loss_chunk_size must be >= 1 token"),
     ],
 )
 def test_bad_training_input_is_one_error_line(fit_args, errors, tmp_path, capsys, flags, message):
@@ -338,6 +355,7 @@ def test_presets_listing(capsys):
     [
         (["presets", "--vocab_size", "many"], "argument --vocab_size: invalid int value: 'many'"),
         (["presets", "--vocab_size", "0"], "Config.vocab_size must be a positive integer"),
+        (["presets", "--memory", "--loss_chunk_size", "0"], "--loss_chunk_size must be >= 1"),
         (["export", "--checkpoint", "x.ckpt"], "the following arguments are required: --out"),
         (["export", "--checkpoint", "nowhere.ckpt", "--out", "{tmp}/out"], "checkpoint not found"),
         (
@@ -390,3 +408,18 @@ def test_presets_memory_estimate(capsys):
     assert out.startswith("memory per device: fsdp on 4 device(s), batch 2, 32-true")
     row = next(line for line in out.splitlines() if line.startswith("llama-1b"))
     assert row.split()[6] == "1,175,021,568" and row.endswith("GiB")
+
+
+def test_presets_memory_counts_checkpointing_and_the_chunked_loss(capsys):
+    def total(*flags) -> float:
+        main(["presets", "--memory", "--batch_size", "1", "--block_size", "8192", "--precision", "32-true", *flags])
+        out = capsys.readouterr().out
+        row = next(line for line in out.splitlines() if line.startswith("llama-124m"))
+        return float(row.split()[-2])  # total GiB
+
+    plain = total()
+    both = total("--gradient_checkpointing", "--loss_chunk_size", "1024")
+    assert total("--gradient_checkpointing") < plain and both < total("--gradient_checkpointing")
+    assert both < plain / 3
+    main(["presets", "--memory", "--loss_chunk_size", "256"])
+    assert "loss in chunks of 256 tokens" in capsys.readouterr().out.splitlines()[0]

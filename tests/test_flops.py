@@ -58,7 +58,7 @@ def test_formula_equals_flop_counter_with_math_attention(name, training):
 @pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16-autocast"])
 def test_formula_equals_torch_sdpa_formulas_on_the_cpu_flash_kernel(name, autocast):
     # The model's default CPU path (the fused flash kernel; under bf16 autocast it runs attention in float32,
-    # see CausalSelfAttention._attend): the dtype changes nothing, and the forward matches exactly.
+    # see lit_gpt.attention.attend): the dtype changes nothing, and the forward matches exactly.
     config = CONFIGS[name]
     idx = torch.randint(0, config.vocab_size, (B, T))
     model = GPT(config)

@@ -43,7 +43,8 @@ def test_a_dry_run_lists_every_check_on_one_and_n_gpus():
         "fsdp2-tp-{}-resume",
         "fsdp2-tp-{}-hf",
     ]
-    expected = ["prepare"] + [(n.format(d) if "{}" in n else f"{n}-{d}") for d in (1, 4) for n in per_device] + ["mfu"]
+    expected = ["prepare"] + [(n.format(d) if "{}" in n else f"{n}-{d}") for d in (1, 4) for n in per_device]
+    expected += ["mfu", "docmask-off", "docmask-on"]
     assert list(checks) == expected
     assert checks["zero3-4"][checks["zero3-4"].index("--trainer.strategy") + 1] == "deepspeed_stage_3"
     mp = checks["fsdp2-tp-4"]
@@ -59,20 +60,24 @@ def test_every_fit_command_of_a_dry_run_parses(run_main):
     GPU-only strategies are not refused) and resolves the strategy and device count it asks for."""
     checks = dry_run("--gpus", "4")
     fits = {name: argv for name, argv in checks.items() if argv[:2] == ["lit-gpt", "fit"] and "-1" not in name}
-    assert len(fits) == 7
+    assert len(fits) == 9
+    one_gpu = ("mfu", "docmask-off", "docmask-on")
     for name, argv in fits.items():
         code, out, err = run_main(*argv[1:], "--print_config")
         assert code == 0, f"{name}: {err}"
         config = yaml.safe_load(out)
-        assert str(config["trainer"]["devices"]) == ("1" if name == "mfu" else "4"), name
+        assert str(config["trainer"]["devices"]) == ("1" if name in one_gpu else "4"), name
         assert config["trainer"]["accelerator"] == "gpu", name
         strategy = config["trainer"]["strategy"]
         if name.startswith("fsdp2-tp"):
             assert strategy["class_path"] == "lightning.pytorch.strategies.ModelParallelStrategy"
             assert strategy["init_args"]["tensor_parallel_size"] == strategy["init_args"]["data_parallel_size"] == 2
         else:
-            assert strategy == (argv[argv.index("--trainer.strategy") + 1] if name != "mfu" else "auto"), name
+            assert strategy == (argv[argv.index("--trainer.strategy") + 1] if name not in one_gpu else "auto"), name
         assert (config["ckpt_path"] is not None) == name.endswith("resume"), name
+        assert config["data"]["init_args"]["document_mask"] == (name == "docmask-on"), name
+        if name.startswith("docmask"):
+            assert config["data"]["init_args"]["separator"] == "<|endoftext|>"
 
 
 def test_without_a_gpu_or_with_a_bad_option_it_stops_with_one_error_line():

@@ -13,6 +13,7 @@ from lit_gpt.config import Config, ConfigError
 from lit_gpt.lora import PROJECTIONS, LoRA, adapter_names, add_adapters, merge_adapters, weights_sha256
 from lit_gpt.model import GPT
 from lit_gpt.tokenizer import Tokenizer
+from lit_gpt.train.loss import next_token_loss
 
 needs_peft = pytest.mark.usefixtures("peft_installed")
 
@@ -51,7 +52,7 @@ def train_steps(module, steps: int = 3) -> None:
     module.train()
     for _ in range(steps):
         x = torch.randint(0, CONFIG.vocab_size, (4, 16))
-        loss = module._loss(module(x), torch.roll(x, -1, dims=1))
+        loss = next_token_loss(module(x), torch.roll(x, -1, dims=1))
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -61,7 +62,7 @@ def train_steps(module, steps: int = 3) -> None:
 def test_only_the_adapters_train_and_the_optimizer_holds_them_decayed(base):
     module = lit_module(base)
     x = torch.randint(0, CONFIG.vocab_size, (2, 16))
-    module._loss(module(x), x).backward()
+    next_token_loss(module(x), x).backward()
     names = adapter_names(module.model)
     assert len(names) == 2 * 2 * 7  # A and B of 7 projections in 2 layers
     for name, param in module.model.named_parameters():

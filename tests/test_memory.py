@@ -61,3 +61,15 @@ def test_ddp_adds_a_bucket_copy_of_the_gradients(config):
 def test_bad_arguments(config, kwargs, message):
     with pytest.raises(ConfigError, match=message):
         estimate_memory(config, **kwargs)
+
+
+def test_the_chunked_loss_keeps_one_chunk_of_logits(config):
+    """At a long context the logits dominate: chunking the loss leaves one chunk's, whatever the sequence length."""
+    V = config.padded_vocab_size
+    whole = activation_bytes(config, 1, 8192, gradient_checkpointing=True)
+    chunked = activation_bytes(config, 1, 8192, gradient_checkpointing=True, loss_chunk_size=1024)
+    assert whole - chunked == 4 * (8192 - 1024) * V * 4
+    assert activation_bytes(config, 1, 512, loss_chunk_size=1024) == activation_bytes(config, 1, 512)  # one chunk
+    plain = estimate_memory(config, batch_size=1, block_size=8192)
+    both = estimate_memory(config, batch_size=1, block_size=8192, gradient_checkpointing=True, loss_chunk_size=1024)
+    assert plain.activations > 8 * both.activations

@@ -8,9 +8,10 @@ import torch.nn.functional as F
 from lightning.pytorch import Trainer
 from torch.utils.data import DataLoader
 
+from lit_gpt.attention import attend
 from lit_gpt.cli import main
 from lit_gpt.config import Config
-from lit_gpt.model import GPT, CausalSelfAttention
+from lit_gpt.model import GPT
 from lit_gpt.train.module import LitGPT
 
 
@@ -26,13 +27,11 @@ def test_bf16_mixed_trains_on_cpu(fit_args, scalars, tmp_path):
 
 
 def test_attention_runs_in_float32_on_cpu_under_bf16_autocast():
-    config = Config(vocab_size=64, block_size=16, n_layer=1, n_head=4, n_embd=32, n_kv_head=2)
-    attention = CausalSelfAttention(config)
     q = torch.randn(2, 4, 16, 8, dtype=torch.bfloat16)
     k, v = torch.randn(2, 2, 16, 8, dtype=torch.bfloat16), torch.randn(2, 2, 16, 8, dtype=torch.bfloat16)
     expected = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True, enable_gqa=True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        y = attention._attend(q, k, v, None, is_causal=True)
+        y = attend(q, k, v, None, is_causal=True)
     assert y.dtype == torch.bfloat16
     torch.testing.assert_close(y, expected.to(torch.bfloat16), rtol=0, atol=0)  # the float32 result, rounded once
 

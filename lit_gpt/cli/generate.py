@@ -1,8 +1,10 @@
 """``lit-gpt generate --checkpoint PATH --prompt TEXT [...]``: sample text from a trained model.
 
 The checkpoint carries the model config and the tokenizer spec, so no YAML is needed. Decoding is
-``lit_gpt.generate.iter_tokens`` (KV cache, left-padded batches); text is printed as it comes, holding back what could
-be the start of a ``--stop`` string. ``--quantize int8|int4`` quantizes the weights after loading
+``lit_gpt.generate.iter_tokens`` (KV cache, left-padded batches); past ``block_size`` tokens a RoPE model keeps a
+rolling cache with ``--sinks`` attention sinks, so each token stays one single-token forward pass (``--kv_cache
+reprefill`` prefills the last ``block_size`` tokens at every step instead, as models with learned positions do). Text
+is printed as it comes, holding back what could be the start of a ``--stop`` string. ``--quantize int8|int4`` quantizes the weights after loading
 (``lit_gpt.quantize``). No Lightning is imported.
 """
 
@@ -16,7 +18,7 @@ import torch
 from lit_gpt.cli.args import ArgumentParser
 from lit_gpt.cli.loading import add_model_arguments, load_for_inference
 from lit_gpt.errors import ConfigError
-from lit_gpt.generate import check_sampling, iter_tokens, left_pad
+from lit_gpt.generate import KV_CACHE_POLICIES, check_kv_cache, check_sampling, default_kv_cache, iter_tokens, left_pad
 from lit_gpt.tokenizer import Tokenizer
 
 
@@ -34,6 +36,14 @@ def _parser() -> ArgumentParser:
     parser.add_argument("--num_samples", type=int, default=1, help="samples per prompt, generated as one batch")
     parser.add_argument("--stop", action="append", default=[], help="stop a sample at this string (repeatable)")
     parser.add_argument("--no_cache", action="store_true", help="recompute the context every step (slow)")
+    parser.add_argument(
+        "--kv_cache",
+        choices=KV_CACHE_POLICIES,
+        default=None,
+        help="past block_size: a rolling cache with attention sinks, or a prefill of the last block_size tokens "
+        "per step (default: rolling for RoPE models, reprefill for learned positions and dynamic RoPE scaling)",
+    )
+    parser.add_argument("--sinks", type=int, default=4, help="first tokens the rolling cache keeps (default 4)")
     return parser
 
 
@@ -51,6 +61,11 @@ def main(args: list[str]) -> None:
     if opts.max_new_tokens < 0 or opts.num_samples < 1:
         raise ConfigError("--max_new_tokens must be >= 0 and --num_samples >= 1")
     model, tokenizer, device = load_for_inference(opts)
+    kv_cache = opts.kv_cache or default_kv_cache(model)
+    try:
+        check_kv_cache(model, kv_cache, opts.sinks)
+    except ConfigError as err:
+        raise ConfigError(f"--{err}") from None  # the message starts with the option's name
     prompts = [p for p in (opts.prompt or [""]) for _ in range(opts.num_samples)]
     encoded = _encode(prompts, tokenizer, model.config.block_size)
     if len(set(map(len, encoded))) > 1 and opts.no_cache:
@@ -73,6 +88,8 @@ def main(args: list[str]) -> None:
         pad=pad.to(device) if pad.any() else None,
         eos_id=tokenizer.eot_id,
         use_cache=not opts.no_cache,
+        kv_cache=kv_cache,
+        sinks=opts.sinks,
     )
     if len(prompts) == 1:
         _print_streaming(prompts[0], tokens, tokenizer, opts.stop)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from lit_gpt.cli.args import ArgumentParser
 from lit_gpt.config import PRESETS, Config
+from lit_gpt.errors import ConfigError
 from lit_gpt.memory import STRATEGIES, estimate_memory
 
 
@@ -25,6 +26,12 @@ def _parser() -> ArgumentParser:
     memory.add_argument("--block_size", type=int, default=None, help="tokens per sequence (default: the preset's)")
     memory.add_argument("--precision", default="bf16-mixed", help="Lightning precision (default bf16-mixed)")
     memory.add_argument("--gradient_checkpointing", action="store_true", help="recompute each block's activations")
+    memory.add_argument(
+        "--loss_chunk_size",
+        type=int,
+        default=None,
+        help="tokens per chunk of the chunked loss (model.loss_chunk_size; default: the whole logits at once)",
+    )
     return parser
 
 
@@ -35,12 +42,15 @@ def main(args: list[str]) -> None:
         ConfigError: for a bad flag, vocabulary size, device count or strategy.
     """
     opts = _parser().parse_args(args[1:])
+    if opts.loss_chunk_size is not None and opts.loss_chunk_size < 1:
+        raise ConfigError(f"--loss_chunk_size must be >= 1, got {opts.loss_chunk_size}")
     header = f"{'preset':<12}{'n_embd':>8}{'n_head':>8}{'n_kv':>6}{'n_layer':>8}{'block':>7}  {'parameters':>15}  style"
     if opts.memory:
         header += f"  {'weights':>10}{'grads':>10}{'AdamW':>10}{'activ.':>10}{'total':>11}"
         print(
             f"memory per device: {opts.strategy} on {opts.devices} device(s), batch {opts.batch_size}, "
-            f"{opts.precision}{', gradient checkpointing' if opts.gradient_checkpointing else ''}, AdamW; "
+            f"{opts.precision}{', gradient checkpointing' if opts.gradient_checkpointing else ''}"
+            f"{f', loss in chunks of {opts.loss_chunk_size} tokens' if opts.loss_chunk_size else ''}, AdamW; "
             "framework memory (libraries, CUDA context) not included (lit_gpt/memory.py)"
         )
     print(header)
@@ -60,6 +70,7 @@ def main(args: list[str]) -> None:
                 opts.block_size,
                 opts.precision,
                 opts.gradient_checkpointing,
+                opts.loss_chunk_size,
             )
             parts = (estimate.weights, estimate.gradients, estimate.optimizer, estimate.activations)
             line += "  " + "".join(_gib(v, 10) for v in parts) + _gib(estimate.total, 11)

@@ -89,9 +89,16 @@ class Batching:
             streaming) and a mixture's draws.
         num_workers: DataLoader worker processes (per corpus when streaming). A memory-mapped batch is one numpy
             gather, so 0 suits a CPU run; on a GPU, workers take batch preparation off the training step.
+        document_mask: attention stays within documents, in training and validation: a token sees only the earlier
+            tokens of its own document in the window (``lit_gpt.attention.document_mask``). Documents are joined by
+            the tokenizer's end-of-text token, which begins the document after it; each batch carries its tokens'
+            document ids (``lit_gpt.data.windows.document_inputs``). Needs a corpus of several documents.
+        reset_positions: with ``document_mask``, positions restart at 0 at each document's first token instead of
+            counting through the window.
 
     Raises:
-        ConfigError: for a ``batch_size`` or ``val_batch_size`` below 1.
+        ConfigError: for a ``batch_size`` or ``val_batch_size`` below 1, or ``reset_positions`` without
+            ``document_mask``.
     """
 
     block_size: int = 256
@@ -99,6 +106,8 @@ class Batching:
     val_batch_size: int | None = None
     seed: int = 1337
     num_workers: int = 0
+    document_mask: bool = False
+    reset_positions: bool = False
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or (self.val_batch_size is not None and self.val_batch_size < 1):
@@ -106,6 +115,8 @@ class Batching:
                 f"data.batch_size and data.val_batch_size must be positive integers, got {self.batch_size} and "
                 f"{self.val_batch_size}"
             )
+        if self.reset_positions and not self.document_mask:
+            raise ConfigError("data.reset_positions restarts positions at document boundaries: set data.document_mask")
 
 
 @dataclass

@@ -15,6 +15,10 @@ a target exactly once. The last, partial window is taken as the final ``block_si
 already covered set to ``IGNORE_INDEX``, so all batches keep one shape and ``val/loss`` is the exact mean over
 the split, comparable between runs with the same tokenizer. Ranks take every ``world_size``-th window.
 
+Documents. A window may hold the end of one document and the start of others (joined by end-of-text).
+``document_inputs`` gives the model what document masking needs (``lit_gpt.data.settings.Batching.document_mask``):
+each token's document id within its window, and optionally its position within its document.
+
 Torch and numpy only (``lit_gpt.train.datamodule`` wraps these in data loaders).
 """
 
@@ -146,3 +150,20 @@ class ValidationWindows(Dataset):
         x, y = window[:-1], window[1:].clone()
         y[:n_ignored] = IGNORE_INDEX
         return x, y
+
+
+def document_inputs(x: torch.Tensor, eot_id: int, reset_positions: bool = False) -> dict[str, torch.Tensor]:
+    """``GPT.forward``'s keyword arguments for document masking of token windows ``x`` (B, T), on x's device.
+
+    ``documents`` (B, T) int64: the end-of-text tokens up to and including each token, so the end-of-text between two
+    documents is the first token of the second (as GPT-2's, it predicts that document's first token) and a window's
+    first, possibly cut, document is 0. With ``reset_positions`` also ``positions`` (B, T): each token's distance
+    from its document's first token in the window (from the window's start for document 0).
+    """
+    boundary = x == eot_id  # (B, T)
+    inputs = {"documents": boundary.long().cumsum(dim=1)}
+    if reset_positions:
+        t = torch.arange(x.size(1), device=x.device).expand_as(x)  # (B, T)
+        start = torch.where(boundary, t, torch.zeros_like(t)).cummax(dim=1).values  # each document's first token
+        inputs["positions"] = t - start
+    return inputs

@@ -5,6 +5,8 @@ memory-mapped token shards and serves their windows.
 default, ``lit_gpt.train.streaming.StreamingTextDataModule`` streams litdata chunks). It owns validation: each
 corpus's whole validation split in non-overlapping windows (``lit_gpt.data.windows.ValidationWindows``, every target
 once), one loader per corpus of a mixture, so ``val/loss`` is exact (see ``lit_gpt.data.mixture`` for mixtures).
+Under ``document_mask`` it adds the tokens' document ids to every batch once on the device (training and validation
+batches alike: ``(x, y)`` becomes ``(x, y, inputs)``, ``inputs`` being ``GPT.forward`` keyword arguments).
 
 ``TextDataModule``: preparation is ``lit_gpt.data.prepare.prepare_corpus`` (download if missing, tokenize into
 shards, reuse while fresh); opening the shards checks their sizes and verification stamps and reads them only when
@@ -20,8 +22,15 @@ from torch.utils.data import DataLoader
 
 from lit_gpt.data.prepare import load_split, prepare_corpus
 from lit_gpt.data.settings import StreamingData, TextData
-from lit_gpt.data.windows import MixtureWindowBatches, RandomWindowBatches, TrainWindows, ValidationWindows
+from lit_gpt.data.windows import (
+    MixtureWindowBatches,
+    RandomWindowBatches,
+    TrainWindows,
+    ValidationWindows,
+    document_inputs,
+)
 from lit_gpt.errors import ConfigError
+from lit_gpt.tokenizer import Tokenizer
 
 
 def data_parallel_rank(trainer) -> tuple[int, int]:
@@ -45,8 +54,8 @@ class TokenDataModule(LightningDataModule):
         settings: the data section (``lit_gpt.data.settings.TextData`` or ``StreamingData``), kept as ``settings``:
             the batch settings (``Batching``), the corpora and their weights.
 
-    A subclass sets, in ``setup``, ``val_tokens`` (one 1-D token array per corpus); it implements ``metas()`` (each
-    corpus's prepared metadata) and ``train_dataloader()``.
+    A subclass sets, in ``setup``, ``val_tokens`` (one 1-D token array per corpus) and calls ``_setup_documents``;
+    it implements ``metas()`` (each corpus's prepared metadata) and ``train_dataloader()``.
     """
 
     def __init__(self, settings: TextData | StreamingData) -> None:
@@ -56,6 +65,7 @@ class TokenDataModule(LightningDataModule):
         self.names: list[str] | None = None if mixture is None else [c.name for c in mixture]
         self.weights: np.ndarray = settings.weights()  # normalised, shape (corpora,)
         self.val_tokens: list[np.ndarray] = []
+        self.eot_id: int | None = None  # the end-of-text id between documents, under document masking (setup)
 
     def metas(self) -> list[dict]:
         """The metadata of each corpus's prepared data, in order (``meta.json``)."""
@@ -91,6 +101,32 @@ class TokenDataModule(LightningDataModule):
         """(name, weight) of each corpus of a mixture, in the order of the validation loaders; None for a single
         corpus. ``lit_gpt.train.module.LitGPT`` logs ``val/loss/<name>`` and their weighted sum as ``val/loss``."""
         return None if self.names is None else [(n, float(w)) for n, w in zip(self.names, self.weights)]
+
+    def _setup_documents(self) -> None:
+        """Under ``settings.document_mask``, find the end-of-text id that separates documents (``eot_id``).
+
+        Raises:
+            ConfigError: when no corpus's training split holds an end-of-text token (each is one document).
+        """
+        self.eot_id = None
+        if not self.settings.document_mask:
+            return
+        if max(meta.get("documents", {}).get("train", 0) for meta in self.metas()) < 2:
+            raise ConfigError(
+                "data.document_mask needs documents separated by end-of-text tokens, but the training split is one "
+                "document: set data.separator (e.g. <|endoftext|>) to cut the corpus into documents, or turn "
+                "data.document_mask off"
+            )
+        self.eot_id = Tokenizer.from_spec(self.tokenizer_spec).eot_id
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Under ``document_mask``, ``(x, y)`` -> ``(x, y, inputs)`` with ``lit_gpt.data.windows.document_inputs``
+        of x, computed on the device: the ``documents`` (and with ``reset_positions``, ``positions``) of
+        ``GPT.forward``."""
+        if self.eot_id is None:
+            return batch
+        x, y = batch
+        return x, y, document_inputs(x, self.eot_id, self.settings.reset_positions)
 
     def _check_windows(self, what: str, split: str, tokens: int) -> None:
         block_size = self.settings.block_size
@@ -195,6 +231,7 @@ class TextDataModule(TokenDataModule):
             self.train_shards += train
             self.corpus_windows.append(TrainWindows(train, self.settings.block_size).num_windows)
             self.val_tokens.append(val)
+        self._setup_documents()
 
     def train_dataloader(self) -> DataLoader:
         s = self.settings

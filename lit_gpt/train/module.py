@@ -1,5 +1,6 @@
 """LitGPT: the Lightning adapter around a ``GPT``: training and validation steps, metrics and hooks. The policies are
-plain functions it calls: the optimizer and the LR schedule (``lit_gpt.train.optim``), the gradient norm and
+plain functions it calls: the loss (``lit_gpt.train.loss``: whole, or chunked with ``loss_chunk_size``), the
+optimizer and the LR schedule (``lit_gpt.train.optim``), the gradient norm and
 clipping (``lit_gpt.train.parallel``), loading pretrained weights (``lit_gpt.checkpoint.load_checkpoint``) and the
 checkpoint record (``lit_gpt.formats.training``, through ``lit_gpt.checkpoint``).
 
@@ -37,7 +38,6 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import nn
@@ -52,11 +52,13 @@ from lit_gpt.flops import flops_per_token
 from lit_gpt.lora import LoRA, add_adapters, base_identity
 from lit_gpt.model import GPT
 from lit_gpt.train.compile import compile_blocks, eager_blocks
+from lit_gpt.train.loss import batch_loss
 from lit_gpt.train.optim import build_optimizer, check_muon_strategy, check_resumed_optimizer, cosine_schedule
 from lit_gpt.train.parallel import clip_grad_norm_, gradient_norm, owns_gradient_norm, parallelize
 
-Batch = tuple[torch.Tensor, torch.Tensor]
-"""Token ids ``(x, y)``, both (B, T) int64: inputs and next-token targets (``IGNORE_INDEX`` where none)."""
+Batch = tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, dict]
+"""Token ids ``(x, y)``, both (B, T) int64: inputs and next-token targets (``IGNORE_INDEX`` where none); under
+document masking also a dict of ``GPT.forward`` keyword arguments (``lit_gpt.train.datamodule``)."""
 TRAINING_FIELDS = ("dropout", "init", "gradient_checkpointing")
 """``Config`` fields that are training-time settings: ``init_weights`` may have been trained with other values."""
 CONTEXT_FIELDS = ("block_size", "rope_theta", "rope_scaling")
@@ -65,13 +67,22 @@ CONTEXT_FIELDS = ("block_size", "rope_theta", "rope_scaling")
 
 
 def check_settings(
-    learning_rate: float, min_lr: float, warmup_steps: int, optimizer: str, lora, init_weights, compile=None
+    learning_rate: float,
+    min_lr: float,
+    warmup_steps: int,
+    optimizer: str,
+    lora,
+    init_weights,
+    compile=None,
+    loss_chunk_size=None,
 ) -> None:
     """Raise ConfigError for ``LitGPT`` settings that do not go together (named by their ``model.*`` keys)."""
     if compile == "auto":
         raise ConfigError(
             "model.compile auto is resolved by lit-gpt fit, which knows the run's length; in Python pass True or False"
         )
+    if loss_chunk_size is not None and loss_chunk_size < 1:
+        raise ConfigError(f"model.loss_chunk_size must be >= 1 token (or null), got {loss_chunk_size}")
     if not 0 <= min_lr <= learning_rate:
         raise ConfigError(f"need 0 <= model.min_lr <= model.learning_rate, got {min_lr} and {learning_rate}")
     if warmup_steps < 0:
@@ -151,11 +162,6 @@ def fine_tuning_config(pretrained: Config, config: Config, path: str) -> Config:
     return pretrained.replace(**{k: getattr(config, k) for k in (*TRAINING_FIELDS, *context)})
 
 
-def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy (float32) of ``logits`` (B, T, V) against ``targets`` (B, T), skipping ``IGNORE_INDEX``."""
-    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX)
-
-
 def batch_flops(config: Config, batch: Batch, training: bool, lora: bool) -> int:
     """Model FLOPs of one (B, T) batch (``lit_gpt.flops.flops_per_token``): forward + backward in training, forward
     only in evaluation. With LoRA the backward pass computes input gradients only (the frozen weights need none), so
@@ -204,6 +210,8 @@ class LitGPT(LightningModule):
             "max-autotune-no-cudagraphs" (on CPU: Inductor's own C++ matmuls where they beat oneDNN, for small models).
         float32_matmul_precision: ``torch.set_float32_matmul_precision``, set at setup: "high" lets float32 matmuls
             use TF32 on NVIDIA GPUs since Ampere; "highest" keeps full float32 everywhere.
+        loss_chunk_size: compute the output head and the loss this many tokens at a time, recomputed in the backward
+            pass, so the (B, T, V) logits are never stored whole (``lit_gpt.train.loss``); None: all at once.
     """
 
     def __init__(
@@ -223,9 +231,10 @@ class LitGPT(LightningModule):
         compile_mode: str | None = None,
         float32_matmul_precision: Literal["highest", "high", "medium"] = "high",
         lora: LoRA | None = None,
+        loss_chunk_size: int | None = None,
     ) -> None:
         super().__init__()
-        check_settings(learning_rate, min_lr, warmup_steps, optimizer, lora, init_weights, compile)
+        check_settings(learning_rate, min_lr, warmup_steps, optimizer, lora, init_weights, compile, loss_chunk_size)
         self.save_hyperparameters()
         self.tokenizer, self.lora = tokenizer, lora
         # self.base: the identity of LoRA's base (path, weight hash), recorded in checkpoints; None without LoRA
@@ -283,23 +292,19 @@ class LitGPT(LightningModule):
 
     on_test_batch_start = on_validation_batch_start
 
-    _loss = staticmethod(next_token_loss)
-
     def _logging_step(self) -> bool:
         """Whether this step's metrics reach the logger (every ``trainer.log_every_n_steps``-th step): ``self.log`` is
         called only then, skipping Lightning's bookkeeping on the others (the progress bar's loss updates as often)."""
         return (self.global_step + 1) % self.trainer.log_every_n_steps == 0
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        loss = self._loss(self.model(x), y)
+        loss = batch_loss(self.model, batch, self.hparams.loss_chunk_size)
         if self._logging_step():  # several devices: the mean over all of them (one all-reduce per logged step)
             self.log("train/loss", loss, prog_bar=True, sync_dist=self.trainer.world_size > 1)
         return loss
 
     def _evaluation_step(self, batch: Batch, stage: str, dataloader_idx: int) -> None:
-        x, y = batch
-        loss, targets = self._loss(self.model(x), y), (y != IGNORE_INDEX).sum()
+        loss, targets = batch_loss(self.model, batch, self.hparams.loss_chunk_size), (batch[1] != IGNORE_INDEX).sum()
         if not self.val_corpora:
             self.val_loss.update(loss, weight=targets)
             self.log(f"{stage}/loss", self.val_loss, prog_bar=True)

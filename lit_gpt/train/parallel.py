@@ -126,7 +126,7 @@ def parallelize(model: GPT, mesh) -> None:
     Raises:
         ConfigError: if the tensor-parallel size does not divide the heads, key/value heads or MLP width.
     """
-    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
     from torch.distributed.tensor.parallel import parallelize_module
 
     tp_mesh, dp_mesh = mesh["tensor_parallel"], mesh["data_parallel"]
@@ -144,6 +144,8 @@ def parallelize(model: GPT, mesh) -> None:
         for block in model.layers:
             fully_shard(block, mesh=dp_mesh)
         fully_shard(model, mesh=dp_mesh)
+        # the chunked loss (lit_gpt.train.loss) runs hidden_states, then the head: the root's weights must be gathered
+        register_fsdp_forward_method(model, "hidden_states")
 
 
 def total_norm(grads: list[torch.Tensor]) -> torch.Tensor:

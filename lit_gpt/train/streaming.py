@@ -71,6 +71,7 @@ class StreamingTextDataModule(TokenDataModule):
             self._check_windows(corpus.input_dir, "training", longest_chunk)
             self.val_tokens.append(read_val_tokens(corpus.input_dir, meta, self.settings.cache_dir))
             self._check_windows(corpus.input_dir, "validation", len(self.val_tokens[-1]))
+        self._setup_documents()
 
     def _topology(self) -> dict:
         """What the order of the stream depends on, besides the data: a resume must find the same."""

@@ -1,0 +1,37 @@
+"""The normalisation layers of ``lit_gpt.model``: RMSNorm (Zhang & Sennrich 2019) and LayerNorm, chosen by
+``Config.norm``. Imports torch and the config only."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lit_gpt.config import Config
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square layer norm (Zhang & Sennrich 2019, https://arxiv.org/abs/1910.07467).
+
+    ``y = x / sqrt(mean(x**2, dim=-1) + eps) * weight``, computed in float32 and cast back to the input dtype,
+    as in Hugging Face ``LlamaRMSNorm``. Input and output shape: (..., dim).
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def reset_parameters(self) -> None:
+        nn.init.ones_(self.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+def build_norm(config: Config) -> nn.Module:
+    """The norm layer that ``config.norm`` names, over the last dimension of size n_embd."""
+    if config.norm == "rmsnorm":
+        return RMSNorm(config.n_embd, eps=config.norm_eps)
+    return nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=config.bias)
