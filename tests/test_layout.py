@@ -162,6 +162,8 @@ def test_the_core_follows_one_direction():
         "lit_gpt.formats",
         "lit_gpt.checkpoint",
         "lit_gpt.generate",
+        "lit_gpt.batching",
+        "lit_gpt.engine",
         "lit_gpt.evaluate",
         "lit_gpt.lm_eval_adapter",
     ]
@@ -233,6 +235,7 @@ LIGHT_COMMANDS = [
     ["train-tokenizer", "--help"],
     ["quantize", "--help"],
     ["evaluate", "--help"],
+    ["serve", "--help"],
 ]
 
 

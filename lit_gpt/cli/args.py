@@ -18,10 +18,11 @@ usage: lit-gpt {fit,validate,test} --config CONFIG.yaml [--section.key VALUE ...
        lit-gpt quantize --checkpoint PATH --out DIR --mode int8|int4 [--group_size G]
        lit-gpt evaluate --checkpoint PATH --data.path FILE_OR_GLOB [--block_size N --stride S --out JSON]
        lit-gpt evaluate --checkpoint PATH --tasks NAME[,NAME...] [--include_path DIR --limit N --out JSON]
+       lit-gpt serve --checkpoint PATH [--host H --port P --max_batch_size N --quantize int8|int4]
        lit-gpt presets [--vocab_size N]
        lit-gpt train-tokenizer --data.path PATH --vocab_size N --out DIR [--val_path PATH] [--val_fraction F]
 
-Train (fit, also LoRA: model.lora), validate, sample, quantize and evaluate LLaMA- or GPT-2-style language models.
+Train (fit, also LoRA: model.lora), validate, sample, serve, quantize and evaluate LLaMA- or GPT-2-style language models.
 `lit-gpt COMMAND --help` lists a command's options (`lit-gpt fit --help`: every training option)."""
 """``lit-gpt --help``, also the description of ``lit-gpt fit --help``."""
 
