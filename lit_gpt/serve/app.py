@@ -37,7 +37,7 @@ class Service:
         self.created = int(time.time())
 
     def encode(self, parsed: Parsed) -> tuple[list[int], tuple[int, ...], list[str]]:
-        """The prompt ids, the stop ids and the stop strings of a request.
+        """The prompt ids, the stop ids (none with ``ignore_eos``) and the stop strings of a request.
 
         Raises:
             APIError: 404 for another model's name; 400 for a prompt the tokenizer or chat template refuses, token ids
@@ -60,13 +60,13 @@ class Service:
         if any(not 0 <= i < tok.vocab_size for i in ids):
             raise APIError(f"prompt token ids must be in [0, {tok.vocab_size})", "prompt")
         self._fit(parsed, len(ids))
-        return ids, stop_ids, stops
+        return ids, () if parsed.ignore_eos else stop_ids, stops
 
     def _fit(self, parsed: Parsed, prompt_tokens: int) -> None:
         """Default chat's ``max_tokens`` to the rest of the context, and refuse a request that does not fit."""
         context = self.engine.block_size
         if parsed.max_tokens is None:
-            parsed.max_tokens = context - prompt_tokens
+            parsed.max_tokens = max(1, context - prompt_tokens)
         if prompt_tokens + parsed.max_tokens > context:
             raise APIError(
                 f"This model's maximum context length is {context} tokens. However, you requested "

@@ -3,8 +3,9 @@
 Follows https://platform.openai.com/docs/api-reference (``/v1/completions``, ``/v1/chat/completions``,
 ``/v1/models``): ``model``, ``prompt`` (a string, a list of one string, or a list of token ids) or ``messages``,
 ``max_tokens`` (``max_completion_tokens`` for chat), ``temperature`` (0 is greedy), ``top_p``, ``stop`` (a string or
-up to four), ``seed``, ``n``, ``stream`` and ``stream_options.include_usage``; ``top_k`` is an extension (as in vLLM;
--1 or absent means every token). A bad request is an ``APIError``, sent as OpenAI's error body
+up to four), ``seed``, ``n``, ``stream`` and ``stream_options.include_usage``. Extensions, as vLLM names them:
+``top_k`` (-1 or absent means every token) and ``ignore_eos`` (generate ``max_tokens`` tokens whatever they are, for
+load tests). A bad request is an ``APIError``, sent as OpenAI's error body
 ``{"error": {"message", "type", "param", "code"}}`` with a 4xx status. Standard library only.
 """
 
@@ -52,6 +53,7 @@ class Parsed:
     stop: list[str] = field(default_factory=list)
     stream: bool = False
     include_usage: bool = False
+    ignore_eos: bool = False
 
 
 def parse(raw: bytes, chat: bool, max_n: int) -> Parsed:
@@ -72,7 +74,8 @@ def parse(raw: bytes, chat: bool, max_n: int) -> Parsed:
     parsed = Parsed(model=_get(body, "model", str, required=True))
     if chat:
         parsed.messages = _messages(body)
-        parsed.max_tokens = _get(body, "max_completion_tokens", int) or _get(body, "max_tokens", int)
+        newer = _get(body, "max_completion_tokens", int)
+        parsed.max_tokens = _get(body, "max_tokens", int) if newer is None else newer
     else:
         parsed.prompt = _prompt(body)
         parsed.max_tokens = _get(body, "max_tokens", int, default=16)
@@ -104,6 +107,7 @@ def _sampling(body: dict, parsed: Parsed, max_n: int) -> None:
         raise APIError(f"stop must be a string or a list of up to {MAX_STOPS} strings", "stop")
     parsed.stop = stop
     parsed.stream = _get(body, "stream", bool, default=False)
+    parsed.ignore_eos = _get(body, "ignore_eos", bool, default=False)
     options = body.get("stream_options") or {}
     if not isinstance(options, dict):
         raise APIError("stream_options must be an object", "stream_options")
