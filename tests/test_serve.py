@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -273,3 +274,59 @@ def test_the_playground_is_served_at_the_root(server):
         page = response.read().decode()
     assert response.headers["content-type"].startswith("text/html")
     assert "/v1/completions" in page and "/v1/chat/completions" in page and 'id="send"' in page
+
+
+def headless_chromium():
+    """A Selenium driver of headless Chromium, or a skip naming what to install."""
+    webdriver = pytest.importorskip("selenium.webdriver", reason='selenium is not installed: pip install -e ".[test]"')
+    browser = next(
+        (shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None
+    )
+    driver = shutil.which("chromedriver")
+    if browser is None or driver is None:
+        pytest.skip("Chromium or chromedriver is not installed: apt-get install -y chromium chromium-driver")
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1000,900"):
+        options.add_argument(flag)
+    return webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver))
+
+
+def test_the_playground_streams_an_answer_in_headless_chromium(server, tmp_path):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = headless_chromium()
+    text_of = lambda element_id: driver.execute_script(f"return document.getElementById('{element_id}').textContent")
+    wait = WebDriverWait(driver, 120)
+    try:
+        driver.get(server.url + "/")
+        wait.until(lambda d: text_of("model") == "tiny")
+        driver.execute_script(
+            "document.getElementById('temperature').value = '0';"
+            "document.getElementById('max_tokens').value = '24';"
+            f"document.getElementById('prompt').value = {json.dumps(PROMPT)};"
+        )
+        driver.execute_script(
+            "window.updates = 0; new MutationObserver(() => window.updates++).observe("
+            "document.getElementById('output'), {childList: true, characterData: true, subtree: true});"
+        )
+        driver.find_element("id", "send").click()
+        wait.until(lambda d: text_of("status").startswith("done"))
+        assert driver.execute_script("return window.updates") > 2  # the text arrived in pieces, as streamed
+        want = server.client().completions.create(model="tiny", prompt=PROMPT, max_tokens=24, temperature=0)
+        assert text_of("output") == want.choices[0].text
+        assert text_of("status") == f"done ({want.choices[0].finish_reason})"
+
+        driver.execute_script("document.getElementById('mode').value = 'chat';")
+        driver.find_element("id", "send").click()
+        wait.until(lambda d: text_of("status").startswith("done"))
+        messages = [{"role": "user", "content": PROMPT}]
+        want = server.client().chat.completions.create(model="tiny", messages=messages, max_tokens=24, temperature=0)
+        assert text_of("output") == want.choices[0].message.content
+        turns = driver.execute_script(
+            "return [...document.querySelectorAll('#history .turn b')].map(b => b.textContent)"
+        )
+        assert turns == ["user", "assistant"]
+        assert driver.save_screenshot(str(tmp_path / "playground.png"))
+    finally:
+        driver.quit()
