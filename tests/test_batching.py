@@ -131,6 +131,23 @@ def test_the_background_thread_serves_requests_until_stopped():
     assert len({tuple(o.tokens) for o in outs}) == 1
 
 
+@pytest.mark.parametrize("mode", ["int8", "int4"])
+def test_a_quantized_model_batches_as_it_generates(mode):
+    pytest.importorskip("torchao", reason='torchao is not installed: pip install -e ".[quant]"')
+    from lit_gpt.quantize import quantize
+
+    model = GPT(Config(vocab_size=128, block_size=48, n_layer=2, n_head=4, n_embd=128)).eval()
+    quantize(model, mode, 32)
+    prompts = [[1, 2, 3, 4, 5], [7, 8], [9] * 12]
+    want = [generate(model, torch.tensor([p]), 12, temperature=0.0)[0, len(p) :].tolist() for p in prompts]
+    engine = Engine(model, max_batch_size=2)
+    outs = [Collect() for _ in prompts]
+    for prompt, out in zip(prompts, outs):
+        engine.submit(prompt, Sampling(max_tokens=12, temperature=0.0), out)
+    run_all(engine)
+    assert [o.tokens for o in outs] == want
+
+
 @pytest.mark.parametrize(
     "prompt, sampling, message",
     [

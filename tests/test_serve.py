@@ -330,3 +330,13 @@ def test_the_playground_streams_an_answer_in_headless_chromium(server, tmp_path)
         assert driver.save_screenshot(str(tmp_path / "playground.png"))
     finally:
         driver.quit()
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [(["--max_batch_size", "0"], "--max_batch_size must be >= 1"), (["--port", "70000"], "--port must be in")],
+)
+def test_bad_serve_flags_are_one_error_line(checkpoint, run_main, errors, flags, message):
+    code, _, err = run_main("serve", "--checkpoint", checkpoint, *flags)
+    lines = errors(err)
+    assert code == 2 and len(lines) == 1 and message in lines[0]

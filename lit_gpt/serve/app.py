@@ -85,7 +85,10 @@ class Service:
             sampling = Sampling(parsed.max_tokens, parsed.temperature, parsed.top_k, parsed.top_p, seed, stop_ids)
 
             def emit(token, reason, index=index):
-                loop.call_soon_threadsafe(queue.put_nowait, (index, token, reason))
+                try:
+                    loop.call_soon_threadsafe(queue.put_nowait, (index, token, reason))
+                except RuntimeError:  # the event loop closed (the server is shutting down): nobody is listening
+                    pass
 
             try:
                 requests.append(self.engine.submit(ids, sampling, emit))
