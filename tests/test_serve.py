@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lit_gpt.chat import ChatTemplate
+from lit_gpt.chat import CHATML, ChatTemplate
 from lit_gpt.checkpoint import save_folder
 from lit_gpt.config import Config
 from lit_gpt.model import GPT
@@ -340,3 +340,20 @@ def test_bad_serve_flags_are_one_error_line(checkpoint, run_main, errors, flags,
     code, _, err = run_main("serve", "--checkpoint", checkpoint, *flags)
     lines = errors(err)
     assert code == 2 and len(lines) == 1 and message in lines[0]
+
+
+def test_chat_uses_the_checkpoint_template_and_its_end_of_turn(hf_folder):
+    from lit_gpt.engine import Engine
+    from lit_gpt.serve.app import Service
+    from lit_gpt.serve.protocol import parse
+
+    tokenizer = Tokenizer.from_name(str(hf_folder("qwen2")))
+    assert tokenizer.chat_template
+    model = GPT(Config(vocab_size=tokenizer.vocab_size, block_size=128, n_layer=1, n_head=2, n_embd=16))
+    service = Service(Engine(model, max_batch_size=2), tokenizer, "qwen")
+    messages = [{"role": "user", "content": "Hello there"}]
+    body = json.dumps({"model": "qwen", "messages": messages}).encode()
+    ids, stop_ids, stops = service.encode(parse(body, chat=True, max_n=2))
+    assert ids == ChatTemplate(tokenizer, tokenizer.chat_template).encode(messages, add_generation_prompt=True)
+    assert tokenizer.decode(ids) != ChatTemplate(tokenizer, CHATML).render(messages, add_generation_prompt=True)
+    assert tokenizer.encode("<|im_end|>", allow_special=True)[0] in stop_ids and stops == []
