@@ -7,6 +7,7 @@
 | ``eval``  | lm-eval  | ``lit_gpt.lm_eval_adapter`` (benchmark tasks)     |
 | ``sentencepiece`` | sentencepiece, protobuf | ``lit_gpt.spm`` (SentencePiece ``tokenizer.model``) |
 | ``gguf``  | gguf     | ``lit_gpt.formats.gguf`` (GGUF files for llama.cpp) |
+| ``serve`` | fastapi, uvicorn, openai | ``lit_gpt.serve.app``, ``lit_gpt.cli.serve`` (``lit-gpt serve``); openai: tests, bench |
 
 None of them changes the torch version (checked with ``pip install --dry-run``). Standard library only.
 """

@@ -168,6 +168,8 @@ def test_the_core_follows_one_direction():
         "lit_gpt.formats",
         "lit_gpt.checkpoint",
         "lit_gpt.generate",
+        "lit_gpt.batching",
+        "lit_gpt.engine",
         "lit_gpt.evaluate",
         "lit_gpt.passkey",
         "lit_gpt.lm_eval_adapter",
@@ -241,6 +243,7 @@ LIGHT_COMMANDS = [
     ["train-tokenizer", "--help"],
     ["quantize", "--help"],
     ["evaluate", "--help"],
+    ["serve", "--help"],
 ]
 
 

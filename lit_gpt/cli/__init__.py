@@ -26,6 +26,7 @@ COMMANDS = {
     "export": "lit_gpt.cli.export",
     "quantize": "lit_gpt.cli.quantize",
     "evaluate": "lit_gpt.cli.evaluate",
+    "serve": "lit_gpt.cli.serve",
     "presets": "lit_gpt.cli.presets",
     "train-tokenizer": "lit_gpt.cli.train_tokenizer",
 }

@@ -20,11 +20,12 @@ usage: lit-gpt {fit,validate,test} --config CONFIG.yaml [--section.key VALUE ...
        lit-gpt evaluate --checkpoint PATH --data.path FILE_OR_GLOB [--block_size N --stride S --by_position --out JSON]
        lit-gpt evaluate --checkpoint PATH --passkey [--passkey.lengths N,N... --passkey.depths D,D... --out JSON]
        lit-gpt evaluate --checkpoint PATH --tasks NAME[,NAME...] [--include_path DIR --limit N --out JSON]
+       lit-gpt serve --checkpoint PATH [--host H --port P --max_batch_size N --quantize int8|int4]
        lit-gpt presets [--vocab_size N]
        lit-gpt train-tokenizer --data.path PATH --vocab_size N --out DIR [--val_path PATH] [--val_fraction F]
 
 Train (fit, also LoRA: model.lora; instruction tuning: lit_gpt.train.sft.SFTDataModule), validate, sample, chat,
-quantize and evaluate LLaMA- or GPT-2-style language models.
+serve, quantize and evaluate LLaMA- or GPT-2-style language models.
 `lit-gpt COMMAND --help` lists a command's options (`lit-gpt fit --help`: every training option)."""
 """``lit-gpt --help``, also the description of ``lit-gpt fit --help``."""
 
