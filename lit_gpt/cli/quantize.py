@@ -10,13 +10,7 @@ from lit_gpt.cli.loading import load_for_inference
 from lit_gpt.quantize import DEFAULT_GROUP_SIZE, GROUP_SIZES, MODES, model_bytes, quantize
 
 
-def main(args: list[str]) -> None:
-    """Quantize the checkpoint that ``args`` (``["quantize", flags...]``) names and say what was written.
-
-    Raises:
-        ConfigError: for bad flags, an unusable checkpoint, torchao missing, a mode this torchao or device lacks,
-            or an ``--out`` that is a file.
-    """
+def _parser() -> ArgumentParser:
     parser = ArgumentParser(prog="lit-gpt quantize", description="Quantize a checkpoint's weights for inference.")
     parser.add_argument("--checkpoint", required=True, help="any checkpoint `lit-gpt generate` reads (LoRA: merged)")
     parser.add_argument("--out", required=True, help="the folder to write (created if missing; files are replaced)")
@@ -33,7 +27,17 @@ def main(args: list[str]) -> None:
         default=None,
         help="cpu or cuda (default: cuda if available); int4 runs only on the kind of device it was quantized on",
     )
-    opts = parser.parse_args(args[1:])
+    return parser
+
+
+def main(args: list[str]) -> None:
+    """Quantize the checkpoint that ``args`` (``["quantize", flags...]``) names and say what was written.
+
+    Raises:
+        ConfigError: for bad flags, an unusable checkpoint, torchao missing, a mode this torchao or device lacks,
+            or an ``--out`` that is a file.
+    """
+    opts = _parser().parse_args(args[1:])
     opts.quantize = None  # load in float32, measure, then quantize
     model, tokenizer, _ = load_for_inference(opts)
     float_bytes = model_bytes(model)

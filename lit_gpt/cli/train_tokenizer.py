@@ -21,6 +21,17 @@ def _read_corpus(path: str) -> str:
     return "\n".join(p.read_text(encoding="utf-8", errors="replace") for p in resolve_sources(path))
 
 
+def _parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="lit-gpt train-tokenizer", description="Train a byte-level BPE on a corpus.")
+    parser.add_argument("--data.path", dest="path", required=True, help="a text file, a folder of .txt files or a glob")
+    parser.add_argument("--vocab_size", type=int, required=True, help="token ids including <|endoftext|> (>= 257)")
+    parser.add_argument("--out", required=True, help="folder to write tokenizer.tiktoken and tokenizer.json into")
+    parser.add_argument("--val_path", help="text to measure compression on (default: the corpus's held-out tail)")
+    parser.add_argument("--val_fraction", type=float, default=0.1, help="held-out tail of the corpus, in (0, 1)")
+    parser.add_argument("--name", default="bpe", help="name of the encoding, stored in the folder")
+    return parser
+
+
 def main(args: list[str]) -> None:
     """Train on the corpus (all of it with ``--val_path``, else all but its last ``val_fraction`` of characters),
     save the folder, and print the vocabulary size, the training time and the bytes per token of the validation
@@ -29,14 +40,7 @@ def main(args: list[str]) -> None:
     Raises:
         ConfigError: for bad arguments, a missing corpus, a bad vocab_size or an unwritable ``--out``.
     """
-    parser = ArgumentParser(prog="lit-gpt train-tokenizer", description="Train a byte-level BPE on a corpus.")
-    parser.add_argument("--data.path", dest="path", required=True, help="a text file, a folder of .txt files or a glob")
-    parser.add_argument("--vocab_size", type=int, required=True, help="token ids including <|endoftext|> (>= 257)")
-    parser.add_argument("--out", required=True, help="folder to write tokenizer.tiktoken and tokenizer.json into")
-    parser.add_argument("--val_path", help="text to measure compression on (default: the corpus's held-out tail)")
-    parser.add_argument("--val_fraction", type=float, default=0.1, help="held-out tail of the corpus, in (0, 1)")
-    parser.add_argument("--name", default="bpe", help="name of the encoding, stored in the folder")
-    opts = parser.parse_args(args[1:])
+    opts = _parser().parse_args(args[1:])
     validate_vocab_size(opts.vocab_size)
     if opts.val_path is None and not 0.0 < opts.val_fraction < 1.0:
         raise ConfigError(f"--val_fraction must be between 0 and 1 (exclusive), got {opts.val_fraction}")
