@@ -1,7 +1,7 @@
 """Time to nanoGPT's quality: whole-process wall time until lit_gpt reaches the val/loss of nanoGPT's whole run.
 
     python bench/time_to_target.py --nanogpt PATH/TO/nanoGPT [--config configs/shakespeare-char.yaml]
-        [--steps 400 500 600 800] [--recipe NAME FLAGS...]... [--cold] [--plot FILE.png] [--out FILE.json]
+        [--steps 400 500 600 800] [--recipe NAME=FLAGS]... [--cold] [--plot FILE.png] [--out FILE.json]
         [--reference_steps N] [-- FLAGS]
 
 1. nanoGPT's README CPU recipe (``train.py config/train_shakespeare_char.py --device=cpu --compile=False
@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -202,11 +203,10 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--steps", nargs="+", type=int, default=[400, 500, 600, 700, 800, 1000])
     parser.add_argument(
         "--recipe",
-        nargs="+",
         action="append",
-        metavar=("NAME", "FLAGS"),
-        help="a named recipe and its lit-gpt fit flags, e.g. --recipe muon --model.optimizer muon (repeatable; "
-        "default: the config as it is)",
+        metavar="NAME=FLAGS",
+        help="a named recipe and its lit-gpt fit flags, e.g. --recipe 'muon=--model.optimizer muon' (repeatable; "
+        "default: the config as it is, named default)",
     )
     parser.add_argument("--cold", action="store_true", help="also time the target run with an empty Inductor cache")
     parser.add_argument("--reference_steps", type=int, help="nanoGPT's iterations (default: the config's steps)")
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     args, extra = parse(sys.argv[1:] if argv is None else argv)
     config = yaml.safe_load(Path(args.config).read_text())
     shape = nanogpt_shape(config, extra, args.reference_steps)
-    recipes = {r[0]: r[1:] for r in args.recipe} if args.recipe else {"default": []}
+    recipes = {name: shlex.split(flags) for name, _, flags in (r.partition("=") for r in args.recipe or ["default="])}
     with tempfile.TemporaryDirectory() as tmp:
         work = prepare_nanogpt(args.nanogpt, config_value(config, extra, "data.path"), tmp)
         nanogpt = run_nanogpt(work, shape)

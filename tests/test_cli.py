@@ -267,7 +267,7 @@ def test_unknown_command_is_one_error_line(capsys, errors):
     assert exit_info.value.code == 2
     assert errors(capsys.readouterr().err) == [
         "error: unknown command 'fitt'; choose one of fit, validate, test, prepare, lr-find, generate, chat, export, "
-        "quantize, evaluate, presets, train-tokenizer (see `lit-gpt --help`)"
+        "quantize, evaluate, serve, presets, train-tokenizer (see `lit-gpt --help`)"
     ]
 
 

@@ -44,6 +44,8 @@ PLACEHOLDERS = {
     "S": "ddp",
     "B": "12",
     "X": "3e-3",
+    "T": "256",
+    "C": "1024",
 }
 """Each placeholder word of the docs (a whole argument or a path component) and the value it is parsed with."""
 VALUE_FOR_ELLIPSIS = {"--config": PLACEHOLDERS["CONFIG"], "--ckpt_path": "last"}
@@ -66,9 +68,12 @@ class Example:
 def _concrete(args: list[str]) -> list[str]:
     """``args`` with the placeholders replaced, optional groups (`[--flag VALUE]`) kept and repeats
     (`TASK[,TASK...]`) dropped."""
-    out = []
+    out, optional = [], False
     for arg in args:
         arg = re.sub(r"\[,[^\]]*\.\.\.\]", "", arg)
+        optional = optional or arg.startswith("[")
+        if optional and arg.endswith("]"):  # the value that closes `[--flag VALUE]`
+            arg, optional = arg.removesuffix("]"), False
         bare = arg.removeprefix("[").removesuffix("]")
         if bare.startswith("--") or bare in PLACEHOLDERS:
             arg = bare
