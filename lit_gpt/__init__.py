@@ -2,13 +2,14 @@
 
 The package has four layers, and imports only point down:
 
-- ``lit_gpt`` (this folder): ``config``, ``rope``, ``model``, ``tokenizer`` (tiktoken, trained BPEs, characters, and
-  Hugging Face folders through ``tokenizer_hf``), ``chat`` (chat templates, jinja2), ``hub`` (hub ids,
-  huggingface_hub), ``hf`` and ``hf_weights`` (Hugging Face config, name and shape maps), ``checkpoint`` (the entry
-  point for every file a model is read from and written to; one module per format in ``lit_gpt.formats``) and
-  ``generate``; torch, numpy, safetensors, tiktoken and tokenizers. With optional extras
-  (``extras``): ``lora`` (peft), ``quantize`` (torchao), ``evaluate`` (perplexity and bits per byte, torch only) and
-  ``lm_eval_adapter`` (lm-eval), ``spm`` (SentencePiece ``tokenizer.model``, sentencepiece).
+- ``lit_gpt`` (this folder): ``config`` (with ``rope_scaling``), ``rope``, ``model``, ``tokenizer`` (tiktoken, trained
+  BPEs, characters, and Hugging Face folders through ``tokenizer_hf``), ``chat`` (chat templates, jinja2), ``hub`` (hub
+  ids, huggingface_hub), ``hf`` and ``hf_weights`` (Hugging Face config, name and shape maps), ``checkpoint`` (the
+  entry point for every file a model is read from and written to; one module per format in ``lit_gpt.formats``),
+  ``generate``, and ``batching`` / ``engine`` (continuous batching; the HTTP server is ``lit_gpt.serve``); torch,
+  numpy, safetensors, tiktoken and tokenizers. With optional extras (``extras``): ``lora`` (peft), ``quantize``
+  (torchao), ``evaluate`` (perplexity and bits per byte, torch only) and ``lm_eval_adapter`` (lm-eval), ``spm``
+  (SentencePiece ``tokenizer.model``, sentencepiece).
 - ``lit_gpt.data``: reading, cleaning and tokenizing corpora, training windows, BPE training; no Lightning.
 - ``lit_gpt.train``: the LightningModule and the plain policies it calls (optimizer, schedule, parallelism, resume),
   DataModules, callbacks and the LightningCLI builder: the only code that imports Lightning.
