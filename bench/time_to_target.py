@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shlex
 import subprocess
@@ -42,6 +41,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
+import whole_run  # noqa: E402
 from train_throughput import prepare_nanogpt  # noqa: E402
 from whole_run import config_value  # noqa: E402
 
@@ -139,32 +139,11 @@ def score_nanogpt(work: Path, out: Path, batches: list, chars: str) -> float:
 
 
 def run_ours(config_path: str, flags: list[str], steps: int, cold: bool) -> dict:
-    """One ``lit-gpt fit`` process of ``steps`` steps, validated at the end; its wall seconds and final val/loss."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    with tempfile.TemporaryDirectory() as tmp:
-        env = dict(os.environ)
-        if cold:
-            env["TORCHINDUCTOR_CACHE_DIR"] = env["TMPDIR"] = f"{tmp}/fresh"
-            os.makedirs(env["TMPDIR"])
-        command = [
-            *(sys.executable, "-m", "lit_gpt.cli", "fit", "--config", config_path),
-            *("--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", f"{tmp}/runs"),
-            *("--checkpoint.dirpath", f"{tmp}/ckpt", "--trainer.max_steps", str(steps)),
-            *("--trainer.val_check_interval", str(steps)),
-            *flags,
-        ]
-        start = time.perf_counter()
-        done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO)
-        seconds = time.perf_counter() - start
-        if done.returncode != 0:
-            raise RuntimeError(f"lit-gpt fit failed:\n{' '.join(command)}\n{done.stderr[-3000:]}")
-        (run,) = Path(tmp, "runs").glob("*/version_0")
-        events = EventAccumulator(str(run))
-        events.Reload()
-        val_loss = events.Scalars("val/loss")[-1].value
-    choice = next((line for line in done.stderr.splitlines() if line.startswith("lit-gpt: ")), "")
-    return {"steps": steps, "seconds": seconds, "val_loss": val_loss, "cold": cold, "choice": choice}
+    """One ``lit-gpt fit`` process of ``steps`` steps, validated at the end (``whole_run.run_ours``); its wall
+    seconds and final val/loss."""
+    schedule = ["--trainer.max_steps", str(steps), "--trainer.val_check_interval", str(steps)]
+    run = whole_run.run_ours(config_path, [*schedule, *flags], cold)
+    return {"steps": steps, "seconds": run["seconds"], "val_loss": run["val_loss"], "cold": cold, "choice": run["note"]}
 
 
 def plot(path: str, nanogpt: dict, target: float, recipes: dict[str, list[dict]]) -> None:
