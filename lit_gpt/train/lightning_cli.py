@@ -17,6 +17,8 @@ and log folders are probed (``check_run_folders``); checkpoints are written by
 process of a multi-process run together). Settings left
 unset (``trainer.precision``, ``model.compile`` (or ``auto``), ``trainer.deterministic``) are chosen from the machine
 (``lit_gpt.train.hardware``), and for compile from the run's length too, before anything is built, said in one log line, and saved in the run's config.yaml.
+On a CPU, glibc's mmap threshold is pinned (``lit_gpt.train.host_memory``) so that freed activations leave the
+resident set.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ from lit_gpt.train.callbacks import HParams, TextSamples, ThroughputMonitor
 from lit_gpt.train.checkpoint_io import CheckpointGuard, check_writable, use_atomic_checkpoint_io
 from lit_gpt.train.compile import TrainingRun
 from lit_gpt.train.datamodule import TokenDataModule
-from lit_gpt.train.hardware import check_strategy, choose, strategy_name
+from lit_gpt.train.hardware import check_strategy, choose, device_type, strategy_name
+from lit_gpt.train.host_memory import pin_mmap_threshold
 from lit_gpt.train.module import TRAINING_FIELDS, LitGPT
 from lit_gpt.train.parallel import check_parallel_sizes
 from lit_gpt.train.resume import NotResumable, check_architecture, check_resumable, newest_last_checkpoint
@@ -116,6 +119,8 @@ class LitGPTCLI(LightningCLI):
         trainer.precision, model.compile, trainer.deterministic = choice.precision, choice.compile, choice.deterministic
         if choice.reasons:
             rank_zero_info("lit-gpt: " + "; ".join(choice.reasons))
+        if device_type(trainer.accelerator) == "cpu":
+            pin_mmap_threshold()  # freed activations go back to the system (lit_gpt.train.host_memory)
         if (trainer.num_nodes or 1) > 1 and "build" in data:
             data.build = False  # each machine's lock sees only its own processes: prepare ahead
         for warning in choice.warnings:

@@ -1,0 +1,62 @@
+"""glibc's mmap threshold pinned for CPU training (lit_gpt.train.host_memory): a freed large tensor's memory goes back
+to the system, so the next one is mapped anew instead of coming from the heap."""
+
+import platform
+import subprocess
+import sys
+
+import pytest
+
+from lit_gpt.train.host_memory import pin_mmap_threshold
+
+GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+
+# In a fresh process: allocate and free an 8 MiB tensor, then allocate another, and print how many bytes of mapped
+# blocks (mallinfo2's hblkhd) the second allocation added. glibc's dynamic threshold rises to 8 MiB at the first
+# free, so without the pin the second comes from the heap (0 bytes mapped); with it, it is mapped on its own.
+PROBE = """
+import ctypes, sys, torch
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+if sys.argv[1] == "pin":
+    from lit_gpt.train.host_memory import pin_mmap_threshold
+    assert pin_mmap_threshold()
+first = torch.empty(2**21)
+del first
+before = libc.mallinfo2().hblkhd
+second = torch.empty(2**21)
+print(libc.mallinfo2().hblkhd - before)
+"""
+
+
+def mapped_bytes_of_second_tensor(mode: str, env: dict | None = None) -> int:
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, mode], capture_output=True, text=True, check=True, env=env, timeout=120
+    )
+    return int(done.stdout.split()[-1])
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc's allocator only (Linux with glibc)")
+def test_pinned_threshold_maps_each_large_tensor_on_its_own(monkeypatch):
+    for name in ("MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES"):
+        monkeypatch.delenv(name, raising=False)
+    assert mapped_bytes_of_second_tensor("default") == 0  # glibc's dynamic threshold: from the heap
+    assert mapped_bytes_of_second_tensor("pin") >= 8 * 2**20
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc's allocator only (Linux with glibc)")
+def test_a_users_allocator_setting_is_left_alone(monkeypatch):
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
+    assert pin_mmap_threshold() is False
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=65536")
+    assert pin_mmap_threshold() is False
+
+
+@pytest.mark.parametrize("threshold", [0, -1, 33 * 2**20])
+def test_threshold_out_of_glibcs_range_is_refused(threshold):
+    with pytest.raises(ValueError, match="between 1 byte and 32 MiB"):
+        pin_mmap_threshold(threshold)
