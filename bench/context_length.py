@@ -6,17 +6,17 @@ nanoGPT's GPT of the same size (12 layers, 12 heads, n_embd 768, no bias) at the
     python bench/context_length.py --nanogpt /tmp/nanoGPT [--lengths 512 1024 2048 4096 8192] [--steps 2]
         [--max_gb 20] [--loss_chunk_size 1024] [--plot docs/context_length.png] [--contenders ...]
 
-Each measurement runs in a fresh process (this script with ``--child``), so its peak resident set is its own:
-``peak RSS`` is the process's (``ru_maxrss``: weights, AdamW state, activations, PyTorch itself). A step is a forward
-pass, the loss, the backward pass and an AdamW step (fused) on random tokens, in float32 on the CPU. The lit_gpt
-contenders pin glibc's mmap threshold first, as ``lit-gpt fit`` does on a CPU (``lit_gpt.train.host_memory``), and
-compute the loss with ``lit_gpt.train.loss.batch_loss`` (LitGPT's); nanoGPT runs its own ``forward(idx, targets)``
-with glibc's defaults (set ``MALLOC_MMAP_THRESHOLD_`` to run every contender with one fixed threshold). The first
-step is not timed (AdamW creates its state there); tokens/s is T x ``--steps`` over the time of the next
-``--steps``. The parent watches each child's resident set and stops it past ``--max_gb`` (the table then says it
-did not fit), and a contender stops at the first T that did not fit. ``estimate`` is
-``lit_gpt.memory.estimate_memory``'s total for the same setting (``lit-gpt presets --memory``), which leaves PyTorch's
-own memory out.
+Each measurement runs in a fresh process (this script with ``--child``), so its peak resident set is its own: ``peak
+RSS`` is the process's (``ru_maxrss``: weights, AdamW state, activations, PyTorch itself). A step is a forward pass,
+the loss, the backward pass and an AdamW step (fused) on random tokens, in float32 on the CPU. The lit_gpt contenders
+with checkpointing pin glibc's mmap threshold first, as ``lit-gpt fit`` does on a CPU for a run with checkpointing or
+a chunked loss (``lit_gpt.train.host_memory``); all lit_gpt contenders compute the loss with
+``lit_gpt.train.loss.batch_loss`` (LitGPT's); nanoGPT runs its own ``forward(idx, targets)`` with glibc's defaults
+(set ``MALLOC_MMAP_THRESHOLD_`` to run every contender with one fixed threshold). The first step is not timed (AdamW
+creates its state there); tokens/s is T x ``--steps`` over the time of the next ``--steps``. The parent watches each
+child's resident set and stops it past ``--max_gb`` (the table then says it did not fit), and a contender stops at the
+first T that did not fit. ``estimate`` is ``lit_gpt.memory.estimate_memory``'s total for the same setting (``lit-gpt
+presets --memory``), which leaves PyTorch's own memory out.
 
 Prints the machine (CPU class, threads), one markdown row per (contender, T), the longest T that fitted per contender,
 and writes a PNG of peak RSS and tokens/s against T for every contender.
@@ -52,9 +52,9 @@ def build(contender: str, T: int, nanogpt: str | None, chunk: int):
     from lit_gpt.train.host_memory import pin_mmap_threshold
     from lit_gpt.train.loss import batch_loss
 
-    pin_mmap_threshold()  # what `lit-gpt fit` does on a CPU
-
     checkpointing = contender != "plain"
+    if checkpointing:
+        pin_mmap_threshold()  # what `lit-gpt fit` does on a CPU for a run that trades speed for memory
     config = Config.from_name("llama-124m", vocab_size=50257, block_size=T, gradient_checkpointing=checkpointing)
     model = GPT(config)
     chunk_size = chunk if contender == "checkpointing+chunked" else None

@@ -60,3 +60,19 @@ def test_a_users_allocator_setting_is_left_alone(monkeypatch):
 def test_threshold_out_of_glibcs_range_is_refused(threshold):
     with pytest.raises(ValueError, match="between 1 byte and 32 MiB"):
         pin_mmap_threshold(threshold)
+
+
+def test_only_runs_that_trade_speed_for_memory_pin_it():
+    from jsonargparse import Namespace
+
+    from lit_gpt.train.lightning_cli import saves_memory
+
+    def model(**fields):
+        return Namespace(
+            config=Namespace(gradient_checkpointing=fields.get("checkpointing", False)),
+            loss_chunk_size=fields.get("chunk"),
+        )
+
+    assert not saves_memory(model())
+    assert saves_memory(model(checkpointing=True))
+    assert saves_memory(model(chunk=1024))

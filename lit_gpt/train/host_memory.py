@@ -8,8 +8,11 @@ which gives memory back only from its top: the freed activations of one layer st
 and the resident set grows well past what is live. Setting the threshold turns the dynamic adjustment off (glibc
 manual, "Memory Allocation Tunables": ``glibc.malloc.mmap_threshold``; ``mallopt(3)``, ``M_MMAP_THRESHOLD``): every
 block of at least ``MMAP_THRESHOLD`` bytes is then mapped on its own and unmapped when freed, and smaller ones keep
-the heap. The price is a page fault per first touch of each page of a large tensor, small beside the work that
-fills it; a model whose tensors are all smaller than the threshold is unaffected.
+the heap. The price is a page fault at the first touch of every page of a large tensor, on every allocation: with
+4 KiB pages this slows work on large tensors, so ``lit-gpt fit`` pins the threshold only for CPU runs that already
+trade speed for memory (gradient checkpointing or a chunked loss). PyTorch's ``THP_MEM_ALLOC_ENABLE=1``, set before
+torch starts, backs tensors of 2 MiB or more with transparent huge pages (``madvise``), which makes those faults
+rare; a model whose tensors are all smaller than the threshold is unaffected either way.
 """
 
 from __future__ import annotations

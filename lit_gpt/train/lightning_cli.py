@@ -17,8 +17,8 @@ and log folders are probed (``check_run_folders``); checkpoints are written by
 process of a multi-process run together). Settings left
 unset (``trainer.precision``, ``model.compile`` (or ``auto``), ``trainer.deterministic``) are chosen from the machine
 (``lit_gpt.train.hardware``), and for compile from the run's length too, before anything is built, said in one log line, and saved in the run's config.yaml.
-On a CPU, glibc's mmap threshold is pinned (``lit_gpt.train.host_memory``) so that freed activations leave the
-resident set.
+A CPU run that trades speed for memory (gradient checkpointing or a chunked loss) pins glibc's mmap threshold
+(``lit_gpt.train.host_memory``) so that freed activations leave the resident set.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ class LitGPTCLI(LightningCLI):
         trainer.precision, model.compile, trainer.deterministic = choice.precision, choice.compile, choice.deterministic
         if choice.reasons:
             rank_zero_info("lit-gpt: " + "; ".join(choice.reasons))
-        if device_type(trainer.accelerator) == "cpu":
+        if device_type(trainer.accelerator) == "cpu" and saves_memory(model):
             pin_mmap_threshold()  # freed activations go back to the system (lit_gpt.train.host_memory)
         if (trainer.num_nodes or 1) > 1 and "build" in data:
             data.build = False  # each machine's lock sees only its own processes: prepare ahead
@@ -194,6 +194,11 @@ def check_run_folders(config) -> None:
         save_dir = (getattr(logger, "get", lambda key: None)("init_args") or {}).get("save_dir")
         if isinstance(save_dir, (str, Path)):
             check_writable(save_dir, "the log folder (trainer.logger's save_dir)")
+
+
+def saves_memory(model) -> bool:
+    """Whether the parsed ``model`` section trades speed for memory: gradient checkpointing or a chunked loss."""
+    return bool(model.config.get("gradient_checkpointing") or model.get("loss_chunk_size"))
 
 
 def _training_run(model, data, trainer) -> TrainingRun:
