@@ -40,7 +40,8 @@ def pin_mmap_threshold(threshold: int = MMAP_THRESHOLD) -> bool:
         allocator through ``MALLOC_MMAP_THRESHOLD_`` or ``GLIBC_TUNABLES`` (their setting stands), or where
         ``mallopt`` refused the value.
     Raises:
-        ValueError: if ``threshold`` is not between 1 byte and 32 MiB (glibc's ``DEFAULT_MMAP_THRESHOLD_MAX`` on 64-bit).
+        ValueError: if ``threshold`` is not between 1 byte and 32 MiB (glibc's ``DEFAULT_MMAP_THRESHOLD_MAX`` on
+            64-bit).
     """
     if not 0 < threshold <= 32 * 2**20:
         raise ValueError(f"the mmap threshold must be between 1 byte and 32 MiB, got {threshold} bytes")
