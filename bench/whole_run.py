@@ -5,8 +5,8 @@
 
 Runs ``lit-gpt fit --config CONFIG FLAGS`` in a fresh process (checkpoints and TensorBoard logs in a temporary folder;
 the progress bar off, as in a log file) and reports the wall time, the final ``val/loss`` (over the whole validation
-split) and the choice line. ``--cold`` gives it an empty Inductor cache (``TORCHINDUCTOR_CACHE_DIR`` and ``TMPDIR``), as on a
-first run; by default the cache is warm from earlier runs, as on every later run.
+split) and the choice line. ``--cold`` gives it an empty Inductor cache (``TORCHINDUCTOR_CACHE_DIR`` and ``TMPDIR``),
+as on a first run; by default the cache is warm from earlier runs, as on every later run.
 
 ``--peer nanogpt DIR`` also runs nanoGPT's README CPU recipe on a temporary copy of a karpathy/nanoGPT checkout
 (never copied into this repository): ``train.py config/train_shakespeare_char.py --device=cpu --compile=False
