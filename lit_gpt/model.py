@@ -167,9 +167,11 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.swiglu:
             gate, up = _fused_linear(x, (self.gate_proj, self.up_proj))
-            # silu(gate) = gate * sigmoid(gate), written out so that a compiled backward computes the sigmoid once
-            # (Inductor recomputes F.silu's in both of its gradient terms; the cost is in docs/benchmarks.md)
-            return self.down_proj(gate * torch.sigmoid(gate) * up)
+            if torch.compiler.is_compiling():
+                # silu(gate) = gate * sigmoid(gate), written out so that a compiled backward computes the sigmoid
+                # once (Inductor recomputes F.silu's in both of its gradient terms; the cost is in docs/benchmarks.md)
+                return self.down_proj(gate * torch.sigmoid(gate) * up)
+            return self.down_proj(F.silu(gate) * up)  # eager: one kernel forward and one backward for silu
         if self.relu2:
             return self.down_proj(F.relu(self.up_proj(x)).square())
         return self.down_proj(F.gelu(self.up_proj(x), approximate="tanh"))  # GPT-2's GELU approximation

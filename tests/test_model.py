@@ -169,6 +169,33 @@ def test_rmsnorm_matches_formula():
     torch.testing.assert_close(norm(x.bfloat16()).float(), expected, atol=2e-2, rtol=2e-2)
 
 
+def test_rmsnorm_fused_path_equals_the_formula_bit_for_bit():
+    # a float32 input runs torch.rms_norm; Hugging Face's formula must give the same bits, forward and backward
+    norm = RMSNorm(128)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(128))
+    x = torch.randn(4, 16, 128, requires_grad=True)
+    grad = torch.randn(4, 16, 128)
+    fused = norm(x)
+    fused_grads = torch.autograd.grad(fused, (x, norm.weight), grad)
+    x32 = x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + norm.eps)
+    formula = norm.weight * x32
+    formula_grads = torch.autograd.grad(formula, (x, norm.weight), grad)
+    assert torch.equal(fused, formula)
+    assert all(torch.equal(a, b) for a, b in zip(fused_grads, formula_grads))
+    # a bfloat16 input (queries under autocast) keeps the formula: normalised in float32, rounded, then scaled
+    assert norm(x.detach().bfloat16()).dtype == torch.float32
+
+
+def test_swiglu_eager_silu_equals_the_written_out_form(tiny_config):
+    from lit_gpt.model import MLP
+
+    mlp = MLP(tiny_config)
+    x = torch.randn(2, 5, tiny_config.n_embd)
+    gate, up = mlp.gate_proj(x), mlp.up_proj(x)
+    torch.testing.assert_close(mlp(x), mlp.down_proj(gate * torch.sigmoid(gate) * up), atol=1e-6, rtol=1e-5)
+
+
 @pytest.mark.parametrize(
     "init, std_of",
     [
