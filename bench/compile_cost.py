@@ -7,7 +7,9 @@ temporary folder) of a short and a long run, each eager, compiled with an empty 
 ``TORCHINDUCTOR_CACHE_DIR`` and ``TMPDIR``, as on a first run) and compiled with the cache the cold run left (warm),
 alternating the three in each round. From the means:
 
-- saving per step: ``(eager(long) - eager(short) - (warm(long) - warm(short))) / (long - short)``;
+- saving per step: ``(eager(long) - eager(short) - (warm(long) - warm(short))) / (long - short)``, or ``--saving_ms``
+  from ``bench/train_throughput.py`` (steady-state medians of interleaved runs: the difference of whole runs moves by
+  several ms per step with the machine's drift);
 - compile cost, cold and warm: ``compiled(short) - eager(short) + short x saving per step``;
 - ``saving_per_element``: the saving per step over the blocks' activations per step (tokens x n_embd x n_layer),
   and ``graph_seconds``: the cold cost per compiled block graph (``block_kinds``).
@@ -38,6 +40,12 @@ def main() -> None:
     parser.add_argument("--config", required=True)
     parser.add_argument("--steps", type=int, nargs=2, default=(100, 1000), metavar=("SHORT", "LONG"))
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--saving_ms",
+        type=float,
+        help="the saving per step from bench/train_throughput.py's steady state (median ms/step eager minus "
+        "compiled) instead of the whole runs' difference, which the machine's drift makes noisy",
+    )
     args = parser.parse_args(argv)
     short, long = args.steps
     if not 0 < short < long:
@@ -58,6 +66,9 @@ def main() -> None:
 
     mean = {key: statistics.mean(values) for key, values in seconds.items()}
     saving = (mean["eager", long] - mean["eager", short] - (mean["warm", long] - mean["warm", short])) / (long - short)
+    if args.saving_ms is not None:
+        print(f"saving per step from the whole runs: {saving * 1000:.2f} ms; from --saving_ms: {args.saving_ms} ms")
+        saving = args.saving_ms / 1000
     cold = mean["cold", short] - mean["eager", short] + short * saving
     warm = mean["warm", short] - mean["eager", short] + short * saving
 

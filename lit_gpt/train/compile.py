@@ -84,14 +84,15 @@ class CompileCost:
 
 
 COMPILE_COSTS = {
-    "bf16": CompileCost(graph_seconds=29.0, saving_per_element=3.0e-8),
-    "32": CompileCost(graph_seconds=25.0, saving_per_element=2.6e-8),
+    "bf16": CompileCost(graph_seconds=24.0, saving_per_element=2.1e-8),
+    "32": CompileCost(graph_seconds=23.0, saving_per_element=2.6e-8),
 }
 """``CompileCost`` on a 2-core CPU training in ``bf16-mixed`` (native bfloat16) and in ``32-true`` (an AVX2-class
-CPU), set from ``bench/compile_cost.py``'s whole-process runs (docs/benchmarks.md). A cold compilation includes
-Inductor's one-time probe of the CPU's vector instruction sets (test programs built with the C++ compiler, about a
-third of it) besides the block graph's kernels. A faster CPU compiles and trains faster alike, so the break-even
-step count moves less than either figure."""
+CPU), both from ``bench/compile_cost.py``'s whole processes (docs/benchmarks.md, "What compiling costs"): the
+saving that whole runs realize, which is less than the steady state of ``bench/train_throughput.py`` (a compiled
+run's step time varies from run to run there). A cold compilation includes Inductor's one-time probe of the CPU's
+vector instruction sets (test programs built with the C++ compiler) besides the block graph's kernels. A faster CPU
+compiles and trains faster alike, so the break-even step count moves less than either figure."""
 
 
 @dataclass(frozen=True)
