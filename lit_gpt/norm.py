@@ -13,10 +13,10 @@ class RMSNorm(nn.Module):
     """Root-mean-square layer norm (Zhang & Sennrich 2019, https://arxiv.org/abs/1910.07467).
 
     ``y = x / sqrt(mean(x**2, dim=-1) + eps) * weight``, computed in float32 and cast back to the input dtype,
-    as in Hugging Face ``LlamaRMSNorm``. Input and output shape: (..., dim). An input of the weight's dtype goes
-    through ``torch.rms_norm`` (one fused kernel forward and backward on CPU and CUDA, the same float32 result bit
-    for bit); a lower-precision input (bfloat16 queries under autocast) through the formula above, whose output is
-    the weight's dtype.
+    as in Hugging Face ``LlamaRMSNorm``. Input and output shape: (..., dim). A float32 input (with float32 weights)
+    goes through ``torch.rms_norm``: a fused kernel on CUDA, and on CPU ATen's C++ composite without the formula's
+    Python-level casts, which gives the same result bit for bit there, forward and backward. Any other input
+    (bfloat16 queries under autocast) takes the formula above, whose output has the weight's dtype.
     """
 
     def __init__(self, dim: int, eps: float = 1e-5) -> None:
