@@ -15,7 +15,8 @@ back into the run's configuration (so ``config.yaml`` and the checkpoint's hyper
 - deterministic: on CPU, ``torch.use_deterministic_algorithms`` (Lightning's ``Trainer(deterministic=True)``), so
   that compiled training repeats bit for bit and a resumed run equals an uninterrupted one: otherwise Inductor sums
   the embedding gradient with atomic adds, whose order varies from run to run. On CPU it does not slow training.
-  Left to Lightning's default on GPUs, where deterministic kernels are slower.
+  Left to Lightning's default on GPUs, where deterministic kernels are slower. (Without its NaN fill of new tensors:
+  ``LitGPTCLI.instantiate_trainer``.)
 
 A ``bf16-mixed`` pinned on a CPU without native bfloat16 is kept, with one warning saying what to use instead.
 """

@@ -1,0 +1,111 @@
+"""``lit_gpt.qk_rope.norm_rope``, the one-node QK-norm + RoPE of eager training: equal to the composed ops it
+replaces (``RMSNorm`` then ``apply_rope``), forward and backward, in float32 and under bfloat16 autocast's dtypes,
+for shared and per-row positions; its hand-written backward against numerical gradients; and the model using it only
+where autograd records outside ``torch.compile``."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import lit_gpt.model
+from lit_gpt.config import Config
+from lit_gpt.model import GPT, RMSNorm
+from lit_gpt.qk_rope import norm_rope
+from lit_gpt.rope import apply_rope, rope_cache
+
+B, H, T, HS = 2, 3, 7, 8
+
+
+def tables(per_row: bool, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    cos, sin = rope_cache(16, HS, 10000.0)
+    if not per_row:
+        return cos[:T].to(dtype), sin[:T].to(dtype)
+    positions = torch.stack([torch.arange(T), torch.arange(T) + 5])  # (B, T): rows at different offsets
+    return cos[positions].unsqueeze(1).to(dtype), sin[positions].unsqueeze(1).to(dtype)  # (B, 1, T, hs)
+
+
+def composed(x, norm, cos, sin):
+    return apply_rope(x if norm is None else norm(x), cos, sin)
+
+
+@pytest.mark.parametrize("per_row", [False, True], ids=["shared-positions", "per-row-positions"])
+@pytest.mark.parametrize("with_norm", [True, False], ids=["qk-norm", "rope-only"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_equals_the_composed_ops_forward_and_backward(per_row, with_norm, dtype):
+    torch.manual_seed(0)
+    norm = RMSNorm(HS) if with_norm else None
+    if norm is not None:
+        with torch.no_grad():
+            norm.weight.uniform_(0.5, 1.5)  # not all ones, so the weight's gradient and folding are exercised
+    cos, sin = tables(per_row)
+    # the (B, T, H, hs) projection output seen as (B, H, T, hs), as the model passes it
+    x = torch.randn(B, T, H, HS).to(dtype).transpose(1, 2).requires_grad_()
+    grad = torch.randn(B, H, T, HS)
+
+    ours = norm_rope(x, None if norm is None else norm.weight, cos, sin, 1e-5 if norm is None else norm.eps)
+    reference = composed(x, norm, cos, sin)
+    assert ours.dtype == reference.dtype and ours.shape == reference.shape
+    tolerance = {"atol": 1e-5, "rtol": 1e-5} if reference.dtype == torch.float32 else {"atol": 2e-2, "rtol": 2e-2}
+    torch.testing.assert_close(ours, reference, **tolerance)
+
+    inputs = [x] if norm is None else [x, norm.weight]
+    ours_grads = torch.autograd.grad(ours, inputs, grad.to(ours.dtype))
+    reference_grads = torch.autograd.grad(reference, inputs, grad.to(reference.dtype))
+    for a, b in zip(ours_grads, reference_grads):
+        assert a.dtype == b.dtype
+        if a.dtype == torch.float32:
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+        else:  # both computed in float32 and rounded to bfloat16 at the end: one rounding step apart at most
+            torch.testing.assert_close(a, b, atol=2**-7 * b.abs().max().item(), rtol=2**-7)
+
+
+@pytest.mark.parametrize("with_norm", [True, False], ids=["qk-norm", "rope-only"])
+def test_backward_matches_numerical_gradients(with_norm):
+    torch.manual_seed(0)
+    cos, sin = tables(per_row=True, dtype=torch.float64)
+    x = torch.randn(B, H, T, HS, dtype=torch.float64, requires_grad=True)
+    weight = torch.rand(HS, dtype=torch.float64).add(0.5).requires_grad_() if with_norm else None
+    inputs = (x, weight, cos, sin, 1e-5)
+    assert torch.autograd.gradcheck(norm_rope, inputs)
+
+
+def test_the_model_uses_it_in_eager_training_only(monkeypatch):
+    calls = []
+    original = lit_gpt.model.norm_rope
+    monkeypatch.setattr(lit_gpt.model, "norm_rope", lambda *args: calls.append(args) or original(*args))
+    config = Config(vocab_size=50, block_size=16, n_layer=2, n_head=4, n_kv_head=2, n_embd=32, qk_norm=True)
+    model = GPT(config)
+    idx = torch.randint(0, 50, (2, 16))
+    loss = F.cross_entropy(model(idx).flatten(0, 1), idx.flatten())
+    assert len(calls) == 2 * config.n_layer  # queries and keys of each layer
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+    calls.clear()
+    with torch.no_grad():
+        model(idx)
+    assert not calls  # no backward to save: the composed ops
+
+
+def test_model_gradients_equal_the_composed_path(monkeypatch):
+    """A training step's loss and every gradient, QK-norm, GQA and value residuals on, against the model with the
+    composed ops (``_one_node`` off)."""
+    config = Config(
+        vocab_size=50, block_size=16, n_layer=2, n_head=4, n_kv_head=2, n_embd=32, qk_norm=True, value_residual=True
+    )
+    torch.manual_seed(0)
+    model = GPT(config)
+    idx = torch.randint(0, 50, (2, 16))
+
+    def loss_and_grads():
+        model.zero_grad()
+        loss = F.cross_entropy(model(idx).flatten(0, 1), idx.flatten())
+        loss.backward()
+        return loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}
+
+    loss, grads = loss_and_grads()
+    monkeypatch.setattr(lit_gpt.model, "_one_node", lambda *items: False)
+    reference_loss, reference_grads = loss_and_grads()
+    torch.testing.assert_close(loss, reference_loss, atol=1e-6, rtol=1e-6)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, reference_grads[name], atol=1e-5, rtol=1e-4, msg=name)
