@@ -27,7 +27,7 @@ Notation in shape comments: B batch size, T sequence length, C n_embd, nh n_head
 V padded_vocab_size, S key length (T without a cache, the cache length with one).
 
 This file imports torch, the config and its own parts (``lit_gpt.rope``, ``lit_gpt.kv_cache``, ``lit_gpt.attention``,
-``lit_gpt.norm``, ``lit_gpt.qk_rope``: torch only): no
+``lit_gpt.norm``, ``lit_gpt.norm_rope``: torch only): no
 Lightning, no training policy (loss, optimizer), no parallelism (FSDP and tensor parallelism are applied from
 ``lit_gpt.train``) and no file I/O (``lit_gpt.checkpoint`` loads models: ``lit_gpt.load_model(path)``).
 """
@@ -45,7 +45,7 @@ from lit_gpt.attention import attend, document_mask
 from lit_gpt.config import Config
 from lit_gpt.kv_cache import KVCache, RollingKVCache, attention_layout
 from lit_gpt.norm import RMSNorm, build_norm
-from lit_gpt.qk_rope import norm_rope
+from lit_gpt.norm_rope import norm_rope, records_one_node
 from lit_gpt.rope import apply_rope, rope_at, rope_cache
 
 
@@ -65,16 +65,6 @@ def _fused_linear(x: torch.Tensor, linears: tuple[nn.Module, ...]) -> tuple[torc
     weight = torch.cat([linear.weight for linear in linears])
     bias = None if linears[0].bias is None else torch.cat([linear.bias for linear in linears])
     return F.linear(x, weight, bias).split([linear.out_features for linear in linears], dim=-1)
-
-
-def _one_node(*items: torch.Tensor | nn.Module | None) -> bool:
-    """Whether ``lit_gpt.qk_rope.norm_rope`` replaces the composed QK-norm and RoPE: when autograd records outside
-    ``torch.compile`` (Inductor fuses the composed ops; without autograd there is no backward to save) and every
-    tensor and norm weight is a plain tensor (a tensor-parallel ``DTensor`` runs the composed ops)."""
-    if not torch.is_grad_enabled() or torch.compiler.is_compiling():
-        return False
-    tensors = [x.weight if isinstance(x, nn.Module) else x for x in items if x is not None]
-    return all(type(x) in (torch.Tensor, nn.Parameter) for x in tensors)
 
 
 def _norm_rope(x: torch.Tensor, norm: RMSNorm | None, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -147,7 +137,8 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, -1, self.head_size)  # (B, T, nh, hs)
         k = k.view(B, T, -1, self.head_size)  # (B, T, nkv, hs)
         q_norm, k_norm = (self.q_norm, self.k_norm) if hasattr(self, "q_norm") else (None, None)
-        one_node = rope is not None and _one_node(q, k, q_norm, k_norm)  # eager training: QK-norm + RoPE in one node
+        weights = (None, None) if q_norm is None else (q_norm.weight, k_norm.weight)
+        one_node = rope is not None and records_one_node(q, k, *weights)  # eager CPU training: QK-norm + RoPE, one node
         if q_norm is not None and not one_node:
             q, k = q_norm(q), k_norm(k)  # on (B, T, heads, hs), the layout tensor parallelism shards (train.parallel)
         q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, nh, T, hs), (B, nkv, T, hs)
