@@ -38,7 +38,8 @@ def main() -> None:
     from model import GPTConfig
 
     torch.manual_seed(1337)
-    torch.use_deterministic_algorithms(True)  # as lit-gpt fit runs on CPU
+    torch.use_deterministic_algorithms(True)  # as lit-gpt fit runs on CPU, without the NaN fill of new tensors
+    torch.utils.deterministic.fill_uninitialized_memory = False
     x = torch.randint(0, 65, (12, 64))
     ours = GPT(Config(n_layer=4, n_head=4, n_embd=128, block_size=64, vocab_size=65, qk_norm=True, zero_init_proj=True))
     nano = NanoGPT(GPTConfig(block_size=64, vocab_size=65, n_layer=4, n_head=4, n_embd=128, dropout=0.0, bias=False))

@@ -67,11 +67,6 @@ def _fused_linear(x: torch.Tensor, linears: tuple[nn.Module, ...]) -> tuple[torc
     return F.linear(x, weight, bias).split([linear.out_features for linear in linears], dim=-1)
 
 
-def _norm_rope(x: torch.Tensor, norm: RMSNorm | None, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """``apply_rope(norm(x), *rope)`` (``norm`` None: RoPE alone) for x (B, heads, T, hs), as one autograd node."""
-    return norm_rope(x, None if norm is None else norm.weight, *rope, 0.0 if norm is None else norm.eps)
-
-
 class ValueResidual(nn.Module):
     """Value residual learning (Zhou et al. 2024, https://arxiv.org/abs/2410.17897): ``weight * v + (1 - weight) *
     v_first``, a learned mix (``weight`` of shape (1,), 0.5 at init) of a layer's values with the first layer's.
@@ -146,8 +141,8 @@ class CausalSelfAttention(nn.Module):
         if hasattr(self, "value_residual"):
             v = self.value_residual(v, v_first)
         values = v
-        if one_node:
-            q, k = _norm_rope(q, q_norm, rope), _norm_rope(k, k_norm, rope)
+        if one_node:  # q_norm's eps is k_norm's (config.norm_eps)
+            q, k = (norm_rope(t, w, *rope, 0.0 if q_norm is None else q_norm.eps) for t, w in zip((q, k), weights))
         elif rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if input_pos is not None:

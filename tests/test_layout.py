@@ -154,6 +154,7 @@ def test_the_core_follows_one_direction():
         "lit_gpt.tokenizer_hf",
         "lit_gpt.tokenizer",
         "lit_gpt.chat",
+        "lit_gpt.norm_rope",
         "lit_gpt.norm",
         "lit_gpt.rope",
         "lit_gpt.kv_cache",
