@@ -347,12 +347,13 @@ def test_llama_cpp_runs_a_gpt2_bpe_model(llama_cpp, shakespeare, tmp_path):
     train, held_out = corpus(shakespeare)
     gpt2 = Tokenizer.from_name("gpt2")
     config = Config(vocab_size=gpt2.vocab_size, padding_multiple=64, block_size=128, n_layer=2, n_head=4, n_embd=64)
-    model = train_a_little(GPT(config.replace(n_kv_head=2, bias=True, tie_embeddings=False)), gpt2.encode(train))
+    # 300 steps over the whole text leave a 50k-vocabulary model of this size looping over two to four tokens (which
+    # ones depends on the float rounding of training); over its first 4096 tokens it learns words (30+ distinct)
+    ids = gpt2.encode(train)[:4096]
+    model = train_a_little(GPT(config.replace(n_kv_head=2, bias=True, tie_embeddings=False)), ids)
     path = save_gguf(model, gpt2, tmp_path / "gpt2-bpe.gguf")
     greedy = check_in_llama_cpp(llama_cpp, path, model, gpt2, [held_out, UNICODE], atol=1e-3)
-    # 300 steps leave a 50k-vocabulary model looping over a few words (" the\nI'll the\n..."): how many depends on
-    # the CPU's float arithmetic in training, so only a continuation of one or two tokens over and over fails here
-    assert len(set(greedy)) >= 3
+    assert len(set(greedy)) > 8  # a trained model's continuation, not a few tokens over and over
 
     q8 = llama_cpp.Llama(str(save_gguf(model, gpt2, tmp_path / "q8.gguf", dtype="q8_0")), n_ctx=128, verbose=False)
     completion = q8.create_completion(PROMPT, max_tokens=64, temperature=0.0)
