@@ -30,7 +30,7 @@ class RMSNorm(nn.Module):
         nn.init.ones_(self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if records_one_node(x, self.weight):  # eager training: one autograd node, fewer passes (lit_gpt.norm_rope)
+        if records_one_node(x, self.weight):  # eager CPU training: one autograd node, fewer passes (lit_gpt.norm_rope)
             return norm_rope(x, self.weight, None, None, self.eps)
         if x.dtype == self.weight.dtype == torch.float32:
             return torch.rms_norm(x, (x.shape[-1],), self.weight, self.eps)

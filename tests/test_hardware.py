@@ -168,3 +168,17 @@ def test_compile_auto_weighs_the_run_it_is_given(cpu):
     long = hardware.choose("cpu", run=TrainingRun(config, 12 * 64, 100_000))
     assert (short.compile, long.compile) == (False, True)
     assert short.reasons[1].startswith("compile off: 10 steps") and long.reasons[1].startswith("compile on: 100000")
+
+
+def test_deterministic_cpu_training_skips_the_nan_fill_of_new_tensors(fit_args, monkeypatch):
+    """Deterministic mode fills every new tensor with NaN unless told not to; the CLI's Trainer tells it not to."""
+    from lit_gpt.train.lightning_cli import build_cli
+
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    monkeypatch.setattr(torch.utils.deterministic, "fill_uninitialized_memory", True)
+    try:
+        build_cli(fit_args()[1:], run=False)  # trainer.deterministic unset: chosen on for CPU
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.utils.deterministic.fill_uninitialized_memory is False
+    finally:
+        torch.use_deterministic_algorithms(deterministic)

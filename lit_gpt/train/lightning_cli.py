@@ -144,9 +144,9 @@ class LitGPTCLI(LightningCLI):
 
         With deterministic kernels (``trainer.deterministic``, chosen on CPU), new tensors are not filled with NaN
         first (``torch.utils.deterministic.fill_uninitialized_memory``, on by default with them): that fill is a
-        debugging aid for kernels that read memory they never wrote, adds a write pass over every allocation (about
-        4% of an eager bfloat16 step at the shakespeare-char shape, docs/benchmarks.md), and leaves the results of
-        every kernel that writes its whole output, which the bitwise resume tests check, unchanged."""
+        debugging aid for kernels that read memory they never wrote, adds a write pass over every allocation (its cost:
+        docs/benchmarks.md), and leaves the results of every kernel that writes its whole output, which the bitwise
+        resume tests check, unchanged."""
         trainer = super().instantiate_trainer(**kwargs)
         use_atomic_checkpoint_io(trainer.strategy)
         if torch.are_deterministic_algorithms_enabled():
