@@ -121,3 +121,8 @@ def test_model_gradients_equal_the_composed_path(monkeypatch):
     torch.testing.assert_close(loss, reference_loss, atol=1e-6, rtol=1e-6)
     for name, grad in grads.items():
         torch.testing.assert_close(grad, reference_grads[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_nothing_to_compute_is_refused():
+    with pytest.raises(ValueError, match="needs a norm weight, RoPE tables"):
+        norm_rope(torch.randn(2, 4), None, None, None, 1e-5)
