@@ -13,6 +13,7 @@ from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 from lit_gpt.cli import main
 from lit_gpt.errors import ConfigError
 from lit_gpt.flops import flops_per_token
+from lit_gpt.generate import default_kv_cache, forced_logits, generate
 from lit_gpt.tokenizer import Tokenizer
 from lit_gpt.train.callbacks import TextSamples, ThroughputMonitor
 from lit_gpt.train.lightning_cli import build_cli
@@ -178,3 +179,33 @@ def test_prompt_outside_the_vocabulary_is_one_error_line(fit_args, capsys):
     assert exit_info.value.code == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert errors == ["error: samples.prompt: character 'É' is not in this character-level vocabulary of 65 characters"]
+
+
+def test_samples_past_block_size_use_the_generate_commands_kv_cache_policy(tiny_config):
+    tokenizer = Tokenizer.char("abcdefgh \n")
+    module = LitGPT(tiny_config.replace(vocab_size=tokenizer.vocab_size, block_size=8), tokenizer=tokenizer.spec)
+    samples = TextSamples(prompt="ab", max_new_tokens=20, temperature=1.0)
+    samples.setup(Trainer(accelerator="cpu", logger=False), module, "fit")
+    text = samples.sample(module.model)
+    module.model.eval()
+
+    def continuation(policy: str, eos_id: int | None) -> list[int]:
+        generator = torch.Generator().manual_seed(samples.seed)
+        idx = torch.tensor([tokenizer.encode("ab")])
+        out = generate(
+            module.model,
+            idx,
+            20,
+            temperature=1.0,
+            generator=generator,
+            vocab_size=tokenizer.vocab_size,
+            eos_id=eos_id,
+            kv_cache=policy,
+        )[0, 2:].tolist()
+        return out[: out.index(eos_id)] if eos_id in out else out
+
+    assert default_kv_cache(module.model) == "rolling"
+    assert text == "ab" + tokenizer.decode(continuation("rolling", tokenizer.eot_id))
+    stream = torch.tensor([tokenizer.encode("ab") + continuation("rolling", None)])  # 22 tokens, block_size 8
+    rolling, reprefill = (torch.stack(list(forced_logits(module.model, stream, p))) for p in ("rolling", "reprefill"))
+    assert torch.equal(rolling[:8], reprefill[:8]) and not torch.allclose(rolling[8:], reprefill[8:])

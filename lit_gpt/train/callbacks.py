@@ -23,7 +23,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.rank_zero import rank_zero_only, rank_zero_warn
 
 from lit_gpt.errors import ConfigError
-from lit_gpt.generate import check_sampling, generate
+from lit_gpt.generate import check_sampling, default_kv_cache, generate
 from lit_gpt.model import GPT
 from lit_gpt.tokenizer import Tokenizer
 
@@ -187,7 +187,9 @@ class TextSamples(Callback):
 
     Sampling is ``lit_gpt.generate.generate`` (KV cache) on the module's plain ``model`` (never the compiled one) in
     eval mode, with a generator seeded afresh each time, so successive samples differ by the weights only; the
-    global random state is untouched. The text is the prompt and its continuation up to end-of-text, indented
+    global random state is untouched. Past ``block_size`` the KV cache follows ``lit-gpt generate``'s default
+    policy (``lit_gpt.generate.default_kv_cache``: rolling for RoPE models), so a sample is what that command would
+    write from the checkpoint. The text is the prompt and its continuation up to end-of-text, indented
     four spaces so TensorBoard's Markdown keeps its line breaks. Runs on global rank zero; skipped in the sanity
     check, without a TensorBoardLogger, for a module without a ``GPT`` ``model`` or a ``tokenizer`` spec, under
     sharded strategies (FSDP, DeepSpeed: rank zero holds part of the weights), and with ``max_new_tokens`` 0.
@@ -258,6 +260,7 @@ class TextSamples(Callback):
                 vocab_size=self.tokenizer.vocab_size,
                 generator=generator,
                 eos_id=self.tokenizer.eot_id,
+                kv_cache=default_kv_cache(model),
             )
         finally:
             model.train(was_training)
