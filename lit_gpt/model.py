@@ -27,9 +27,9 @@ Notation in shape comments: B batch size, T sequence length, C n_embd, nh n_head
 V padded_vocab_size, S key length (T without a cache, the cache length with one).
 
 This file imports torch, the config and its own parts (``lit_gpt.rope``, ``lit_gpt.kv_cache``, ``lit_gpt.attention``,
-``lit_gpt.norm``, ``lit_gpt.norm_rope``: torch only): no
-Lightning, no training policy (loss, optimizer), no parallelism (FSDP and tensor parallelism are applied from
-``lit_gpt.train``) and no file I/O (``lit_gpt.checkpoint`` loads models: ``lit_gpt.load_model(path)``).
+``lit_gpt.norm``, ``lit_gpt.norm_rope``: torch only): no Lightning, no training policy (loss, optimizer), no
+parallelism (FSDP and tensor parallelism are applied from ``lit_gpt.train``) and no file I/O (``lit_gpt.checkpoint``
+loads models: ``lit_gpt.load_model(path)``).
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ from lit_gpt.rope import apply_rope, rope_at, rope_cache
 def _fused_linear(x: torch.Tensor, linears: tuple[nn.Module, ...]) -> tuple[torch.Tensor, ...]:
     """``tuple(linear(x) for linear in linears)``, as one matmul over the concatenated weights when that is exact.
 
-    In training one larger matmul runs faster than several small ones (q/k/v, gate/up; forward and backward), and
-    the modules (and their Hugging Face names) stay separate. Fused only when every module is a plain
+    In training one larger matmul runs faster than several small ones (q/k/v; gate/up off the CPU), and the modules
+    (and their Hugging Face names) stay separate. Fused only when every module is a plain
     ``nn.Linear`` holding plain parameters: a wrapped or replaced layer (a LoRA adapter, a quantized layer) or a
     tensor-subclass weight (a tensor-parallel ``DTensor``, a quantized tensor) runs its own ``forward``, which
     fusing would silently bypass. Without autograd (evaluation, generation) each linear runs on its own:
@@ -157,9 +157,7 @@ class CausalSelfAttention(nn.Module):
 
 class MLP(nn.Module):
     """Feed-forward block: SwiGLU ``down(silu(gate(x)) * up(x))``, GPT-2's ``down(gelu(up(x)))`` or squared ReLU
-    ``down(relu(up(x))**2)``.
-
-    Input and output shape (B, T, C); hidden width ``config.intermediate_size``.
+    ``down(relu(up(x))**2)``. Input and output shape (B, T, C); hidden width ``config.intermediate_size``.
     """
 
     def __init__(self, config: Config) -> None:
@@ -172,7 +170,8 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.swiglu:
-            gate, up = _fused_linear(x, (self.gate_proj, self.up_proj))
+            linears = (self.gate_proj, self.up_proj)  # on a CPU two (C, I) products beat one (C, 2I): not fused
+            gate, up = (linear(x) for linear in linears) if x.is_cpu else _fused_linear(x, linears)
             if torch.compiler.is_compiling():
                 # silu(gate) = gate * sigmoid(gate), written out so that a compiled backward computes the sigmoid
                 # once (Inductor recomputes F.silu's in both of its gradient terms; the cost is in docs/benchmarks.md)

@@ -6,9 +6,10 @@ https://arxiv.org/abs/1910.07467, Hugging Face ``LlamaRMSNorm``'s formula) and `
 ``q_norm`` / ``k_norm`` on each head's queries and keys, then RoPE). Composed from single ops, autograd records a
 node per op, each a kernel over the whole tensor and most with one or two backward kernels; on a CPU these passes
 over memory, not their arithmetic, set the time. This node does the same mathematics in fewer passes:
-``rotate_half`` is a roll by hs/2 (its own inverse) with the sign folded into the sin table, the norm weight is
-folded into the RoPE tables in the forward pass, and the backward pass uses the closed forms of the RMSNorm and RoPE
-gradients (for ``y = n * w`` with ``n = x * rstd``: ``dx = rstd * (dn - n * mean(dn * n))``, ``dn = dy * w``).
+``rotate_half(x) * sin`` is never materialised (two in-place products over the halves of the last dimension add
+it to ``x * cos``), the norm weight is folded into the RoPE tables in the forward pass, the normalised input is
+kept for the backward pass, and that pass uses the closed forms of the RMSNorm and RoPE gradients (for
+``y = n * w`` with ``n = x * rstd``: ``dx = rstd * (dn - n * mean(dn * n))``, ``dn = dy * w``).
 
 Used by ``lit_gpt.model`` and ``lit_gpt.norm`` where ``records_one_node`` says so: on CPU, when autograd records
 outside ``torch.compile`` (Inductor fuses the composed ops itself; without autograd there is no backward to save).
@@ -64,53 +65,61 @@ def norm_rope(
     return _NormRoPE.apply(x, weight, cos, sin, eps)
 
 
-def _rotate(x: torch.Tensor) -> torch.Tensor:
-    """``cat(x2, x1)`` for the halves of the last dimension: ``rotate_half`` without its sign (the sign lives in
-    the sin table), and its own inverse."""
-    return x.roll(x.shape[-1] // 2, dims=-1)
+def _add_rotated(out: torch.Tensor, x: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """``out += rotate_half(x) * sin`` in place, half by half, without materialising ``rotate_half(x)``:
+    ``out[:h] -= x[h:] * sin[:h]`` and ``out[h:] += x[:h] * sin[h:]`` over the last dimension (h = hs / 2)."""
+    half = x.shape[-1] // 2
+    out[..., :half].addcmul_(x[..., half:], sin[..., :half], value=-1.0)
+    out[..., half:].addcmul_(x[..., :half], sin[..., half:])
+    return out
 
 
-def _signed(sin: torch.Tensor) -> torch.Tensor:
-    """``sin`` with its first half negated, so that ``rotate_half(x) * sin == _rotate(x) * _signed(sin)``."""
-    half = sin.shape[-1] // 2
-    return torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
+def _add_rotated_transpose(out: torch.Tensor, grad: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """``out += rotate_half^T(grad * sin)`` in place, the gradient of ``_add_rotated`` with respect to x:
+    ``out[:h] += grad[h:] * sin[h:]`` and ``out[h:] -= grad[:h] * sin[:h]``."""
+    half = grad.shape[-1] // 2
+    out[..., :half].addcmul_(grad[..., half:], sin[..., half:])
+    out[..., half:].addcmul_(grad[..., :half], sin[..., :half], value=-1.0)
+    return out
 
 
 class _NormRoPE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, cos, sin, eps):
         x = x.contiguous()  # one layout for every kernel here and in backward (mixed strides run far slower)
+        ctx.x_dtype = x.dtype
         if weight is None:
-            n, rstd, dtype = x, None, x.dtype
+            n, n32, rstd, dtype = x, None, None, x.dtype
         else:
             x32 = x.to(torch.promote_types(x.dtype, torch.float32))
             rstd = torch.rsqrt(x32.square().mean(dim=-1, keepdim=True) + eps)
-            n = (x32 * rstd).to(x.dtype)  # rounded to x's dtype before the weight, as RMSNorm does
+            n32 = x32 * rstd  # saved: the backward pass needs it in float32, and recomputing it is a pass more
+            n = n32.to(x.dtype)  # rounded to x's dtype before the weight, as RMSNorm does
             dtype = torch.result_type(n, weight)
         if cos is None:
-            ctx.save_for_backward(x, weight, rstd)
+            ctx.save_for_backward(n32, weight, rstd)
             return n * weight
-        cos, sin = cos.to(dtype), _signed(sin.to(dtype))
-        c, s = (cos, sin) if weight is None else (weight * cos, _rotate(weight) * sin)
-        ctx.save_for_backward(x, weight, rstd, cos, sin)
-        return torch.addcmul(n * c, _rotate(n), s)
+        cos, sin = cos.to(dtype), sin.to(dtype)
+        half = sin.shape[-1] // 2
+        c, s = (cos, sin) if weight is None else (weight * cos, torch.cat((weight[half:], weight[:half])) * sin)
+        ctx.save_for_backward(n32, weight, rstd, cos, sin)
+        return _add_rotated(n * c, n, s)
 
     @staticmethod
     def backward(ctx, grad):
-        x, weight, rstd, *tables = ctx.saved_tensors
+        n, weight, rstd, *tables = ctx.saved_tensors
         grad = grad.contiguous()
-        # RoPE: out = y * cos + rotate(y) * sin, so dy = grad * cos + rotate(grad * sin) (rotate is an involution)
-        grad_y = grad if not tables else grad * tables[0] + _rotate(grad * tables[1])
+        # RoPE: out = y * cos + rotate_half(y) * sin, so dy = grad * cos + rotate_half^T(grad * sin)
+        grad_y = grad if not tables else _add_rotated_transpose(grad * tables[0], grad, tables[1])
         if weight is None:
-            return grad_y.to(x.dtype), None, None, None, None
+            return grad_y.to(ctx.x_dtype), None, None, None, None
         # y = n * weight with n = x * rstd in float32, rounded to x's dtype: the weight saw the rounded n, and the
         # rounding passes the gradient through to x
-        n = x.to(rstd.dtype) * rstd
         grad_weight = None
         if ctx.needs_input_grad[1]:
-            rounded = n.to(x.dtype)
+            rounded = n.to(ctx.x_dtype)
             grad_weight = (grad_y * rounded).sum(dim=tuple(range(n.dim() - 1))).to(weight.dtype)
-        grad_n = (grad_y * weight).to(rstd.dtype)
+        grad_n = (grad_y * weight).to(rstd.dtype)  # a new tensor: the in-place ops below write nothing else
         dot = (grad_n * n).mean(dim=-1, keepdim=True)
-        grad_x = torch.addcmul(grad_n, n, dot, value=-1.0) * rstd
-        return grad_x.to(x.dtype), grad_weight, None, None, None
+        grad_x = grad_n.addcmul_(n, dot, value=-1.0).mul_(rstd)
+        return grad_x.to(ctx.x_dtype), grad_weight, None, None, None
