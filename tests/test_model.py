@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 import lit_gpt.norm
 from lit_gpt.config import Config
-from lit_gpt.model import GPT, RMSNorm
+from lit_gpt.model import GPT, RMSNorm, _fused_linear
 from lit_gpt.rope import apply_rope, rope_cache
 
 SWITCHES = {
@@ -276,10 +276,15 @@ def test_a_wrapped_projection_runs_its_own_forward_in_training(tiny_config):
 def test_fused_projections_equal_separate_ones(tiny_config):
     model = GPT(tiny_config).train()
     idx = torch.randint(0, tiny_config.vocab_size, (2, 8))
-    fused = model(idx)  # grad enabled: q/k/v and gate/up as one matmul each
+    fused = model(idx)  # grad enabled: q/k/v as one matmul (gate/up too off the CPU)
     with torch.no_grad():
         separate = model(idx)  # each linear on its own
     torch.testing.assert_close(fused.detach(), separate, rtol=1e-5, atol=1e-6)
+    mlp, x = model.layers[0].mlp, torch.randn(2, 8, tiny_config.n_embd)
+    gate, up = _fused_linear(x, (mlp.gate_proj, mlp.up_proj))  # the GPU's gate/up path, run here
+    torch.testing.assert_close(gate, mlp.gate_proj(x), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(up, mlp.up_proj(x), rtol=1e-5, atol=1e-6)
+    assert gate.grad_fn is not None and gate.grad_fn is up.grad_fn  # one matmul, split
 
 
 def test_zero_init_proj_starts_every_block_as_the_identity(tiny_config):
