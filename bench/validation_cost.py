@@ -51,7 +51,7 @@ def main() -> None:
     cli = build_cli(["--config", args.config, "--trainer.logger", "false", *extra], run=False)
     data, model = cli.datamodule, cli.model.model.eval()
     data.setup("validate")
-    windows = ValidationWindows(data.val_tokens[0], data.block_size)
+    windows = ValidationWindows(data.val_tokens[0], data.settings.block_size)
     compiled = torch.compile(model.forward, dynamic=False)
     contenders = {(name, bs): fn for bs in args.batch_sizes for name, fn in (("eager", model), ("compiled", compiled))}
     first = {key: one_pass(fn, windows, key[1])[0] for key, fn in contenders.items()}  # compiles the compiled ones
@@ -65,7 +65,7 @@ def main() -> None:
         if not torch.cuda.is_available()
         else f"config: {args.config}; {torch.cuda.get_device_name()}"
     )
-    print(f"validation split: {tokens:,} targets in {len(windows):,} windows of {data.block_size}\n")
+    print(f"validation split: {tokens:,} targets in {len(windows):,} windows of {data.settings.block_size}\n")
     print("| forward | val batch | seconds per validation | first validation (compiles) |\n|---|---:|---:|---:|")
     for (name, bs), found in times.items():
         print(f"| {name} | {bs} | {statistics.median(found):.2f} | {first[(name, bs)]:.2f} |")

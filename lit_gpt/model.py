@@ -16,9 +16,9 @@ Architecture (each choice is a ``Config`` field):
   with attention sinks past ``block_size``; the caches, the attention masks and the positions of cached tokens are
   ``lit_gpt.kv_cache``'s.
 
-Speed: q/k/v and gate/up run as one matmul each over concatenated weights (``_fused_linear``); on CPU, attention
-runs in float32 even under bf16 autocast (``lit_gpt.attention.attend``). ``lit_gpt.flops`` counts the model
-FLOPs that MFU is measured against; ``lit_gpt.meta.meta_model`` builds the model without memory for loading.
+Speed: q/k/v (and gate/up, except in eager CPU code) run as one matmul over concatenated weights (``_fused_linear``);
+on CPU, attention runs in float32 even under bf16 autocast (``lit_gpt.attention.attend``). ``lit_gpt.flops`` counts
+the model FLOPs that MFU is measured against; ``lit_gpt.meta.meta_model`` builds the model without memory for loading.
 
 Module names follow Hugging Face ``LlamaForCausalLM`` (``q_proj``, ``gate_proj``, ``input_layernorm``, ``norm``,
 ``lm_head`` ...), so converting a state dict is a rename.
@@ -170,9 +170,10 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.swiglu:
-            linears = (self.gate_proj, self.up_proj)  # CPU: two (C, I) products beat one (C, 2I) in float32
-            gate, up = (linear(x) for linear in linears) if x.is_cpu else _fused_linear(x, linears)
-            if torch.compiler.is_compiling():
+            linears = (self.gate_proj, self.up_proj)  # eager CPU: two (C, I) products beat one (C, 2I) in float32
+            compiling = torch.compiler.is_compiling()
+            gate, up = (linear(x) for linear in linears) if x.is_cpu and not compiling else _fused_linear(x, linears)
+            if compiling:
                 # silu(gate) = gate * sigmoid(gate), written out so that a compiled backward computes the sigmoid
                 # once (Inductor recomputes F.silu's in both of its gradient terms; the cost is in docs/benchmarks.md)
                 return self.down_proj(gate * torch.sigmoid(gate) * up)

@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import lit_gpt.model
 import lit_gpt.norm
 from lit_gpt.config import Config
 from lit_gpt.model import GPT, RMSNorm, _fused_linear
@@ -276,7 +277,7 @@ def test_a_wrapped_projection_runs_its_own_forward_in_training(tiny_config):
 def test_fused_projections_equal_separate_ones(tiny_config):
     model = GPT(tiny_config).train()
     idx = torch.randint(0, tiny_config.vocab_size, (2, 8))
-    fused = model(idx)  # grad enabled: q/k/v as one matmul (gate/up too off the CPU)
+    fused = model(idx)  # grad enabled: q/k/v as one matmul (gate/up too off the CPU or compiled)
     with torch.no_grad():
         separate = model(idx)  # each linear on its own
     torch.testing.assert_close(fused.detach(), separate, rtol=1e-5, atol=1e-6)
@@ -285,6 +286,24 @@ def test_fused_projections_equal_separate_ones(tiny_config):
     torch.testing.assert_close(gate, mlp.gate_proj(x), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(up, mlp.up_proj(x), rtol=1e-5, atol=1e-6)
     assert gate.grad_fn is not None and gate.grad_fn is up.grad_fn  # one matmul, split
+
+
+def test_gate_up_are_one_matmul_when_compiled_and_two_in_eager_cpu_steps(tiny_config, monkeypatch):
+    fused_widths = []
+
+    def spy(x, linears):
+        fused_widths.append(len(linears))
+        return _fused_linear(x, linears)
+
+    monkeypatch.setattr(lit_gpt.model, "_fused_linear", spy)
+    model, idx = GPT(tiny_config).train(), torch.randint(0, tiny_config.vocab_size, (2, 8))
+    eager = model(idx)
+    assert fused_widths == [3] * tiny_config.n_layer  # q/k/v only
+    fused_widths.clear()
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)  # the code Inductor traces
+    compiled_path = model(idx)
+    assert fused_widths == [3, 2] * tiny_config.n_layer
+    torch.testing.assert_close(compiled_path, eager, rtol=1e-5, atol=1e-6)
 
 
 def test_zero_init_proj_starts_every_block_as_the_identity(tiny_config):
