@@ -14,11 +14,12 @@ settings other than the checkpoint's, is one ``error:`` line. Before anything is
 ``ModelParallelStrategy``'s sizes and Muon's strategy are checked (``check_launch``) and, for ``fit``, the checkpoint
 and log folders are probed (``check_run_folders``); checkpoints are written by
 ``lit_gpt.train.checkpoint_io.AtomicCheckpointIO``, whose failed save stops the run (``CheckpointGuard`` stops every
-process of a multi-process run together). Settings left
-unset (``trainer.precision``, ``model.compile`` (or ``auto``), ``trainer.deterministic``) are chosen from the machine
-(``lit_gpt.train.hardware``), and for compile from the run's length too, before anything is built, said in one log line, and saved in the run's config.yaml.
-A CPU run that trades speed for memory (gradient checkpointing or a chunked loss) pins glibc's mmap threshold
-(``lit_gpt.train.host_memory``) so that freed activations leave the resident set.
+process of a multi-process run together). Settings left unset (``trainer.precision``, ``model.compile`` (or
+``auto``), ``trainer.deterministic``) are chosen from the machine (``lit_gpt.train.hardware``), and for compile from
+the run's length too, before anything is built, said in one log line, and saved in the run's config.yaml.
+A CPU run pads glibc's heap so that steps reuse resident pages, and one that trades speed for memory (gradient
+checkpointing or a chunked loss) pins the mmap threshold low so that freed activations leave the resident set
+(``lit_gpt.train.host_memory``).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from lit_gpt.train.checkpoint_io import CheckpointGuard, check_writable, use_ato
 from lit_gpt.train.compile import TrainingRun
 from lit_gpt.train.datamodule import TokenDataModule
 from lit_gpt.train.hardware import check_strategy, choose, device_type, strategy_name
-from lit_gpt.train.host_memory import pin_mmap_threshold
+from lit_gpt.train.host_memory import configure_heap
 from lit_gpt.train.module import TRAINING_FIELDS, LitGPT
 from lit_gpt.train.parallel import check_parallel_sizes
 from lit_gpt.train.resume import NotResumable, check_architecture, check_resumable, newest_last_checkpoint
@@ -120,8 +121,8 @@ class LitGPTCLI(LightningCLI):
         trainer.precision, model.compile, trainer.deterministic = choice.precision, choice.compile, choice.deterministic
         if choice.reasons:
             rank_zero_info("lit-gpt: " + "; ".join(choice.reasons))
-        if device_type(trainer.accelerator) == "cpu" and saves_memory(model):
-            pin_mmap_threshold()  # freed activations go back to the system (lit_gpt.train.host_memory)
+        if device_type(trainer.accelerator) == "cpu":
+            configure_heap(saves_memory(model))  # lit_gpt.train.host_memory
         if (trainer.num_nodes or 1) > 1 and "build" in data:
             data.build = False  # each machine's lock sees only its own processes: prepare ahead
         for warning in choice.warnings:
